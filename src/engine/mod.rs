@@ -1,0 +1,160 @@
+//! Engines that render a prepared [`Simulation`]: the CPU engine (rayon, generic
+//! over the scalar) and the CUDA engine (NVRTC kernels).
+
+pub mod cpu;
+pub mod cuda;
+
+use crate::physics::params::Param;
+use crate::physics::Simulation;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Floating-point precision of a render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Dtype {
+    #[serde(rename = "float32")]
+    F32,
+    #[serde(rename = "float64")]
+    F64,
+}
+
+impl Dtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "float32",
+            Dtype::F64 => "float64",
+        }
+    }
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "float32" | "f32" => Ok(Dtype::F32),
+            "float64" | "f64" => Ok(Dtype::F64),
+            _ => Err(format!("unknown dtype '{s}'; valid: float32, float64")),
+        }
+    }
+}
+
+/// Where a render runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    Cpu,
+    /// `cuda` (any GPU; the scheduler picks) or `cuda:N`.
+    Cuda(Option<usize>),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(None) => f.write_str("cuda"),
+            Device::Cuda(Some(n)) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(None)),
+            _ => {
+                if let Some(n) = s.strip_prefix("cuda:") {
+                    n.parse::<usize>()
+                        .map(|n| Device::Cuda(Some(n)))
+                        .map_err(|_| format!("bad device '{s}'; valid: cpu, cuda, cuda:N"))
+                } else {
+                    Err(format!("unknown device '{s}'; valid: cpu, cuda, cuda:N"))
+                }
+            }
+        }
+    }
+}
+
+/// What to render.
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    pub dtype: Dtype,
+    /// Overrides the configuration's ROI: fast min, fast max, slow min, slow max (inclusive).
+    pub roi: Option<[u32; 4]>,
+    /// Parameters to differentiate by (forward mode, one direction each).
+    pub derivatives: Vec<Param>,
+    /// Offsets added to parameter values (finite differences).
+    pub shifts: Vec<(Param, f64)>,
+}
+
+impl RenderOptions {
+    pub fn new(dtype: Dtype) -> Self {
+        RenderOptions {
+            dtype,
+            roi: None,
+            derivatives: vec![],
+            shifts: vec![],
+        }
+    }
+}
+
+/// A rendered image and its derivative images, full detector size, fast
+/// index innermost (index = slow * fpixels + fast); pixels outside the ROI
+/// (or masked) are 0.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub fpixels: usize,
+    pub spixels: usize,
+    pub roi: [u32; 4],
+    pub image: Vec<f64>,
+    pub derivatives: Vec<(Param, Vec<f64>)>,
+    /// Which device rendered it, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H100".
+    pub device: String,
+}
+
+impl Rendered {
+    /// Sum over the ROI.
+    pub fn roi_sum(&self) -> f64 {
+        self.roi_values(&self.image).iter().sum()
+    }
+    /// The values inside the ROI, slow outer, fast inner.
+    pub fn roi_values(&self, img: &[f64]) -> Vec<f64> {
+        let [f0, f1, s0, s1] = self.roi;
+        let mut out = Vec::new();
+        for s in s0..=s1 {
+            for f in f0..=f1 {
+                out.push(img[s as usize * self.fpixels + f as usize]);
+            }
+        }
+        out
+    }
+    pub fn derivative(&self, p: Param) -> Option<&[f64]> {
+        self.derivatives.iter().find(|(q, _)| *q == p).map(|(_, d)| d.as_slice())
+    }
+}
+
+/// Why a render did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The device is not present (no driver, no GPU, ordinal out of range).
+    #[error("device unavailable: {0}")]
+    Unavailable(String),
+    /// The render was attempted and failed (compile error, out of memory, bad input).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Render on the given device.
+pub fn render(sim: &Simulation, device: Device, opts: &RenderOptions) -> Result<Rendered, EngineError> {
+    match device {
+        Device::Cpu => cpu::render(sim, opts),
+        Device::Cuda(ordinal) => cuda::render(sim, ordinal, opts),
+    }
+}

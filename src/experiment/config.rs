@@ -1,0 +1,297 @@
+//! The experiment file's types: what a user writes in `experiments/*.toml`.
+//!
+//! Loading happens in two phases (see `load.rs`): figment extracts
+//! [`RawExperiment`] (the `[model]` table and every `[[probe]]` stay generic
+//! values, so that `nanobragg_args` can be merged and each probe's `kind`
+//! selects its settings type); the second phase turns them into the typed
+//! [`Experiment`]. The JSON schema is generated from these types.
+
+use crate::physics::config::SimConfig;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An experiment file as figment extracts it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "braggrun experiment")]
+pub struct RawExperiment {
+    pub experiment: ExperimentMeta,
+    /// The simulator configuration (the Rust `SimConfig` names), or
+    /// `nanobragg_args = "..."` (nanoBragg command-line flags), optionally
+    /// with further keys that override what the flags set.
+    #[serde(default)]
+    #[schemars(with = "ModelSchema")]
+    pub model: toml::Table,
+    #[serde(default)]
+    pub matrix: MatrixSection,
+    /// One or more probes; each matrix combination runs every probe.
+    #[serde(default)]
+    #[schemars(with = "Vec<ProbeSpec>")]
+    pub probe: Vec<toml::Table>,
+}
+
+/// `[experiment]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentMeta {
+    /// Identifier: letters, digits, '.', '_' and '-' (it names the bundle folder).
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Only for the schema: `[model]` is a `SimConfig` plus `nanobragg_args`.
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ModelSchema {
+    /// nanoBragg command-line flags (whitespace separated); keys given next
+    /// to it override what the flags set.
+    nanobragg_args: Option<String>,
+    #[serde(flatten)]
+    config: SimConfig,
+}
+
+/// `[matrix]`: axes whose Cartesian product (times the probes) gives the
+/// cells, with GitHub Actions `include`/`exclude` semantics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MatrixSection {
+    /// Devices: "cpu", "cuda" or "cuda:N". Default ["cpu"].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Vec<String>>,
+    /// Precisions: "float32", "float64". Default ["float64"].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Vec<String>>,
+    /// Differentiable parameters (names as in `Param`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<Vec<String>>,
+    /// Regions of interest: [fast min, fast max, slow min, slow max], inclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roi: Option<Vec<[u32; 4]>>,
+    /// Extra combinations (GitHub Actions semantics): keys are axis names
+    /// (`probe`, `device`, `dtype`, `param`, `roi`, `model.<key path>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<BTreeMap<String, serde_json::Value>>")]
+    pub include: Vec<toml::Table>,
+    /// Combinations to remove: every cell matching all of an entry's keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<BTreeMap<String, serde_json::Value>>")]
+    pub exclude: Vec<toml::Table>,
+    /// Model axes: `"model.<key path>" = [value, value, ...]`, e.g.
+    /// `"model.crystal.n_cells" = [[3,3,3],[5,5,5]]`.
+    #[serde(flatten)]
+    #[schemars(with = "BTreeMap<String, Vec<serde_json::Value>>")]
+    pub model_axes: BTreeMap<String, toml::Value>,
+}
+
+/// How the gradient check reduces the ROI to a scalar loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Reduction {
+    #[default]
+    Sum,
+    Mean,
+}
+
+/// Whether the finite-difference step is relative to the parameter's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EpsMode {
+    /// h = eps * |value| (eps itself when the value is 0).
+    #[default]
+    Relative,
+    /// h = eps.
+    Absolute,
+}
+
+/// One `[[probe]]` table; `kind` selects the settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ProbeSpec {
+    /// Forward-mode derivative of the ROI loss against a central difference.
+    Gradcheck(GradcheckProbe),
+    /// The published M2h.3 phi-carryover cache arithmetic, with dual numbers.
+    PhiCache(PhiCacheProbe),
+    /// Compare a render with a reference float image.
+    Parity(ParityProbe),
+    /// Render and save the float image and a PNG.
+    Simulate(SimulateProbe),
+}
+
+impl ProbeSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeSpec::Gradcheck(_) => "gradcheck",
+            ProbeSpec::PhiCache(_) => "phi-cache",
+            ProbeSpec::Parity(_) => "parity",
+            ProbeSpec::Simulate(_) => "simulate",
+        }
+    }
+    pub fn explicit_name(&self) -> Option<&str> {
+        match self {
+            ProbeSpec::Gradcheck(p) => p.name.as_deref(),
+            ProbeSpec::PhiCache(p) => p.name.as_deref(),
+            ProbeSpec::Parity(p) => p.name.as_deref(),
+            ProbeSpec::Simulate(p) => p.name.as_deref(),
+        }
+    }
+    /// The name used in cell ids (default: the kind).
+    pub fn name(&self) -> String {
+        self.explicit_name().unwrap_or(self.kind()).to_string()
+    }
+    pub const KINDS: &'static [&'static str] = &["gradcheck", "phi-cache", "parity", "simulate"];
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct GradcheckProbe {
+    /// Name used in cell ids (default: the kind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Loss = sum or mean of the ROI intensity.
+    pub reduction: Reduction,
+    /// Finite-difference step (see `eps_mode`).
+    pub eps: f64,
+    pub eps_mode: EpsMode,
+    /// Pass when |ad - fd| <= atol + rtol |fd| (float64 cells).
+    pub atol: f64,
+    pub rtol: f64,
+    /// float32 cells: pass when |ad32 - ad64| <= f32_atol + f32_rtol |ad64|.
+    pub f32_atol: f64,
+    pub f32_rtol: f64,
+    /// Fail when the ROI image or its derivative is all zero (a vacuous check).
+    pub require_nonzero: bool,
+}
+
+impl Default for GradcheckProbe {
+    fn default() -> Self {
+        GradcheckProbe {
+            name: None,
+            reduction: Reduction::Sum,
+            eps: 1e-6,
+            eps_mode: EpsMode::Relative,
+            atol: 1e-5,
+            rtol: 1e-3,
+            f32_atol: 1e-5,
+            f32_rtol: 1e-2,
+            require_nonzero: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhiCacheProbe {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Published loss to compare with (absent: not compared).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_loss: Option<f64>,
+    /// Published d loss / d cell_a to compare with (absent: not compared).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_grad: Option<f64>,
+    /// Relative tolerance against the expected values.
+    pub rtol: f64,
+    /// Relative central-difference step on cell_a.
+    pub eps: f64,
+    /// Pass when |ad - fd| <= fd_atol + fd_rtol |fd|.
+    pub fd_atol: f64,
+    pub fd_rtol: f64,
+    /// Scale of the stored ("phi-final") vectors.
+    pub stored_scale: f64,
+    /// Scale of the fresh stack.
+    pub fresh_scale: f64,
+    /// Phi steps in the fresh stack.
+    pub steps: u32,
+}
+
+impl Default for PhiCacheProbe {
+    fn default() -> Self {
+        PhiCacheProbe {
+            name: None,
+            expected_loss: None,
+            expected_grad: None,
+            rtol: 1e-9,
+            eps: 1e-6,
+            fd_atol: 1e-8,
+            fd_rtol: 1e-6,
+            stored_scale: 1.001,
+            fresh_scale: 0.999,
+            steps: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParityProbe {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Reference image: raw little-endian float32, fast index innermost;
+    /// relative paths are relative to the experiment file.
+    pub reference: String,
+    /// Pass when the Pearson correlation is at least this.
+    pub min_correlation: f64,
+    /// Pass when |sum(sim)/sum(ref) - 1| is at most this.
+    pub max_sum_ratio_err: f64,
+    /// Pass when max |sim - ref| / max |ref| is at most this.
+    pub max_rel_diff: f64,
+    /// Also save the rendered float image in the cell folder.
+    pub save_image: bool,
+}
+
+impl Default for ParityProbe {
+    fn default() -> Self {
+        ParityProbe {
+            name: None,
+            reference: String::new(),
+            min_correlation: 0.999999,
+            max_sum_ratio_err: 1e-5,
+            max_rel_diff: 1e-5,
+            save_image: false,
+        }
+    }
+}
+
+/// Brightness mapping of the PNG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PngScale {
+    Linear,
+    #[default]
+    Sqrt,
+    Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulateProbe {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub png_scale: PngScale,
+    /// Fail when the image is all zero.
+    pub require_nonzero: bool,
+}
+
+impl Default for SimulateProbe {
+    fn default() -> Self {
+        SimulateProbe {
+            name: None,
+            png_scale: PngScale::Sqrt,
+            require_nonzero: false,
+        }
+    }
+}
+
+/// The fully resolved experiment (what `experiment.toml` in a bundle holds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolvedExperiment {
+    pub experiment: ExperimentMeta,
+    pub model: SimConfig,
+    pub matrix: MatrixSection,
+    pub probe: Vec<ProbeSpec>,
+}

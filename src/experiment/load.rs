@@ -1,0 +1,414 @@
+//! Loading an experiment file: figment layers (built-in defaults < the file <
+//! `--set key=value` < `RUNNER_*` environment variables), then the typed
+//! second phase (model, probes). Every error names the file (or layer), the
+//! key path and the value.
+
+use super::config::*;
+use super::InputError;
+use crate::physics::config::SimConfig;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+
+/// A loaded, typed experiment.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    /// The experiment file (absolute).
+    pub file: PathBuf,
+    /// Relative paths in the experiment resolve against this folder.
+    pub base_dir: PathBuf,
+    pub resolved: ResolvedExperiment,
+    /// `--set` overrides as given (recorded in commands.txt).
+    pub sets: Vec<String>,
+}
+
+impl Experiment {
+    pub fn id(&self) -> &str {
+        &self.resolved.experiment.id
+    }
+    /// `experiment.toml` of a bundle: the fully resolved configuration.
+    pub fn resolved_toml(&self) -> String {
+        let body = toml::to_string_pretty(&self.resolved)
+            .unwrap_or_else(|e| format!("# could not serialise: {e}\n"));
+        format!(
+            "# Fully resolved configuration (built-in defaults < file < --set < RUNNER_* environment).\n\
+             # Source: {}\n\
+             # Relative paths resolve against: {}\n\n{}",
+            self.file.display(),
+            self.base_dir.display(),
+            body
+        )
+    }
+}
+
+/// A provider with a readable name in error messages ("--set", environment).
+struct Named {
+    name: String,
+    table: toml::Table,
+}
+
+impl Provider for Named {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Serialized::defaults(&self.table).data()
+    }
+}
+
+/// Parse a `--set`/`--only` value: TOML if it parses, else a plain string.
+pub fn parse_loose_value(s: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {s}")) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(s.to_string())),
+        Err(_) => toml::Value::String(s.to_string()),
+    }
+}
+
+/// Split a dotted key path; `matrix.model.<path>` keeps the model path whole
+/// (it is one key of `[matrix]`).
+pub fn split_key(key: &str) -> Vec<String> {
+    if let Some(rest) = key.strip_prefix("matrix.model.") {
+        vec!["matrix".into(), format!("model.{rest}")]
+    } else {
+        key.split('.').map(|s| s.to_string()).collect()
+    }
+}
+
+fn insert_path(table: &mut toml::Table, path: &[String], v: toml::Value) -> Result<(), String> {
+    let (first, rest) = path.split_first().ok_or("empty key")?;
+    if first.is_empty() {
+        return Err("empty key segment".into());
+    }
+    if rest.is_empty() {
+        table.insert(first.clone(), v);
+        return Ok(());
+    }
+    let entry = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => insert_path(t, rest, v),
+        _ => Err(format!("'{first}' is already set to a non-table value")),
+    }
+}
+
+/// Deep merge: values of `over` replace those of `base`; tables merge.
+pub fn deep_merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => deep_merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn source_name(md: Option<&Metadata>) -> String {
+    match md {
+        Some(m) => match &m.source {
+            Some(figment::Source::File(p)) => p.display().to_string(),
+            Some(figment::Source::Custom(s)) => s.clone(),
+            _ => m.name.to_string(),
+        },
+        None => "configuration".into(),
+    }
+}
+
+/// Render a figment error: "<source>: <key path>: <what>" per error.
+pub fn figment_message(err: figment::Error, default_source: &str, prefix: &str) -> String {
+    let mut lines = Vec::new();
+    for e in err {
+        let mut path: Vec<String> = Vec::new();
+        if !prefix.is_empty() {
+            path.push(prefix.to_string());
+        }
+        path.extend(e.path.iter().cloned());
+        let what = match &e.kind {
+            figment::error::Kind::UnknownField(name, expected) => {
+                path.push(name.clone());
+                if expected.is_empty() {
+                    format!("unknown key `{name}`")
+                } else {
+                    format!("unknown key `{name}`; valid keys: {}", expected.join(", "))
+                }
+            }
+            figment::error::Kind::MissingField(name) => {
+                path.push(name.to_string());
+                format!("missing key `{name}`")
+            }
+            k => k.to_string(),
+        };
+        let src = if e.metadata.is_some() {
+            source_name(e.metadata.as_ref())
+        } else {
+            default_source.to_string()
+        };
+        let key = if path.is_empty() {
+            "(top level)".to_string()
+        } else {
+            path.join(".")
+        };
+        lines.push(format!("{src}: {key}: {what}"));
+    }
+    lines.join("\n")
+}
+
+/// Deserialize a generic table into a typed value with path-tracked errors.
+pub fn typed<T: DeserializeOwned>(table: &toml::Table, source: &str, prefix: &str) -> Result<T, InputError> {
+    let named = Named {
+        name: source.to_string(),
+        table: table.clone(),
+    };
+    Figment::from(named)
+        .extract::<T>()
+        .map_err(|e| InputError(figment_message(e, source, prefix)))
+}
+
+fn builtin_defaults() -> toml::Table {
+    let mut t = toml::Table::new();
+    let mut m = toml::Table::new();
+    m.insert("device".into(), toml::Value::Array(vec!["cpu".into()]));
+    m.insert("dtype".into(), toml::Value::Array(vec!["float64".into()]));
+    t.insert("matrix".into(), toml::Value::Table(m));
+    t
+}
+
+/// Walk a value tree; every float must be finite.
+fn check_finite(v: &Value, path: &mut Vec<String>, fig: &Figment) -> Result<(), InputError> {
+    match v {
+        Value::Num(_, n) => {
+            if let Some(x) = n.to_f64() {
+                if !x.is_finite() {
+                    let key = path.join(".");
+                    let src = source_name(fig.find_metadata(&key));
+                    return Err(InputError(format!(
+                        "{src}: {key}: value {x} is not a finite number (NaN and inf are not allowed)"
+                    )));
+                }
+            }
+        }
+        Value::Dict(_, d) => {
+            for (k, x) in d {
+                path.push(k.clone());
+                check_finite(x, path, fig)?;
+                path.pop();
+            }
+        }
+        Value::Array(_, a) => {
+            for (i, x) in a.iter().enumerate() {
+                path.push(i.to_string());
+                check_finite(x, path, fig)?;
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Characters allowed in ids (experiment, probe names, cell ids).
+pub fn safe_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && !s.starts_with('.')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// Load an experiment file with `--set` overrides and (if `use_env`) RUNNER_* variables.
+pub fn load(file: &Path, sets: &[String], use_env: bool) -> Result<Experiment, InputError> {
+    let shown = file.display().to_string();
+    if !file.exists() {
+        return Err(InputError(format!("{shown}: file not found")));
+    }
+    if !file.is_file() {
+        return Err(InputError(format!("{shown}: not a regular file")));
+    }
+    if let Err(e) = std::fs::read_to_string(file) {
+        return Err(InputError(format!("{shown}: cannot read: {e}")));
+    }
+    let abs = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let base_dir = abs.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
+
+    let mut set_table = toml::Table::new();
+    for s in sets {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| InputError(format!("--set '{s}': expected key=value")))?;
+        let key = k.trim();
+        insert_path(&mut set_table, &split_key(key), parse_loose_value(v.trim()))
+            .map_err(|e| InputError(format!("--set '{s}': {key}: {e}")))?;
+    }
+
+    let mut fig = Figment::from(Named {
+        name: "built-in defaults".into(),
+        table: builtin_defaults(),
+    })
+    .merge(Toml::file_exact(&abs))
+    .merge(Named {
+        name: "--set".into(),
+        table: set_table,
+    });
+    if use_env {
+        fig = fig.merge(
+            Env::prefixed("RUNNER_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+    }
+
+    let all: Dict = fig
+        .extract()
+        .map_err(|e| InputError(figment_message(e, &shown, "")))?;
+    for (k, v) in &all {
+        let mut path = vec![k.clone()];
+        check_finite(v, &mut path, &fig)?;
+    }
+    let raw: RawExperiment = fig
+        .extract()
+        .map_err(|e| InputError(figment_message(e, &shown, "")))?;
+    resolve(raw, abs, base_dir, sets.to_vec())
+}
+
+/// Phase two: ids, model (with nanobragg_args), probes.
+pub fn resolve(raw: RawExperiment, file: PathBuf, base_dir: PathBuf, sets: Vec<String>) -> Result<Experiment, InputError> {
+    let shown = file.display().to_string();
+    let id = &raw.experiment.id;
+    if !safe_id(id) {
+        return Err(InputError(format!(
+            "{shown}: experiment.id: '{id}' is not a safe id (letters, digits, '.', '_', '-'; no path separators; not starting with '.'; at most 100 characters)"
+        )));
+    }
+
+    // [model]
+    let mut model_table = raw.model.clone();
+    let model: SimConfig = if let Some(args) = model_table.remove("nanobragg_args") {
+        let s = match &args {
+            toml::Value::String(s) => s.clone(),
+            other => {
+                return Err(InputError(format!(
+                    "{shown}: model.nanobragg_args: expected a string of flags, found {other}"
+                )))
+            }
+        };
+        let argv: Vec<String> = s.split_whitespace().map(|x| x.to_string()).collect();
+        let parsed = crate::cli::nanobragg::parse_args(&argv)
+            .map_err(|e| InputError(format!("{shown}: model.nanobragg_args: \"{s}\": {e}")))?;
+        let mut base = toml::Table::try_from(&parsed.config)
+            .map_err(|e| InputError(format!("{shown}: model.nanobragg_args: {e}")))?;
+        deep_merge(&mut base, &model_table);
+        typed(&base, &shown, "model")?
+    } else {
+        typed(&model_table, &shown, "model")?
+    };
+
+    // [[probe]]
+    if raw.probe.is_empty() {
+        return Err(InputError(format!(
+            "{shown}: probe: at least one [[probe]] table is required (kind = {})",
+            ProbeSpec::KINDS.join(", ")
+        )));
+    }
+    let mut probes = Vec::new();
+    for (i, t) in raw.probe.iter().enumerate() {
+        let mut t = t.clone();
+        let prefix = format!("probe.{i}");
+        let kind = match t.remove("kind") {
+            Some(toml::Value::String(k)) => k,
+            Some(other) => {
+                return Err(InputError(format!(
+                    "{shown}: {prefix}.kind: expected a string, found {other}"
+                )))
+            }
+            None => {
+                return Err(InputError(format!(
+                    "{shown}: {prefix}.kind: missing (one of {})",
+                    ProbeSpec::KINDS.join(", ")
+                )))
+            }
+        };
+        let spec = match kind.as_str() {
+            "gradcheck" => ProbeSpec::Gradcheck(typed(&t, &shown, &prefix)?),
+            "phi-cache" => ProbeSpec::PhiCache(typed(&t, &shown, &prefix)?),
+            "parity" => ProbeSpec::Parity(typed(&t, &shown, &prefix)?),
+            "simulate" => ProbeSpec::Simulate(typed(&t, &shown, &prefix)?),
+            other => {
+                return Err(InputError(format!(
+                    "{shown}: {prefix}.kind: unknown probe kind '{other}'; valid: {}",
+                    ProbeSpec::KINDS.join(", ")
+                )))
+            }
+        };
+        if let Some(n) = spec.explicit_name() {
+            if !safe_id(n) {
+                return Err(InputError(format!(
+                    "{shown}: {prefix}.name: '{n}' is not a safe name (letters, digits, '.', '_', '-')"
+                )));
+            }
+        }
+        check_probe_settings(&spec, &shown, &prefix, &base_dir)?;
+        probes.push(spec);
+    }
+
+    Ok(Experiment {
+        file,
+        base_dir,
+        resolved: ResolvedExperiment {
+            experiment: raw.experiment,
+            model,
+            matrix: raw.matrix,
+            probe: probes,
+        },
+        sets,
+    })
+}
+
+fn check_probe_settings(spec: &ProbeSpec, shown: &str, prefix: &str, base_dir: &Path) -> Result<(), InputError> {
+    let pos = |name: &str, v: f64, allow_zero: bool| -> Result<(), InputError> {
+        if v < 0.0 || (!allow_zero && v == 0.0) {
+            Err(InputError(format!(
+                "{shown}: {prefix}.{name}: must be {} (got {v})",
+                if allow_zero { ">= 0" } else { "> 0" }
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    match spec {
+        ProbeSpec::Gradcheck(g) => {
+            pos("eps", g.eps, false)?;
+            pos("atol", g.atol, true)?;
+            pos("rtol", g.rtol, true)?;
+            pos("f32_atol", g.f32_atol, true)?;
+            pos("f32_rtol", g.f32_rtol, true)?;
+        }
+        ProbeSpec::PhiCache(p) => {
+            pos("rtol", p.rtol, true)?;
+            pos("eps", p.eps, false)?;
+            pos("fd_atol", p.fd_atol, true)?;
+            pos("fd_rtol", p.fd_rtol, true)?;
+            if p.steps == 0 {
+                return Err(InputError(format!("{shown}: {prefix}.steps: must be >= 1 (got 0)")));
+            }
+        }
+        ProbeSpec::Parity(p) => {
+            if p.reference.is_empty() {
+                return Err(InputError(format!("{shown}: {prefix}.reference: missing (a float image file)")));
+            }
+            let path = base_dir.join(&p.reference);
+            if !path.is_file() {
+                return Err(InputError(format!(
+                    "{shown}: {prefix}.reference: file '{}' not found (resolved to {})",
+                    p.reference,
+                    path.display()
+                )));
+            }
+            pos("max_sum_ratio_err", p.max_sum_ratio_err, true)?;
+            pos("max_rel_diff", p.max_rel_diff, true)?;
+        }
+        ProbeSpec::Simulate(_) => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,584 @@
+//! Matrix expansion: axes x probes, GitHub Actions `include`/`exclude`
+//! semantics, stable cell ids, and per-cell validation.
+
+use super::config::*;
+use super::load::{deep_merge, safe_id, split_key, typed, Experiment};
+use super::InputError;
+use crate::engine::{Device, Dtype};
+use crate::physics::config::SimConfig;
+use crate::physics::params::Param;
+use crate::physics::Simulation;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Cells above this count need `--allow-large`.
+pub const MAX_CELLS: usize = 256;
+
+/// One cell: a combination of axis values and one probe.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub index: usize,
+    pub id: String,
+    pub probe_index: usize,
+    pub probe_name: String,
+    pub kind: &'static str,
+    /// The axis values that define the cell, in canonical key order.
+    pub values: Vec<(String, toml::Value)>,
+    pub device: Device,
+    pub dtype: Dtype,
+    pub param: Option<Param>,
+    /// ROI from the matrix (None: the model's ROI, or the whole detector).
+    pub roi: Option<[u32; 4]>,
+    pub model: SimConfig,
+    /// Filled by validation: detector size and the ROI the probe uses.
+    pub fpixels: usize,
+    pub spixels: usize,
+    pub effective_roi: [u32; 4],
+}
+
+/// A row of `runner plan --format json`.
+#[derive(Debug, Serialize)]
+pub struct PlanRow {
+    pub index: usize,
+    pub id: String,
+    pub probe: String,
+    pub kind: String,
+    pub device: String,
+    pub dtype: String,
+    pub param: Option<String>,
+    pub roi: [u32; 4],
+    pub axes: BTreeMap<String, serde_json::Value>,
+}
+
+impl Cell {
+    pub fn plan_row(&self) -> PlanRow {
+        PlanRow {
+            index: self.index,
+            id: self.id.clone(),
+            probe: self.probe_name.clone(),
+            kind: self.kind.to_string(),
+            device: self.device.to_string(),
+            dtype: self.dtype.to_string(),
+            param: self.param.map(|p| p.name().to_string()),
+            roi: self.effective_roi,
+            axes: self
+                .values
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
+                .collect(),
+        }
+    }
+
+    /// The value this cell has for an axis key (for `--only`).
+    pub fn value_of(&self, key: &str) -> Option<toml::Value> {
+        match key {
+            "id" => Some(self.id.clone().into()),
+            "probe" => Some(self.probe_name.clone().into()),
+            "kind" => Some(self.kind.to_string().into()),
+            "device" => Some(self.device.to_string().into()),
+            "dtype" => Some(self.dtype.to_string().into()),
+            "param" => self.param.map(|p| p.name().to_string().into()),
+            "roi" => Some(toml::Value::Array(
+                self.effective_roi.iter().map(|x| toml::Value::Integer(*x as i64)).collect(),
+            )),
+            k => self.values.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone()),
+        }
+    }
+}
+
+fn key_rank(k: &str) -> (u8, String) {
+    let r = match k {
+        "probe" => 0,
+        "device" => 1,
+        "dtype" => 2,
+        "param" => 3,
+        "roi" => 4,
+        _ => 5,
+    };
+    (r, k.to_string())
+}
+
+/// Numeric-aware equality (3 == 3.0).
+pub fn value_eq(a: &toml::Value, b: &toml::Value) -> bool {
+    use toml::Value::*;
+    match (a, b) {
+        (Integer(x), Float(y)) | (Float(y), Integer(x)) => (*x as f64) == *y,
+        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| value_eq(p, q)),
+        (Table(x), Table(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).map(|w| value_eq(v, w)).unwrap_or(false))
+        }
+        _ => a == b,
+    }
+}
+
+/// A value as it appears in a cell id.
+fn token(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => format!("{f}"),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(a) => a.iter().map(token).collect::<Vec<_>>().join("_"),
+        toml::Value::Table(t) => t
+            .iter()
+            .map(|(k, v)| format!("{k}_{}", token(v)))
+            .collect::<Vec<_>>()
+            .join("_"),
+        toml::Value::Datetime(d) => d.to_string(),
+    }
+}
+
+/// Replace every character outside [A-Za-z0-9._-] by '_'.
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The stable id of a combination: its values in canonical key order.
+pub fn cell_id(values: &[(String, toml::Value)]) -> String {
+    let parts: Vec<String> = values
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "probe" | "device" | "dtype" | "param" => token(v),
+            "roi" => format!("roi_{}", token(v)),
+            other => {
+                let last = other.rsplit('.').next().unwrap_or(other);
+                format!("{last}_{}", token(v))
+            }
+        })
+        .collect();
+    let mut id = sanitize(&parts.join("-"));
+    while id.starts_with('.') {
+        id.replace_range(0..1, "_");
+    }
+    id
+}
+
+fn valid_key(k: &str) -> bool {
+    matches!(k, "probe" | "device" | "dtype" | "param" | "roi") || (k.starts_with("model.") && k.len() > 6)
+}
+
+const VALID_KEYS: &str = "probe, device, dtype, param, roi, \"model.<key path>\"";
+
+fn to_vals<T: Serialize>(v: &[T]) -> Vec<toml::Value> {
+    v.iter()
+        .map(|x| toml::Value::try_from(x).unwrap_or(toml::Value::String("?".into())))
+        .collect()
+}
+
+type Combo = Vec<(String, toml::Value)>;
+
+fn get<'a>(c: &'a Combo, k: &str) -> Option<&'a toml::Value> {
+    c.iter().find(|(kk, _)| kk == k).map(|(_, v)| v)
+}
+
+fn set(c: &mut Combo, k: &str, v: toml::Value) {
+    if let Some(e) = c.iter_mut().find(|(kk, _)| kk == k) {
+        e.1 = v;
+    } else {
+        c.push((k.to_string(), v));
+    }
+}
+
+/// Expand the matrix into cells (without preparing simulations).
+pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputError> {
+    let shown = exp.file.display().to_string();
+    let m = &exp.resolved.matrix;
+    let probes = &exp.resolved.probe;
+
+    // Axes, canonical order.
+    let mut axes: Vec<(String, Vec<toml::Value>)> = vec![(
+        "probe".into(),
+        probes.iter().map(|p| toml::Value::String(p.name())).collect(),
+    )];
+    let mut push_axis = |name: &str, vals: Option<Vec<toml::Value>>| -> Result<(), InputError> {
+        if let Some(v) = vals {
+            if v.is_empty() {
+                return Err(InputError(format!(
+                    "{shown}: matrix.{name}: empty axis (give at least one value, or remove the key)"
+                )));
+            }
+            axes.push((name.to_string(), v));
+        }
+        Ok(())
+    };
+    push_axis("device", m.device.as_ref().map(|v| to_vals(v)))?;
+    push_axis("dtype", m.dtype.as_ref().map(|v| to_vals(v)))?;
+    push_axis("param", m.param.as_ref().map(|v| to_vals(v)))?;
+    push_axis("roi", m.roi.as_ref().map(|v| to_vals(v)))?;
+    for (k, v) in &m.model_axes {
+        if !(k.starts_with("model.") && k.len() > 6) {
+            return Err(InputError(format!(
+                "{shown}: matrix.{k}: unknown matrix key; valid: {VALID_KEYS}, include, exclude"
+            )));
+        }
+        match v {
+            toml::Value::Array(a) if a.is_empty() => {
+                return Err(InputError(format!(
+                    "{shown}: matrix.\"{k}\": empty axis (give at least one value, or remove the key)"
+                )))
+            }
+            toml::Value::Array(a) => axes.push((k.clone(), a.clone())),
+            other => {
+                return Err(InputError(format!(
+                    "{shown}: matrix.\"{k}\": expected a list of values, found {other}"
+                )))
+            }
+        }
+    }
+
+    for (what, list) in [("include", &m.include), ("exclude", &m.exclude)] {
+        for (i, entry) in list.iter().enumerate() {
+            if entry.is_empty() {
+                return Err(InputError(format!("{shown}: matrix.{what}.{i}: empty entry")));
+            }
+            for k in entry.keys() {
+                if !valid_key(k) {
+                    return Err(InputError(format!(
+                        "{shown}: matrix.{what}.{i}.{k}: unknown key; valid: {VALID_KEYS}"
+                    )));
+                }
+                if what == "exclude" && !axes.iter().any(|(a, _)| a == k) {
+                    return Err(InputError(format!(
+                        "{shown}: matrix.exclude.{i}.{k}: '{k}' is not a matrix axis, so this entry can never match"
+                    )));
+                }
+            }
+        }
+    }
+
+    // Cartesian product, deterministic (first axis outermost).
+    let mut combos: Vec<Combo> = vec![vec![]];
+    for (k, vals) in &axes {
+        let mut next = Vec::with_capacity(combos.len() * vals.len());
+        for c in &combos {
+            for v in vals {
+                let mut c2 = c.clone();
+                c2.push((k.clone(), v.clone()));
+                next.push(c2);
+            }
+        }
+        combos = next;
+        if combos.len() > 1_000_000 {
+            return Err(InputError(format!(
+                "{shown}: matrix: more than 1000000 combinations; refusing to expand"
+            )));
+        }
+    }
+    let before = combos.len();
+    combos.retain(|c| {
+        !m.exclude
+            .iter()
+            .any(|e| e.iter().all(|(k, v)| get(c, k).map(|cv| value_eq(cv, v)).unwrap_or(false)))
+    });
+    if combos.is_empty() && !m.exclude.is_empty() && m.include.is_empty() {
+        return Err(InputError(format!(
+            "{shown}: matrix.exclude: the {} exclude entries remove every one of the {before} cells",
+            m.exclude.len()
+        )));
+    }
+    // include: GitHub Actions semantics.
+    let original_keys: Vec<String> = axes.iter().map(|(k, _)| k.clone()).collect();
+    let n_original = combos.len();
+    for entry in &m.include {
+        let mut matched = false;
+        for c in combos.iter_mut().take(n_original) {
+            let compatible = entry.iter().all(|(k, v)| {
+                if original_keys.contains(k) {
+                    get(c, k).map(|cv| value_eq(cv, v)).unwrap_or(false)
+                } else {
+                    true
+                }
+            });
+            if compatible {
+                for (k, v) in entry {
+                    set(c, k, v.clone());
+                }
+                matched = true;
+            }
+        }
+        if !matched {
+            let c: Combo = entry.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            if get(&c, "probe").is_some() {
+                combos.push(c);
+            } else {
+                for p in probes {
+                    let mut c2 = c.clone();
+                    c2.push(("probe".into(), toml::Value::String(p.name())));
+                    combos.push(c2);
+                }
+            }
+        }
+    }
+    if combos.is_empty() {
+        return Err(InputError(format!("{shown}: matrix: no cells to run")));
+    }
+    if combos.len() > MAX_CELLS && !allow_large {
+        return Err(InputError(format!(
+            "{shown}: matrix: {} cells exceed the limit of {MAX_CELLS}; pass --allow-large to run them anyway",
+            combos.len()
+        )));
+    }
+
+    let base = toml::Table::try_from(&exp.resolved.model)
+        .map_err(|e| InputError(format!("{shown}: model: {e}")))?;
+    let mut cells = Vec::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (index, mut c) in combos.into_iter().enumerate() {
+        c.sort_by_key(|(k, _)| key_rank(k));
+        let id = cell_id(&c);
+        if !safe_id(&id) {
+            return Err(InputError(format!("{shown}: matrix: cell id '{id}' is not usable as a folder name")));
+        }
+        if let Some(prev) = seen.get(&id) {
+            return Err(InputError(format!(
+                "{shown}: matrix: duplicate cell id '{id}' (cells {prev} and {index}); \
+                 remove the repeated axis value or give the probes distinct `name`s"
+            )));
+        }
+        seen.insert(id.clone(), index);
+        let cell = build_cell(&shown, index, id, c, probes, &base)?;
+        cells.push(cell);
+    }
+    Ok(cells)
+}
+
+fn str_of(v: &toml::Value) -> Option<&str> {
+    v.as_str()
+}
+
+fn build_cell(
+    shown: &str,
+    index: usize,
+    id: String,
+    values: Combo,
+    probes: &[ProbeSpec],
+    base: &toml::Table,
+) -> Result<Cell, InputError> {
+    let key_of = |k: &str| -> String {
+        // Where the value came from, for messages.
+        format!("{shown}: cell {id}: matrix.{k}")
+    };
+    let probe_name = get(&values, "probe")
+        .and_then(str_of)
+        .ok_or_else(|| InputError(format!("{}: expected a probe name string", key_of("probe"))))?
+        .to_string();
+    let probe_index = probes.iter().position(|p| p.name() == probe_name).ok_or_else(|| {
+        InputError(format!(
+            "{}: no probe named '{probe_name}'; probes: {}",
+            key_of("probe"),
+            probes.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let device = match get(&values, "device") {
+        None => Device::Cpu,
+        Some(v) => str_of(v)
+            .ok_or_else(|| format!("expected a string, found {v}"))
+            .and_then(|s| s.parse::<Device>())
+            .map_err(|e| InputError(format!("{}: {e}", key_of("device"))))?,
+    };
+    let dtype = match get(&values, "dtype") {
+        None => Dtype::F64,
+        Some(v) => str_of(v)
+            .ok_or_else(|| format!("expected a string, found {v}"))
+            .and_then(|s| s.parse::<Dtype>())
+            .map_err(|e| InputError(format!("{}: {e}", key_of("dtype"))))?,
+    };
+    let param = match get(&values, "param") {
+        None => None,
+        Some(v) => Some(
+            str_of(v)
+                .ok_or_else(|| format!("expected a string, found {v}"))
+                .and_then(|s| s.parse::<Param>())
+                .map_err(|e| InputError(format!("{}: {e}", key_of("param"))))?,
+        ),
+    };
+    let roi = match get(&values, "roi") {
+        None => None,
+        Some(v) => {
+            let r: [u32; 4] = v
+                .clone()
+                .try_into()
+                .map_err(|_| InputError(format!("{}: expected [fmin, fmax, smin, smax] (non-negative integers), found {v}", key_of("roi"))))?;
+            if r[0] > r[1] || r[2] > r[3] {
+                return Err(InputError(format!(
+                    "{}: {v}: min greater than max (order is fast min, fast max, slow min, slow max)",
+                    key_of("roi")
+                )));
+            }
+            Some(r)
+        }
+    };
+    let mut table = base.clone();
+    for (k, v) in &values {
+        if let Some(rest) = k.strip_prefix("model.") {
+            let mut over = toml::Table::new();
+            let path = split_key(rest);
+            let mut cur = &mut over;
+            for (i, seg) in path.iter().enumerate() {
+                if i + 1 == path.len() {
+                    cur.insert(seg.clone(), v.clone());
+                } else {
+                    cur = cur
+                        .entry(seg.clone())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                        .as_table_mut()
+                        .expect("fresh table");
+                }
+            }
+            deep_merge(&mut table, &over);
+        }
+    }
+    let model: SimConfig = typed(&table, &format!("{shown}: cell {id}"), "model")?;
+    let kind = probes[probe_index].kind();
+    Ok(Cell {
+        index,
+        id,
+        probe_index,
+        probe_name,
+        kind,
+        values,
+        device,
+        dtype,
+        param,
+        roi,
+        model,
+        fpixels: 0,
+        spixels: 0,
+        effective_roi: [0; 4],
+    })
+}
+
+/// Prepare every distinct model once; check ROIs, parameters and probe needs.
+pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> {
+    let shown = exp.file.display().to_string();
+    let mut prepared: Vec<(SimConfig, usize, usize, [u32; 4], Vec<(Param, Result<f64, String>)>)> = Vec::new();
+    for cell in cells.iter_mut() {
+        let pos = prepared.iter().position(|(m, ..)| *m == cell.model);
+        let idx = match pos {
+            Some(i) => i,
+            None => {
+                let sim = Simulation::prepare(&cell.model, &exp.base_dir)
+                    .map_err(|e| InputError(format!("{shown}: cell {}: model.{e}", cell.id)))?;
+                let vals = Param::ALL
+                    .iter()
+                    .map(|p| (*p, sim.base_value(*p).map_err(|e| e.to_string())))
+                    .collect();
+                prepared.push((cell.model.clone(), sim.fpixels(), sim.spixels(), sim.roi(), vals));
+                prepared.len() - 1
+            }
+        };
+        let (_, nf, ns, model_roi, vals) = &prepared[idx];
+        cell.fpixels = *nf;
+        cell.spixels = *ns;
+        let roi = cell.roi.unwrap_or(*model_roi);
+        if roi[1] as usize >= *nf || roi[3] as usize >= *ns || roi[0] > roi[1] || roi[2] > roi[3] {
+            return Err(InputError(format!(
+                "{shown}: cell {}: {}roi: [{}, {}, {}, {}] is outside the {nf}x{ns} detector (fast 0..{}, slow 0..{})",
+                cell.id,
+                if cell.roi.is_some() { "matrix." } else { "model.detector." },
+                roi[0],
+                roi[1],
+                roi[2],
+                roi[3],
+                nf.saturating_sub(1),
+                ns.saturating_sub(1)
+            )));
+        }
+        cell.effective_roi = roi;
+        if let Some(p) = cell.param {
+            if let Some((_, Err(e))) = vals.iter().find(|(q, _)| *q == p) {
+                return Err(InputError(format!(
+                    "{shown}: cell {}: matrix.param: '{p}' does not apply to this model: {e}",
+                    cell.id
+                )));
+            }
+        }
+        let probe = &exp.resolved.probe[cell.probe_index];
+        let pfx = format!("{shown}: cell {}: probe.{} ({})", cell.id, cell.probe_index, probe.kind());
+        match probe {
+            ProbeSpec::Gradcheck(_) => {
+                if cell.param.is_none() {
+                    return Err(InputError(format!(
+                        "{pfx}: a gradient check needs a parameter: add `param = [\"cell_a\", ...]` to [matrix]"
+                    )));
+                }
+            }
+            ProbeSpec::PhiCache(_) => {
+                if cell.model.crystal.cell.is_none() {
+                    return Err(InputError(format!(
+                        "{pfx}: the phi-cache probe needs model.crystal.cell (the cell is its input)"
+                    )));
+                }
+                if let Some(p) = cell.param {
+                    if p != Param::CellA {
+                        return Err(InputError(format!(
+                            "{pfx}: matrix.param: the phi-cache probe differentiates by cell_a only (got '{p}')"
+                        )));
+                    }
+                }
+            }
+            ProbeSpec::Parity(pp) => {
+                let path = exp.base_dir.join(&pp.reference);
+                let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let want = (*nf as u64) * (*ns as u64) * 4;
+                if len != want {
+                    return Err(InputError(format!(
+                        "{pfx}.reference: '{}' has {len} bytes; a {nf}x{ns} float32 image has {want}",
+                        pp.reference
+                    )));
+                }
+            }
+            ProbeSpec::Simulate(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Keep the cells matching every `--only key=value` (repeating a key ORs its values).
+pub fn filter_only(shown: &str, cells: Vec<Cell>, only: &[String]) -> Result<Vec<Cell>, InputError> {
+    if only.is_empty() {
+        return Ok(cells);
+    }
+    let mut by_key: BTreeMap<String, Vec<toml::Value>> = BTreeMap::new();
+    for o in only {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| InputError(format!("--only '{o}': expected key=value")))?;
+        let k = k.trim().to_string();
+        if !(valid_key(&k) || k == "id" || k == "kind") {
+            return Err(InputError(format!(
+                "--only '{o}': unknown key '{k}'; valid: id, kind, {VALID_KEYS}"
+            )));
+        }
+        by_key
+            .entry(k)
+            .or_default()
+            .push(super::load::parse_loose_value(v.trim()));
+    }
+    let kept: Vec<Cell> = cells
+        .into_iter()
+        .filter(|c| {
+            by_key.iter().all(|(k, vals)| {
+                c.value_of(k)
+                    .map(|cv| {
+                        vals.iter().any(|v| {
+                            value_eq(&cv, v) || matches!((&cv, v), (toml::Value::String(a), b) if *a == token(b))
+                        })
+                    })
+                    .unwrap_or(false)
+            })
+        })
+        .collect();
+    if kept.is_empty() {
+        return Err(InputError(format!("{shown}: --only {}: no cell matches", only.join(" --only "))));
+    }
+    Ok(kept)
+}

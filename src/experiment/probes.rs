@@ -1,0 +1,745 @@
+//! Probes: what a cell measures. Each returns an [`Outcome`]; the runner
+//! writes it to `result.json` (deterministic: no timings) and the timing to
+//! `timing.json`.
+
+use super::config::*;
+use super::load::Experiment;
+use super::matrix::Cell;
+use crate::engine::{self, Device, Dtype, EngineError, RenderOptions, Rendered};
+use crate::physics::params::Param;
+use crate::physics::scalar::{cross_product, Real, Vec3};
+use crate::physics::Simulation;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+use std::time::Instant;
+
+/// A cell's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Pass,
+    Fail,
+    Error,
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Error => "ERROR",
+            Status::Skipped => "SKIPPED",
+        }
+    }
+}
+
+/// What a probe found.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Status,
+    pub reason: Option<String>,
+    pub loss: Option<f64>,
+    pub grad_ad: Option<f64>,
+    pub grad_fd: Option<f64>,
+    pub abs_err: Option<f64>,
+    pub rel_err: Option<f64>,
+    pub details: Map<String, Value>,
+    /// Files the probe wrote into the cell folder (names).
+    pub files: Vec<String>,
+    /// The engine's description of the device (timing.json, log; not result.json).
+    pub engine: Option<String>,
+    /// True when the device was absent.
+    pub unavailable: bool,
+}
+
+impl Outcome {
+    pub fn empty(status: Status) -> Self {
+        Outcome {
+            status,
+            reason: None,
+            loss: None,
+            grad_ad: None,
+            grad_fd: None,
+            abs_err: None,
+            rel_err: None,
+            details: Map::new(),
+            files: vec![],
+            engine: None,
+            unavailable: false,
+        }
+    }
+    pub fn error(msg: impl Into<String>) -> Self {
+        let mut o = Outcome::empty(Status::Error);
+        o.reason = Some(msg.into());
+        o
+    }
+}
+
+/// A per-cell log, written to `log.txt`.
+#[derive(Debug)]
+pub struct Log {
+    start: Instant,
+    pub text: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Log {
+    pub fn new() -> Self {
+        Log {
+            start: Instant::now(),
+            text: String::new(),
+        }
+    }
+    pub fn line(&mut self, s: impl AsRef<str>) {
+        let t = self.start.elapsed().as_secs_f64();
+        for l in s.as_ref().lines() {
+            self.text.push_str(&format!("[{t:9.3}s] {l}\n"));
+        }
+    }
+}
+
+/// How a probe stops early.
+enum Stop {
+    Skip(String),
+    Error(String),
+}
+
+impl From<EngineError> for Stop {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Unavailable(r) => Stop::Skip(r),
+            EngineError::Failed(m) => Stop::Error(m),
+        }
+    }
+}
+
+type PResult<T> = Result<T, Stop>;
+
+/// Run the cell's probe, writing its files into `dir`.
+pub fn run_probe(exp: &Experiment, cell: &Cell, dir: &Path, log: &mut Log) -> Outcome {
+    let probe = &exp.resolved.probe[cell.probe_index];
+    log.line(format!(
+        "cell {} probe {} ({}) device {} dtype {} param {} roi {:?}",
+        cell.id,
+        cell.probe_name,
+        probe.kind(),
+        cell.device,
+        cell.dtype,
+        cell.param.map(|p| p.name()).unwrap_or("-"),
+        cell.effective_roi
+    ));
+    let r = match probe {
+        ProbeSpec::Gradcheck(g) => gradcheck(exp, cell, g, dir, log),
+        ProbeSpec::PhiCache(p) => phi_cache(cell, p, log),
+        ProbeSpec::Parity(p) => parity(exp, cell, p, dir, log),
+        ProbeSpec::Simulate(p) => simulate(exp, cell, p, dir, log),
+    };
+    match r {
+        Ok(o) => o,
+        Err(Stop::Skip(reason)) => {
+            log.line(format!("SKIPPED: {reason}"));
+            let mut o = Outcome::empty(Status::Skipped);
+            o.reason = Some(format!("device {} unavailable: {reason}", cell.device));
+            o.unavailable = true;
+            o
+        }
+        Err(Stop::Error(m)) => {
+            log.line(format!("ERROR: {m}"));
+            Outcome::error(m)
+        }
+    }
+}
+
+fn prepare(exp: &Experiment, cell: &Cell, log: &mut Log) -> PResult<Simulation> {
+    let sim = Simulation::prepare(&cell.model, &exp.base_dir).map_err(|e| Stop::Error(format!("setup: {e}")))?;
+    log.line(format!("prepared: {}x{} pixels", sim.fpixels(), sim.spixels()));
+    for n in sim.notes() {
+        log.line(format!("note: {n}"));
+    }
+    Ok(sim)
+}
+
+fn render(sim: &Simulation, device: Device, opts: &RenderOptions, log: &mut Log, what: &str) -> PResult<Rendered> {
+    let t = Instant::now();
+    let r = engine::render(sim, device, opts)?;
+    log.line(format!(
+        "render {what}: {} on {} in {:.3} s",
+        opts.dtype,
+        r.device,
+        t.elapsed().as_secs_f64()
+    ));
+    if r.image.len() != r.fpixels * r.spixels {
+        return Err(Stop::Error(format!(
+            "engine returned {} pixels for a {}x{} image",
+            r.image.len(),
+            r.fpixels,
+            r.spixels
+        )));
+    }
+    Ok(r)
+}
+
+fn reduce(v: &[f64], red: Reduction) -> f64 {
+    let s: f64 = v.iter().sum();
+    match red {
+        Reduction::Sum => s,
+        Reduction::Mean => s / v.len().max(1) as f64,
+    }
+}
+
+fn ok_within(ad: f64, reference: f64, atol: f64, rtol: f64) -> bool {
+    (ad - reference).abs() <= atol + rtol * reference.abs()
+}
+
+fn rel(abs: f64, reference: f64) -> f64 {
+    if reference != 0.0 {
+        abs / reference.abs()
+    } else if abs == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    }
+}
+
+fn finite_or_null(x: f64) -> Value {
+    if x.is_finite() {
+        json!(x)
+    } else {
+        Value::Null
+    }
+}
+
+fn gradcheck(exp: &Experiment, cell: &Cell, g: &GradcheckProbe, dir: &Path, log: &mut Log) -> PResult<Outcome> {
+    let p: Param = cell.param.ok_or_else(|| Stop::Error("no parameter".into()))?;
+    let sim = prepare(exp, cell, log)?;
+    let roi = cell.effective_roi;
+    let x0 = sim.base_value(p).map_err(|e| Stop::Error(e.to_string()))?;
+    let h = match g.eps_mode {
+        EpsMode::Relative if x0 != 0.0 => g.eps * x0.abs(),
+        _ => g.eps,
+    };
+    log.line(format!("parameter {p} = {x0} {}; central-difference step h = {h:e}", p.unit()));
+    let opts = |dtype: Dtype, derivs: Vec<Param>, shifts: Vec<(Param, f64)>| RenderOptions {
+        dtype,
+        roi: Some(roi),
+        derivatives: derivs,
+        shifts,
+    };
+
+    let r = render(&sim, cell.device, &opts(cell.dtype, vec![p], vec![]), log, "with derivative")?;
+    let engine_name = r.device.clone();
+    let img = r.roi_values(&r.image);
+    let d = r
+        .derivative(p)
+        .ok_or_else(|| Stop::Error(format!("engine returned no derivative image for {p}")))?;
+    let dimg = r.roi_values(d);
+    let loss = reduce(&img, g.reduction);
+    let grad_ad = reduce(&dimg, g.reduction);
+
+    let rp = render(&sim, cell.device, &opts(Dtype::F64, vec![], vec![(p, h)]), log, "+h")?;
+    let rm = render(&sim, cell.device, &opts(Dtype::F64, vec![], vec![(p, -h)]), log, "-h")?;
+    let ip = rp.roi_values(&rp.image);
+    let im = rm.roi_values(&rm.image);
+    let fd_pix: Vec<f64> = ip.iter().zip(&im).map(|(a, b)| (a - b) / (2.0 * h)).collect();
+    let loss_p = reduce(&ip, g.reduction);
+    let loss_m = reduce(&im, g.reduction);
+    let grad_fd = (loss_p - loss_m) / (2.0 * h);
+
+    // The reference: the central difference (float64 cells) or the float64
+    // forward-mode derivative (float32 cells).
+    let (ref_pix, ref_grad, ref_loss, atol, rtol, reference) = match cell.dtype {
+        Dtype::F64 => (fd_pix.clone(), grad_fd, None, g.atol, g.rtol, "central difference (float64)"),
+        Dtype::F32 => {
+            let r64 = render(&sim, cell.device, &opts(Dtype::F64, vec![p], vec![]), log, "float64 reference")?;
+            let d64 = r64
+                .derivative(p)
+                .ok_or_else(|| Stop::Error(format!("engine returned no float64 derivative image for {p}")))?;
+            let dpix = r64.roi_values(d64);
+            let g64 = reduce(&dpix, g.reduction);
+            let l64 = reduce(&r64.roi_values(&r64.image), g.reduction);
+            (dpix, g64, Some(l64), g.f32_atol, g.f32_rtol, "float64 forward-mode derivative")
+        }
+    };
+
+    let abs_err = (grad_ad - ref_grad).abs();
+    let rel_err = rel(abs_err, ref_grad);
+    let loss_ok = ok_within(grad_ad, ref_grad, atol, rtol);
+
+    // Per pixel.
+    let [f0, f1, s0, _] = roi;
+    let width = (f1 - f0 + 1) as usize;
+    let mut worst: Option<(usize, f64)> = None;
+    let mut pixels_ok = true;
+    let mut csv = String::from("fast,slow,intensity,d_ad,d_ref,d_fd,abs_err,limit,ok\n");
+    for (i, (&ad, &rf)) in dimg.iter().zip(&ref_pix).enumerate() {
+        let err = (ad - rf).abs();
+        let lim = atol + rtol * rf.abs();
+        let ok = err <= lim;
+        pixels_ok &= ok;
+        let score = if lim > 0.0 {
+            err / lim
+        } else if err > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        };
+        if worst.map(|(_, s)| score > s).unwrap_or(true) || score.is_nan() {
+            worst = Some((i, score));
+        }
+        let (fx, sx) = (f0 as usize + i % width, s0 as usize + i / width);
+        csv.push_str(&format!(
+            "{fx},{sx},{:e},{ad:e},{rf:e},{:e},{err:e},{lim:e},{ok}\n",
+            img[i], fd_pix[i]
+        ));
+    }
+    crate::evidence::write_atomic(&dir.join("pixels.csv"), csv.as_bytes()).map_err(Stop::Error)?;
+
+    let nonzero_pixels = img.iter().filter(|v| **v != 0.0).count();
+    let nonzero_derivs = dimg.iter().filter(|v| **v != 0.0).count();
+    let mut failures = Vec::new();
+    if img.iter().chain(dimg.iter()).any(|v| !v.is_finite()) {
+        failures.push("non-finite intensity or derivative".to_string());
+    }
+    if !loss_ok {
+        failures.push(format!(
+            "loss gradient: |ad - ref| = {abs_err:e} > atol + rtol |ref| = {:e}",
+            atol + rtol * ref_grad.abs()
+        ));
+    }
+    if !pixels_ok {
+        failures.push("a pixel derivative is outside the tolerance (see worst_pixel)".into());
+    }
+    if g.require_nonzero {
+        if nonzero_pixels == 0 {
+            failures.push("vacuous check: the ROI image is all zero".into());
+        }
+        if nonzero_derivs == 0 || grad_ad == 0.0 {
+            failures.push("vacuous check: the derivative is zero".into());
+        }
+    }
+    if let Some(l64) = ref_loss {
+        if !ok_within(loss, l64, g.f32_atol, g.f32_rtol) {
+            failures.push(format!("float32 loss {loss:e} differs from float64 loss {l64:e}"));
+        }
+    }
+
+    let mut details = Map::new();
+    details.insert("param_value".into(), json!(x0));
+    details.insert("param_unit".into(), json!(p.unit()));
+    details.insert("reduction".into(), json!(g.reduction));
+    details.insert("eps".into(), json!(g.eps));
+    details.insert("eps_mode".into(), json!(g.eps_mode));
+    details.insert("step".into(), json!(h));
+    details.insert("atol".into(), json!(atol));
+    details.insert("rtol".into(), json!(rtol));
+    details.insert("reference".into(), json!(reference));
+    details.insert("grad_ref".into(), finite_or_null(ref_grad));
+    if let Some(l64) = ref_loss {
+        details.insert("loss_float64".into(), finite_or_null(l64));
+    }
+    details.insert("loss_plus".into(), finite_or_null(loss_p));
+    details.insert("loss_minus".into(), finite_or_null(loss_m));
+    details.insert("pixels".into(), json!(img.len()));
+    details.insert("nonzero_pixels".into(), json!(nonzero_pixels));
+    details.insert("nonzero_derivative_pixels".into(), json!(nonzero_derivs));
+    details.insert("require_nonzero".into(), json!(g.require_nonzero));
+    if let Some((i, score)) = worst {
+        let (fx, sx) = (f0 as usize + i % width, s0 as usize + i / width);
+        let err = (dimg[i] - ref_pix[i]).abs();
+        details.insert(
+            "worst_pixel".into(),
+            json!({
+                "fast": fx, "slow": sx,
+                "intensity": finite_or_null(img[i]),
+                "d_ad": finite_or_null(dimg[i]),
+                "d_ref": finite_or_null(ref_pix[i]),
+                "abs_err": finite_or_null(err),
+                "rel_err": finite_or_null(rel(err, ref_pix[i])),
+                "err_over_limit": finite_or_null(score),
+            }),
+        );
+    }
+    log.line(format!(
+        "loss {loss:e}; grad_ad {grad_ad:e}; grad_fd {grad_fd:e}; reference {ref_grad:e}; abs_err {abs_err:e}; rel_err {rel_err:e}"
+    ));
+    let status = if failures.is_empty() { Status::Pass } else { Status::Fail };
+    log.line(format!("{}{}", status.as_str(), if failures.is_empty() { String::new() } else { format!(": {}", failures.join("; ")) }));
+    Ok(Outcome {
+        status,
+        reason: if failures.is_empty() { None } else { Some(failures.join("; ")) },
+        loss: Some(loss),
+        grad_ad: Some(grad_ad),
+        grad_fd: Some(grad_fd),
+        abs_err: Some(abs_err),
+        rel_err: Some(rel_err),
+        details,
+        files: vec!["pixels.csv".into()],
+        engine: Some(engine_name),
+        unavailable: false,
+    })
+}
+
+/// Base real (Å) and reciprocal (1/Å) vectors of a cell, the nanoBragg way:
+/// reciprocal vectors first (a* along x, b* in the xy plane), then
+/// a = V (b* x c*), b = V (c* x a*), c = V (a* x b*).
+pub struct CellVectors<T> {
+    pub a: Vec3<T>,
+    pub b: Vec3<T>,
+    pub c: Vec3<T>,
+    pub a_star: Vec3<T>,
+    pub b_star: Vec3<T>,
+    pub c_star: Vec3<T>,
+}
+
+pub fn cell_vectors<T: Real>(cell: [T; 6]) -> CellVectors<T> {
+    let d2r = T::cst(std::f64::consts::PI / 180.0);
+    let [a, b, c, al, be, ga] = cell;
+    let (al, be, ga) = (al * d2r, be * d2r, ga * d2r);
+    let (ca, cb, cg) = (al.cos(), be.cos(), ga.cos());
+    let (sa, sb, sg) = (al.sin(), be.sin(), ga.sin());
+    let one = T::cst(1.0);
+    let two = T::cst(2.0);
+    let v = a * b * c * (one - ca * ca - cb * cb - cg * cg + two * ca * cb * cg).sqrt();
+    let a_s = b * c * sa / v;
+    let b_s = c * a * sb / v;
+    let c_s = a * b * sg / v;
+    let cas = (cb * cg - ca) / (sb * sg);
+    let cbs = (cg * ca - cb) / (sg * sa);
+    let cgs = (ca * cb - cg) / (sa * sb);
+    let sgs = (one - cgs * cgs).sqrt();
+    let zero = T::cst(0.0);
+    let a_star = Vec3::new(a_s, zero, zero);
+    let b_star = Vec3::new(b_s * cgs, b_s * sgs, zero);
+    let c_star = Vec3::new(c_s * cbs, c_s * (cas - cbs * cgs) / sgs, c_s * v / (a * b * c * sgs));
+    let a_r = cross_product(&b_star, &c_star).scale(v);
+    let b_r = cross_product(&c_star, &a_star).scale(v);
+    let c_r = cross_product(&a_star, &b_star).scale(v);
+    CellVectors {
+        a: a_r,
+        b: b_r,
+        c: c_r,
+        a_star,
+        b_star,
+        c_star,
+    }
+}
+
+/// The M2h.3 phi-carryover cache arithmetic (REFERENCE.md).
+pub fn phi_cache_loss<T: Real>(cell: [T; 6], stored_scale: f64, fresh_scale: f64, steps: usize) -> T {
+    let v = cell_vectors(cell);
+    let six = [v.a, v.b, v.c, v.a_star, v.b_star, v.c_star];
+    let stored: Vec<Vec3<T>> = six.iter().map(|x| x.scale(T::cst(stored_scale))).collect();
+    let fresh: Vec<Vec3<T>> = six.iter().map(|x| x.scale(T::cst(fresh_scale))).collect();
+    let mut stack: Vec<Vec<Vec3<T>>> = vec![fresh; steps];
+    stack[0] = stored;
+    let mut loss = T::cst(0.0);
+    for step in &stack {
+        for vec in step {
+            for comp in vec.0 {
+                loss = loss + comp;
+            }
+        }
+    }
+    loss
+}
+
+/// (loss, d loss / d cell_a) on the CPU with dual numbers.
+pub fn phi_cache_cpu(cell: [f64; 6], p: &PhiCacheProbe, dtype: Dtype) -> (f64, f64) {
+    match dtype {
+        Dtype::F64 => {
+            let mut c = cell.map(|x| num_dual::Dual64::new(x, 0.0));
+            c[0].eps = 1.0;
+            let l = phi_cache_loss(c, p.stored_scale, p.fresh_scale, p.steps as usize);
+            (l.re, l.eps)
+        }
+        Dtype::F32 => {
+            let mut c = cell.map(|x| num_dual::Dual32::new(x as f32, 0.0));
+            c[0].eps = 1.0;
+            let l = phi_cache_loss(c, p.stored_scale, p.fresh_scale, p.steps as usize);
+            (l.re as f64, l.eps as f64)
+        }
+    }
+}
+
+fn phi_cache(cell: &Cell, p: &PhiCacheProbe, log: &mut Log) -> PResult<Outcome> {
+    let c0 = cell.model.crystal.cell.ok_or_else(|| Stop::Error("model.crystal.cell is not set".into()))?;
+    let h = p.eps * c0[0].abs().max(f64::MIN_POSITIVE);
+    let shifted = |d: f64| {
+        let mut c = c0;
+        c[0] += d;
+        c
+    };
+    let (loss, grad_ad, lp, lm, engine_name) = match cell.device {
+        Device::Cpu => {
+            let (l, g) = phi_cache_cpu(c0, p, cell.dtype);
+            let (lp, _) = phi_cache_cpu(shifted(h), p, cell.dtype);
+            let (lm, _) = phi_cache_cpu(shifted(-h), p, cell.dtype);
+            (l, g, lp, lm, format!("cpu (num-dual {})", if cell.dtype == Dtype::F32 { "Dual32" } else { "Dual64" }))
+        }
+        Device::Cuda(ord) => {
+            let (l, g, name) = engine::cuda::phi_cache_probe(c0, ord)?;
+            let (lp, _, _) = engine::cuda::phi_cache_probe(shifted(h), ord)?;
+            let (lm, _, _) = engine::cuda::phi_cache_probe(shifted(-h), ord)?;
+            (l, g, lp, lm, name)
+        }
+    };
+    let grad_fd = (lp - lm) / (2.0 * h);
+    let abs_err = (grad_ad - grad_fd).abs();
+    let rel_err = rel(abs_err, grad_fd);
+    log.line(format!("engine: {engine_name}"));
+    log.line(format!(
+        "cell {:?}: loss {loss:.12e}, d loss/d cell_a {grad_ad:.12e}, central difference {grad_fd:.12e} (h = {h:e})",
+        c0
+    ));
+    let mut failures = Vec::new();
+    let mut details = Map::new();
+    details.insert("cell".into(), json!(c0));
+    details.insert("stored_scale".into(), json!(p.stored_scale));
+    details.insert("fresh_scale".into(), json!(p.fresh_scale));
+    details.insert("steps".into(), json!(p.steps));
+    details.insert("step".into(), json!(h));
+    details.insert("rtol".into(), json!(p.rtol));
+    details.insert("fd_atol".into(), json!(p.fd_atol));
+    details.insert("fd_rtol".into(), json!(p.fd_rtol));
+    if !(loss.is_finite() && grad_ad.is_finite()) {
+        failures.push("non-finite loss or gradient".to_string());
+    }
+    if let Some(e) = p.expected_loss {
+        let r = rel((loss - e).abs(), e);
+        details.insert("expected_loss".into(), json!(e));
+        details.insert("loss_rel_err".into(), finite_or_null(r));
+        if !(r <= p.rtol) {
+            failures.push(format!("loss {loss:.12e} differs from the expected {e} (relative {r:e} > {:e})", p.rtol));
+        }
+    }
+    if let Some(e) = p.expected_grad {
+        let r = rel((grad_ad - e).abs(), e);
+        details.insert("expected_grad".into(), json!(e));
+        details.insert("grad_rel_err".into(), finite_or_null(r));
+        if !(r <= p.rtol) {
+            failures.push(format!(
+                "grad_ad {grad_ad:.12e} differs from the expected {e} (relative {r:e} > {:e})",
+                p.rtol
+            ));
+        }
+    }
+    if !ok_within(grad_ad, grad_fd, p.fd_atol, p.fd_rtol) {
+        failures.push(format!(
+            "grad_ad {grad_ad:e} and central difference {grad_fd:e} disagree (|diff| {abs_err:e} > {:e})",
+            p.fd_atol + p.fd_rtol * grad_fd.abs()
+        ));
+    }
+    let status = if failures.is_empty() { Status::Pass } else { Status::Fail };
+    log.line(format!("{}{}", status.as_str(), if failures.is_empty() { String::new() } else { format!(": {}", failures.join("; ")) }));
+    Ok(Outcome {
+        status,
+        reason: if failures.is_empty() { None } else { Some(failures.join("; ")) },
+        loss: Some(loss),
+        grad_ad: Some(grad_ad),
+        grad_fd: Some(grad_fd),
+        abs_err: Some(abs_err),
+        rel_err: Some(rel_err),
+        details,
+        files: vec![],
+        engine: Some(engine_name),
+        unavailable: false,
+    })
+}
+
+/// Read a raw little-endian float32 image.
+pub fn read_f32_image(path: &Path) -> Result<Vec<f64>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() % 4 != 0 {
+        return Err(format!("{}: size {} is not a multiple of 4", path.display(), bytes.len()));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+        .collect())
+}
+
+fn f32_bytes(img: &[f64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(img.len() * 4);
+    for v in img {
+        out.extend_from_slice(&(*v as f32).to_le_bytes());
+    }
+    out
+}
+
+fn parity(exp: &Experiment, cell: &Cell, p: &ParityProbe, dir: &Path, log: &mut Log) -> PResult<Outcome> {
+    let sim = prepare(exp, cell, log)?;
+    let path = exp.base_dir.join(&p.reference);
+    let reference = read_f32_image(&path).map_err(Stop::Error)?;
+    let opts = RenderOptions {
+        dtype: cell.dtype,
+        roi: Some(cell.effective_roi),
+        derivatives: vec![],
+        shifts: vec![],
+    };
+    let r = render(&sim, cell.device, &opts, log, "image")?;
+    if reference.len() != r.image.len() {
+        return Err(Stop::Error(format!(
+            "reference {} has {} pixels, the render {}",
+            path.display(),
+            reference.len(),
+            r.image.len()
+        )));
+    }
+    let sim_v = r.roi_values(&r.image);
+    let ref_v = r.roi_values(&reference);
+    let n = sim_v.len() as f64;
+    let (ms, mr) = (sim_v.iter().sum::<f64>() / n, ref_v.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    let mut max_abs: f64 = 0.0;
+    let mut ref_max: f64 = 0.0;
+    for (x, y) in sim_v.iter().zip(&ref_v) {
+        sxy += (x - ms) * (y - mr);
+        sxx += (x - ms) * (x - ms);
+        syy += (y - mr) * (y - mr);
+        max_abs = max_abs.max((x - y).abs());
+        ref_max = ref_max.max(y.abs());
+    }
+    let corr = if sxx > 0.0 && syy > 0.0 {
+        sxy / (sxx * syy).sqrt()
+    } else if sxx == 0.0 && syy == 0.0 && max_abs == 0.0 {
+        1.0
+    } else {
+        0.0
+    };
+    let (ssum, rsum) = (sim_v.iter().sum::<f64>(), ref_v.iter().sum::<f64>());
+    let ratio = if rsum != 0.0 { ssum / rsum } else if ssum == 0.0 { 1.0 } else { f64::INFINITY };
+    let max_rel = if ref_max > 0.0 { max_abs / ref_max } else if max_abs == 0.0 { 0.0 } else { f64::INFINITY };
+    let mut failures = Vec::new();
+    if !(corr >= p.min_correlation) {
+        failures.push(format!("correlation {corr:.9} < {}", p.min_correlation));
+    }
+    if !((ratio - 1.0).abs() <= p.max_sum_ratio_err) {
+        failures.push(format!("sum ratio {ratio:.9} is more than {:e} from 1", p.max_sum_ratio_err));
+    }
+    if !(max_rel <= p.max_rel_diff) {
+        failures.push(format!("max |sim - ref| / max |ref| = {max_rel:e} > {:e}", p.max_rel_diff));
+    }
+    let mut details = Map::new();
+    details.insert("reference".into(), json!(p.reference));
+    details.insert("correlation".into(), finite_or_null(corr));
+    details.insert("sum_ratio".into(), finite_or_null(ratio));
+    details.insert("max_abs_diff".into(), finite_or_null(max_abs));
+    details.insert("reference_max".into(), finite_or_null(ref_max));
+    details.insert("max_rel_diff".into(), finite_or_null(max_rel));
+    details.insert("min_correlation".into(), json!(p.min_correlation));
+    details.insert("max_sum_ratio_err".into(), json!(p.max_sum_ratio_err));
+    details.insert("max_rel_diff_limit".into(), json!(p.max_rel_diff));
+    let mut files = vec![];
+    if p.save_image {
+        crate::evidence::write_atomic(&dir.join("image.bin"), &f32_bytes(&r.image)).map_err(Stop::Error)?;
+        files.push("image.bin".to_string());
+    }
+    log.line(format!(
+        "correlation {corr:.9}, sum ratio {ratio:.9}, max rel diff {max_rel:e}"
+    ));
+    let status = if failures.is_empty() { Status::Pass } else { Status::Fail };
+    log.line(format!("{}{}", status.as_str(), if failures.is_empty() { String::new() } else { format!(": {}", failures.join("; ")) }));
+    Ok(Outcome {
+        status,
+        reason: if failures.is_empty() { None } else { Some(failures.join("; ")) },
+        loss: Some(ssum),
+        grad_ad: None,
+        grad_fd: None,
+        abs_err: Some(max_abs),
+        rel_err: Some(max_rel),
+        details,
+        files,
+        engine: Some(r.device),
+        unavailable: false,
+    })
+}
+
+/// 8-bit grayscale PNG of an image, scaled to its maximum.
+pub fn png_bytes(img: &[f64], w: usize, h: usize, scale: PngScale) -> Result<Vec<u8>, String> {
+    let max = img.iter().cloned().filter(|v| v.is_finite()).fold(0.0f64, f64::max);
+    let map = |v: f64| -> u8 {
+        if !(v.is_finite()) || v <= 0.0 || max <= 0.0 {
+            return 0;
+        }
+        let x = match scale {
+            PngScale::Linear => v / max,
+            PngScale::Sqrt => (v / max).sqrt(),
+            PngScale::Log => (1.0 + 1000.0 * v / max).ln() / (1001.0f64).ln(),
+        };
+        (x.clamp(0.0, 1.0) * 255.0).round() as u8
+    };
+    let data: Vec<u8> = img.iter().map(|v| map(*v)).collect();
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut wr = enc.write_header().map_err(|e| e.to_string())?;
+        wr.write_image_data(&data).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+fn simulate(exp: &Experiment, cell: &Cell, p: &SimulateProbe, dir: &Path, log: &mut Log) -> PResult<Outcome> {
+    let sim = prepare(exp, cell, log)?;
+    let opts = RenderOptions {
+        dtype: cell.dtype,
+        roi: Some(cell.effective_roi),
+        derivatives: cell.param.into_iter().collect(),
+        shifts: vec![],
+    };
+    let r = render(&sim, cell.device, &opts, log, "image")?;
+    crate::evidence::write_atomic(&dir.join("image.bin"), &f32_bytes(&r.image)).map_err(Stop::Error)?;
+    let png = png_bytes(&r.image, r.fpixels, r.spixels, p.png_scale).map_err(Stop::Error)?;
+    crate::evidence::write_atomic(&dir.join("image.png"), &png).map_err(Stop::Error)?;
+    let mut files = vec!["image.bin".to_string(), "image.png".to_string()];
+    let vals = r.roi_values(&r.image);
+    let loss: f64 = vals.iter().sum();
+    let max = vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let nonzero = vals.iter().filter(|v| **v != 0.0).count();
+    let mut details = Map::new();
+    details.insert("fpixels".into(), json!(r.fpixels));
+    details.insert("spixels".into(), json!(r.spixels));
+    details.insert("max".into(), finite_or_null(max));
+    details.insert("mean".into(), finite_or_null(loss / vals.len().max(1) as f64));
+    details.insert("nonzero_pixels".into(), json!(nonzero));
+    details.insert("format".into(), json!("image.bin: raw little-endian float32, fast index innermost"));
+    let mut grad_ad = None;
+    if let Some(param) = cell.param {
+        if let Some(d) = r.derivative(param) {
+            grad_ad = Some(r.roi_values(d).iter().sum::<f64>());
+            crate::evidence::write_atomic(&dir.join(format!("d_{}.bin", param.name())), &f32_bytes(d))
+                .map_err(Stop::Error)?;
+            files.push(format!("d_{}.bin", param.name()));
+        }
+    }
+    let mut failures = Vec::new();
+    if vals.iter().any(|v| !v.is_finite()) {
+        failures.push("non-finite pixel values".to_string());
+    }
+    if p.require_nonzero && nonzero == 0 {
+        failures.push("the image is all zero".to_string());
+    }
+    log.line(format!("sum {loss:e}, max {max:e}, {nonzero} non-zero pixels"));
+    let status = if failures.is_empty() { Status::Pass } else { Status::Fail };
+    Ok(Outcome {
+        status,
+        reason: if failures.is_empty() { None } else { Some(failures.join("; ")) },
+        loss: Some(loss),
+        grad_ad,
+        grad_fd: None,
+        abs_err: None,
+        rel_err: None,
+        details,
+        files,
+        engine: Some(r.device),
+        unavailable: false,
+    })
+}

@@ -1,0 +1,12 @@
+//! braggrun: a differentiable nanoBragg-class simulator (CPU and CUDA) and an
+//! experiment runner that leaves verifiable evidence bundles.
+
+pub mod cli;
+pub mod engine;
+pub mod evidence;
+pub mod experiment;
+pub mod io;
+pub mod physics;
+
+/// The braggrun version baked in at build time.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,371 @@
+//! The pixel loop (spec-a-core "Sampling & Accumulation"), generic over the
+//! scalar. Per-image work (rotated cell vectors for every phi step and mosaic
+//! domain, sources, detector frame) is done once in [`Model::build`]; the
+//! per-pixel function then only evaluates the loop body.
+
+use super::config::PhiCarryover;
+use super::lattice::f_latt;
+use super::params::{Param, ParamValues};
+use super::polarization::polarization_factor;
+use super::rng::{axis_angle_umat, mosaic_rotation_angle};
+use super::rotation::{rotate_axis, rotate_umat};
+use super::scalar::{c, dot_product, magnitude, unitize, Real, Vec3};
+use super::setup::{crystal_cell, detector_geometry, water_background, DetectorGeometry, Setup, R_E_SQR};
+use super::structure_factors::HklGrid;
+
+/// Orientation (a, b, c in metres) for one phi step and mosaic domain.
+pub type Orientation<T> = [Vec3<T>; 3];
+
+/// Everything the pixel loop needs, in scalar T.
+pub struct Model<'a, T> {
+    pub setup: &'a Setup,
+    pub hkl: Option<&'a HklGrid>,
+    pub geo: DetectorGeometry<T>,
+    pub polar_vector: Vec3<T>,
+    /// (incident unit vector, λ in metres) per source.
+    pub sources: Vec<(Vec3<T>, T)>,
+    /// [phi][domain] orientations for the first executed phi sweep of the
+    /// image and for every later sweep (they differ only in c-parity mode).
+    pub orient_first: Vec<Orientation<T>>,
+    pub orient_rest: Vec<Orientation<T>>,
+    pub recip: [Vec3<T>; 3],
+    pub n: [T; 3],
+    pub kahn: T,
+    pub default_f: T,
+    /// r_e^2 · fluence / steps
+    pub scale: T,
+    pub i_bg: T,
+}
+
+/// How structure factors are looked up for a pixel (see [`FMode`] users).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FMode {
+    Interpolate,
+    Nearest,
+    /// Interpolate until evaluation number `e` of this pixel, nearest from it on
+    /// (C switches interpolation off for good at the first out-of-range one).
+    SwitchAt(usize),
+}
+
+impl<'a, T: Real> Model<'a, T> {
+    pub fn build(setup: &'a Setup, hkl: Option<&'a HklGrid>, pv: &ParamValues<T>) -> Self {
+        let geo = detector_geometry(setup, pv);
+        let lambda0 = setup.iv(Param::Wavelength, pv);
+        let sources = setup
+            .sources
+            .iter()
+            .map(|s| {
+                let incident = -Vec3::<T>::cst(s.dir);
+                let lambda = match s.lambda_fixed {
+                    Some(l) => c::<T>(l),
+                    None => lambda0 * c::<T>(s.lambda_factor),
+                };
+                (incident, lambda)
+            })
+            .collect();
+
+        // crystal: base real vectors in metres
+        let cell = crystal_cell(setup, pv);
+        let to_m = c::<T>(1e-10);
+        let (a0, b0, c0) = (cell.a.scale(to_m), cell.b.scale(to_m), cell.c.scale(to_m));
+        let spindle = Vec3::<T>::cst(setup.spindle);
+        let phi0 = setup.iv(Param::PhiStart, pv);
+        let phistep = setup.iv(Param::OscRange, pv);
+        let rotated: Vec<Orientation<T>> = (0..setup.phisteps)
+            .map(|i| {
+                let phi = phi0 + phistep * c::<T>(i as f64);
+                [rotate_axis(&a0, &spindle, phi), rotate_axis(&b0, &spindle, phi), rotate_axis(&c0, &spindle, phi)]
+            })
+            .collect();
+        let base = [a0, b0, c0];
+        // Phi carryover (REFERENCE.md): a step whose angle is exactly 0 keeps the
+        // most recent rotation: an earlier non-zero step of the same sweep, else
+        // the last non-zero step of the previous sweep, else (first sweep of the
+        // image) the unrotated cell. Zero-ness is decided at the base point.
+        let phi_orient = |first: bool| -> Vec<Orientation<T>> {
+            (0..setup.phisteps)
+                .map(|i| {
+                    if setup.carryover == PhiCarryover::Spec || !setup.phi_zero[i] {
+                        return rotated[i];
+                    }
+                    if let Some(j) = (0..i).rev().find(|j| !setup.phi_zero[*j]) {
+                        return rotated[j];
+                    }
+                    if first {
+                        return base;
+                    }
+                    match (0..setup.phisteps).rev().find(|j| !setup.phi_zero[*j]) {
+                        Some(j) => rotated[j],
+                        None => base,
+                    }
+                })
+                .collect()
+        };
+        let spread = setup.iv(Param::MosaicSpread, pv);
+        let umats: Vec<[T; 9]> = setup
+            .mosaic_deviates
+            .iter()
+            .enumerate()
+            .map(|(m, d)| {
+                if m == 0 {
+                    // domain 0 is forced to the identity
+                    let (o, z) = (c::<T>(1.0), c::<T>(0.0));
+                    [o, z, z, z, o, z, z, z, o]
+                } else {
+                    axis_angle_umat(d.axis(), mosaic_rotation_angle(spread, d))
+                }
+            })
+            .collect();
+        let with_mosaic = |phis: Vec<Orientation<T>>| -> Vec<Orientation<T>> {
+            let mut out = Vec::with_capacity(phis.len() * umats.len());
+            for p in &phis {
+                for u in &umats {
+                    if setup.mosaic_on {
+                        out.push([rotate_umat(&p[0], u), rotate_umat(&p[1], u), rotate_umat(&p[2], u)]);
+                    } else {
+                        out.push(*p);
+                    }
+                }
+            }
+            out
+        };
+        let orient_first = with_mosaic(phi_orient(true));
+        let orient_rest = with_mosaic(phi_orient(false));
+
+        let fluence = setup.iv(Param::Fluence, pv);
+        Model {
+            setup,
+            hkl,
+            geo,
+            polar_vector: Vec3::cst(setup.polar),
+            sources,
+            orient_first,
+            orient_rest,
+            recip: [cell.a_star, cell.b_star, cell.c_star],
+            n: [setup.iv(Param::NA, pv), setup.iv(Param::NB, pv), setup.iv(Param::NC, pv)],
+            kahn: setup.iv(Param::Polarization, pv),
+            default_f: setup.iv(Param::DefaultF, pv),
+            scale: c::<T>(R_E_SQR) * fluence / c::<T>(setup.steps as f64),
+            i_bg: water_background(setup, fluence),
+        }
+    }
+
+    /// Position of a subpixel centre in the lab frame (metres).
+    #[inline(always)]
+    fn subpixel_position(&self, fpixel: usize, spixel: usize, sub_f: usize, sub_s: usize, odet: f64) -> Vec3<T> {
+        let s = self.setup;
+        let sub = s.pixel_size / s.oversample as f64;
+        let fdet = sub * (fpixel * s.oversample + sub_f) as f64 + sub / 2.0;
+        let sdet = sub * (spixel * s.oversample + sub_s) as f64 + sub / 2.0;
+        let g = &self.geo;
+        let pos = g.fdet.scale(c(fdet)) + g.sdet.scale(c(sdet)) + g.odet.scale(c(odet)) + g.pix0;
+        if s.curved {
+            // every pixel at `distance` from the sample: rotate the beam-centre
+            // vector about s and f by the detector coordinates (C's quirk: it
+            // uses pixel_pos components 2 and 3, the lab y and z)
+            let v = Vec3::<T>::cst(s.beam).scale(g.distance);
+            let nv = rotate_axis(&v, &g.sdet, pos.0[1] / g.distance);
+            rotate_axis(&nv, &g.fdet, pos.0[2] / g.distance)
+        } else {
+            pos
+        }
+    }
+
+    /// Whether any sweep of this pixel survives the d-min cut (for locating the
+    /// first executed phi sweep of the image).
+    pub fn pixel_has_sweep(&self, fpixel: usize, spixel: usize) -> bool {
+        let s = self.setup;
+        if s.dmin <= 0.0 {
+            return true;
+        }
+        for t in 0..s.thicksteps {
+            for ss in 0..s.oversample {
+                for sf in 0..s.oversample {
+                    let pos = self.subpixel_position(fpixel, spixel, sf, ss, t as f64 * s.thickstep);
+                    let (d, _) = unitize(&pos);
+                    for (inc, lambda) in &self.sources {
+                        if !self.dmin_skips(&d, inc, *lambda) {
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    #[inline(always)]
+    fn dmin_skips(&self, diffracted: &Vec3<T>, incident: &Vec3<T>, lambda: T) -> bool {
+        let dmin = self.setup.dmin;
+        if dmin <= 0.0 {
+            return false;
+        }
+        let q = (*diffracted - *incident).scale(c::<T>(1.0) / lambda);
+        let stol = 0.5 * magnitude(&q).val();
+        stol > 0.0 && dmin > 0.5 / stol
+    }
+
+    /// One pixel. `first_sweep` marks the pixel holding the image's first
+    /// executed phi sweep. Returns the pixel value and, when interpolating,
+    /// the index of the first structure-factor evaluation that fell outside the
+    /// HKL grid.
+    pub fn pixel(&self, fpixel: usize, spixel: usize, first_sweep: bool, fmode: FMode) -> (T, Option<usize>) {
+        let s = self.setup;
+        let zero = c::<T>(0.0);
+        let one = c::<T>(1.0);
+        let mut i_acc = self.i_bg;
+        let mut polar = if s.nopolar { one } else { zero };
+        let mut omega = zero;
+        let mut capture = zero;
+        let mut first = first_sweep;
+        let mut eval = 0usize;
+        let mut oor: Option<usize> = None;
+        let ndom = s.mosaic_deviates.len();
+        let pixel_area = c::<T>(s.pixel_size * s.pixel_size);
+        for t in 0..s.thicksteps {
+            let odet = t as f64 * s.thickstep;
+            capture = if s.thick == 0.0 { one } else { zero };
+            for ss in 0..s.oversample {
+                for sf in 0..s.oversample {
+                    let pos = self.subpixel_position(fpixel, spixel, sf, ss, odet);
+                    let (diffracted, airpath) = unitize(&pos);
+                    if omega.val() == 0.0 || s.oversample_omega {
+                        omega = if s.point_pixel {
+                            one / (airpath * airpath)
+                        } else {
+                            pixel_area / airpath / airpath * self.geo.close_distance / airpath
+                        };
+                    }
+                    if capture.val() == 0.0 || s.oversample_thick {
+                        let parallax = dot_product(&diffracted, &self.geo.odet);
+                        let depth0 = c::<T>(t as f64 * s.thickstep * s.mu);
+                        let depth1 = c::<T>((t + 1) as f64 * s.thickstep * s.mu);
+                        capture = (-depth0 / parallax).exp() - (-depth1 / parallax).exp();
+                    }
+                    for (incident, lambda) in &self.sources {
+                        let scattering = (diffracted - *incident).scale(one / *lambda);
+                        if s.dmin > 0.0 {
+                            let stol = 0.5 * magnitude(&scattering).val();
+                            if stol > 0.0 && s.dmin > 0.5 / stol {
+                                continue;
+                            }
+                        }
+                        if polar.val() == 0.0 || s.oversample_polar {
+                            polar = polarization_factor(self.kahn, incident, &diffracted, &self.polar_vector);
+                        }
+                        let orient = if first { &self.orient_first } else { &self.orient_rest };
+                        first = false;
+                        for o in orient.iter().take(s.phisteps * ndom) {
+                            let h = dot_product(&o[0], &scattering);
+                            let k = dot_product(&o[1], &scattering);
+                            let l = dot_product(&o[2], &scattering);
+                            let fl = f_latt(s.shape, h, k, l, &self.n, s.n_gt1, &self.recip, s.fudge);
+                            if fl.val() == 0.0 && s.water_size == 0.0 {
+                                continue;
+                            }
+                            let interp = match fmode {
+                                FMode::Interpolate => true,
+                                FMode::Nearest => false,
+                                FMode::SwitchAt(e) => eval < e,
+                            };
+                            let f_cell = self.f_cell(h, k, l, interp, &mut oor, eval);
+                            eval += 1;
+                            i_acc += f_cell * f_cell * fl * fl;
+                            if s.oversample_thick {
+                                i_acc *= capture;
+                            }
+                            if s.oversample_polar {
+                                i_acc *= polar;
+                            }
+                            if s.oversample_omega {
+                                i_acc *= omega;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut test = self.scale * i_acc;
+        if !s.oversample_thick {
+            test *= capture;
+        }
+        if !s.oversample_polar {
+            test *= polar;
+        }
+        if !s.oversample_omega {
+            test *= omega;
+        }
+        (test, oor)
+    }
+
+    /// F_cell for fractional (h, k, l): tricubic interpolation or nearest
+    /// lookup, default_F outside the grid.
+    #[inline(always)]
+    fn f_cell(&self, h: T, k: T, l: T, interp: bool, oor: &mut Option<usize>, eval: usize) -> T {
+        let Some(g) = self.hkl else {
+            return self.default_f;
+        };
+        if interp && self.setup.interpolate {
+            let (hv, kv, lv) = (h.val(), k.val(), l.val());
+            let (h_range, k_range, l_range) = ((g.h_max - g.h_min + 1) as f64, (g.k_max - g.k_min + 1) as f64, (g.l_max - g.l_min + 1) as f64);
+            let out = (hv - g.h_min as f64 + 3.0) > h_range
+                || (hv - 2.0) < g.h_min as f64
+                || (kv - g.k_min as f64 + 3.0) > k_range
+                || (kv - 2.0) < g.k_min as f64
+                || (lv - g.l_min as f64 + 3.0) > l_range
+                || (lv - 2.0) < g.l_min as f64;
+            if !out {
+                return interpolate_f(g, h, k, l);
+            }
+            if oor.is_none() {
+                *oor = Some(eval);
+            }
+        }
+        let (h0, k0, l0) = ((h.val() - 0.5).ceil() as i32, (k.val() - 0.5).ceil() as i32, (l.val() - 0.5).ceil() as i32);
+        match g.get(h0, k0, l0) {
+            Some(f) if g.count > 0 => c(f),
+            _ => self.default_f,
+        }
+    }
+}
+
+/// Tricubic Lagrange interpolation on the 4x4x4 neighbourhood floor(x)-1 ..
+/// floor(x)+2 (C's polin3: along l, then k, then h).
+pub fn interpolate_f<T: Real>(g: &HklGrid, h: T, k: T, l: T) -> T {
+    let (hf, kf, lf) = (h.val().floor() as i32, k.val().floor() as i32, l.val().floor() as i32);
+    let mut over_k = [c::<T>(0.0); 4];
+    let mut over_h = [c::<T>(0.0); 4];
+    for (i1, hh) in (hf - 1..=hf + 2).enumerate() {
+        for (i2, kk) in (kf - 1..=kf + 2).enumerate() {
+            let ya: [T; 4] = std::array::from_fn(|i3| c(g.at(hh, kk, lf - 1 + i3 as i32)));
+            over_k[i2] = polint(lf - 1, &ya, l);
+        }
+        over_h[i1] = polint(kf - 1, &over_k, k);
+    }
+    polint(hf - 1, &over_h, h)
+}
+
+/// Cubic Lagrange polynomial through (x0 + i, ya[i]), i = 0..3, at x (C's polint).
+#[inline(always)]
+pub fn polint<T: Real>(x0: i32, ya: &[T; 4], x: T) -> T {
+    let xa: [T; 4] = std::array::from_fn(|i| c((x0 + i as i32) as f64));
+    let t0 = (x - xa[1]) * (x - xa[2]) * (x - xa[3]) * ya[0] / ((xa[0] - xa[1]) * (xa[0] - xa[2]) * (xa[0] - xa[3]));
+    let t1 = (x - xa[0]) * (x - xa[2]) * (x - xa[3]) * ya[1] / ((xa[1] - xa[0]) * (xa[1] - xa[2]) * (xa[1] - xa[3]));
+    let t2 = (x - xa[0]) * (x - xa[1]) * (x - xa[3]) * ya[2] / ((xa[2] - xa[0]) * (xa[2] - xa[1]) * (xa[2] - xa[3]));
+    let t3 = (x - xa[0]) * (x - xa[1]) * (x - xa[2]) * ya[3] / ((xa[3] - xa[0]) * (xa[3] - xa[1]) * (xa[3] - xa[2]));
+    t0 + t1 + t2 + t3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polint_reproduces_cubics() {
+        let f = |x: f64| 2.0 * x * x * x - x * x + 3.0 * x - 5.0;
+        let ya = [f(-1.0), f(0.0), f(1.0), f(2.0)];
+        for x in [-0.7, 0.2, 0.5, 1.9] {
+            assert!((polint(-1, &ya, x) - f(x)).abs() < 1e-12);
+        }
+    }
+}
