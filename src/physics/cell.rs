@@ -134,30 +134,35 @@ mod tests {
         assert!(close(cv.v_cell, 1e6, 1e-12));
     }
 
+    /// nanoBragg.c's triclinic construction puts c*_z = c* V/(a b c sin γ*),
+    /// which is not exactly 1/c; it then forces the real edges to the user's
+    /// lengths. We reproduce it (the golden triclinic images match to 5e-8),
+    /// so a_i . b*_j is the identity only to about 2e-4 for this cell.
     #[test]
     fn reciprocal_identities_triclinic() {
         let cell = [70.0, 80.0, 90.0, 75.0, 85.0, 95.0];
-        let cv = finish_cell(reciprocal_from_cell(cell).0, [10f64.to_radians(), 20f64.to_radians(), 30f64.to_radians()], {
-            let (_, v) = reciprocal_from_cell(cell);
-            Some(([70.0, 80.0, 90.0], v))
-        });
-        // a_i . b*_j = delta_ij
+        let (recip, v) = reciprocal_from_cell(cell);
+        let cv = finish_cell(recip, [10f64.to_radians(), 20f64.to_radians(), 30f64.to_radians()], Some(([70.0, 80.0, 90.0], v)));
         let r = [cv.a, cv.b, cv.c];
         let s = [cv.a_star, cv.b_star, cv.c_star];
         for i in 0..3 {
             for j in 0..3 {
                 let d = dot_product(&r[i], &s[j]);
-                assert!((d - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12, "{i}{j} {d}");
+                assert!((d - if i == j { 1.0 } else { 0.0 }).abs() < 5e-4, "{i}{j} {d}");
             }
         }
-        // lengths and angles preserved
+        // the user's edge lengths are kept exactly
         let l = edge_lengths(&cv);
         assert!(close(l[0], 70.0, 1e-12) && close(l[1], 80.0, 1e-12) && close(l[2], 90.0, 1e-12));
         let ang = |x: &Vec3<f64>, y: &Vec3<f64>| (dot_product(x, y) / magnitude(x) / magnitude(y)).acos().to_degrees();
-        assert!(close(ang(&cv.b, &cv.c), 75.0, 1e-10));
-        assert!(close(ang(&cv.a, &cv.c), 85.0, 1e-10));
-        assert!(close(ang(&cv.a, &cv.b), 95.0, 1e-10));
-        // V = a . (b x c)
-        assert!(close(dot_product(&cv.a, &cross_product(&cv.b, &cv.c)), cv.v_cell, 1e-12));
+        assert!((ang(&cv.b, &cv.c) - 75.0).abs() < 0.05);
+        assert!((ang(&cv.a, &cv.c) - 85.0).abs() < 0.05);
+        assert!((ang(&cv.a, &cv.b) - 95.0).abs() < 0.05);
+        // for an orthogonal cell the construction is exact
+        let o = cell_vectors([50.0f64, 60.0, 70.0, 90.0, 90.0, 90.0]);
+        assert!((dot_product(&o.a, &o.a_star) - 1.0).abs() < 1e-14);
+        assert!(dot_product(&o.a, &o.b_star).abs() < 1e-14);
+        // V = a . (b x c) for the vectors C ends up with, to the same 2e-4
+        assert!(close(dot_product(&cv.a, &cross_product(&cv.b, &cv.c)), cv.v_cell, 5e-4));
     }
 }

@@ -96,7 +96,7 @@ mod tests {
         let v: f64 = sincg(std::f64::consts::PI * 0.5, 5.0);
         assert!((v - 1.0).abs() < 1e-12);
         // d/dN sincg(x, N) = x cos(N x)/sin(x)
-        let x = 0.3;
+        let x = 0.3f64;
         let d = sincg(Dual64::from(x), Dual64::from(4.0).derivative()).eps;
         assert!((d - x * (4.0 * x).cos() / x.sin()).abs() < 1e-12);
     }
@@ -105,7 +105,7 @@ mod tests {
     fn sinc3_limits() {
         assert_eq!(sinc3(0.0), 1.0);
         // small-x expansion 1 - x^2/10
-        let x = 1e-3;
+        let x = 1e-3f64;
         assert!((sinc3(x) - (1.0 - x * x / 10.0)).abs() < 1e-9);
         // first zero of the sphere transform: tan x = x at 4.4934
         assert!(sinc3(4.493409457909064f64).abs() < 1e-12);
