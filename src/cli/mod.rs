@@ -1,6 +1,227 @@
-//! The `runner` command line.
+//! The `runner` command line: `validate`, `plan`, `run`, `verify`, `schema`
+//! (experiments and evidence bundles) and `nanobragg` flags parsing.
+
 pub mod nanobragg;
 
+use crate::evidence;
+use crate::experiment::{self, run::RunArgs};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "runner", version, about = "Differentiable nanoBragg-class simulator and experiment runner with verifiable evidence bundles")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PlanFormat {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Check an experiment file (syntax, keys, values, every cell's model) without running it.
+    Validate {
+        file: PathBuf,
+        /// Override a key: KEY=VALUE (VALUE parsed as TOML, else a string). Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long)]
+        allow_large: bool,
+    },
+    /// Print the expanded matrix: one row per cell with its stable id.
+    Plan {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: PlanFormat,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long = "only", value_name = "KEY=VALUE")]
+        only: Vec<String>,
+        #[arg(long)]
+        allow_large: bool,
+    },
+    /// Run every cell and leave an evidence bundle; the last stdout line is its path.
+    Run {
+        file: PathBuf,
+        /// Bundles go to OUT/<experiment id>/<UTC timestamp>/.
+        #[arg(long, default_value = "runs")]
+        out: PathBuf,
+        /// Run only cells with this axis value (id, probe, device, dtype, param, roi, model.<key>). Repeatable.
+        #[arg(long = "only", value_name = "KEY=VALUE")]
+        only: Vec<String>,
+        /// Cells run at once (default: min(cores, cells)); each gets cores/jobs rayon threads.
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Stop starting cells after the first FAIL or ERROR.
+        #[arg(long)]
+        fail_fast: bool,
+        /// Finish an interrupted bundle: run only its missing or failed cells.
+        #[arg(long, value_name = "BUNDLE")]
+        resume: Option<PathBuf>,
+        /// A cell on this device (cuda, cpu, cuda:N) that is skipped for lack of the device fails.
+        #[arg(long, value_name = "DEVICE")]
+        require_device: Vec<String>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Allow more than 256 cells.
+        #[arg(long)]
+        allow_large: bool,
+    },
+    /// Recompute every digest of a bundle; report missing, modified and unlisted files.
+    Verify { bundle: PathBuf },
+    /// Print the JSON schema of experiment files.
+    Schema,
+}
+
+fn print_plan(cells: &[experiment::matrix::Cell], format: PlanFormat) {
+    match format {
+        PlanFormat::Json => {
+            let rows: Vec<_> = cells.iter().map(|c| c.plan_row()).collect();
+            println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        }
+        PlanFormat::Table => {
+            let mut lines = vec![[
+                "#".to_string(),
+                "id".to_string(),
+                "probe".to_string(),
+                "device".to_string(),
+                "dtype".to_string(),
+                "param".to_string(),
+                "roi".to_string(),
+                "model axes".to_string(),
+            ]];
+            for c in cells {
+                let model: Vec<String> = c
+                    .values
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("model."))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let r = c.effective_roi;
+                lines.push([
+                    c.index.to_string(),
+                    c.id.clone(),
+                    format!("{} ({})", c.probe_name, c.kind),
+                    c.device.to_string(),
+                    c.dtype.to_string(),
+                    c.param.map(|p| p.name().to_string()).unwrap_or_else(|| "-".into()),
+                    format!("{} {} {} {}", r[0], r[1], r[2], r[3]),
+                    model.join(" "),
+                ]);
+            }
+            let mut w = [0usize; 8];
+            for l in &lines {
+                for (i, s) in l.iter().enumerate() {
+                    w[i] = w[i].max(s.chars().count());
+                }
+            }
+            for l in &lines {
+                let mut out = String::new();
+                for (i, s) in l.iter().enumerate() {
+                    out.push_str(&format!("{:<width$}  ", s, width = w[i]));
+                }
+                println!("{}", out.trim_end());
+            }
+            println!("{} cell(s)", cells.len());
+        }
+    }
+}
+
+/// Entry point; returns the process exit code.
 pub fn main() -> i32 {
-    0
+    let argv: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match cli.cmd {
+        Cmd::Validate { file, sets, allow_large } => {
+            match experiment::run::load_and_plan(&file, &sets, &[], allow_large) {
+                Ok((exp, cells)) => {
+                    println!("{}: OK: experiment '{}', {} cell(s)", file.display(), exp.id(), cells.len());
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    2
+                }
+            }
+        }
+        Cmd::Plan { file, format, sets, only, allow_large } => {
+            match experiment::run::load_and_plan(&file, &sets, &only, allow_large) {
+                Ok((_, cells)) => {
+                    print_plan(&cells, format);
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    2
+                }
+            }
+        }
+        Cmd::Run { file, out, only, jobs, fail_fast, resume, require_device, sets, allow_large } => {
+            experiment::run::run(&RunArgs {
+                file,
+                out,
+                only,
+                jobs,
+                fail_fast,
+                resume,
+                require_device,
+                sets,
+                allow_large,
+                argv,
+            })
+        }
+        Cmd::Verify { bundle } => match evidence::verify(&bundle) {
+            Ok(rep) => {
+                for f in &rep.missing {
+                    println!("MISSING   {f}");
+                }
+                for f in &rep.modified {
+                    println!("MODIFIED  {f}");
+                }
+                for f in &rep.unlisted {
+                    println!("UNLISTED  {f}");
+                }
+                for f in &rep.malformed {
+                    println!("MALFORMED {f}");
+                }
+                if rep.incomplete {
+                    println!("INCOMPLETE {}: no {} (the run did not finish; `runner run FILE --resume {}` completes it)", bundle.display(), evidence::MANIFEST, bundle.display());
+                }
+                if rep.ok() {
+                    println!("OK {}: {} file(s) verified", bundle.display(), rep.checked);
+                    0
+                } else {
+                    println!(
+                        "FAILED {}: {} missing, {} modified, {} unlisted, {} malformed{}",
+                        bundle.display(),
+                        rep.missing.len(),
+                        rep.modified.len(),
+                        rep.unlisted.len(),
+                        rep.malformed.len(),
+                        if rep.incomplete { ", incomplete" } else { "" }
+                    );
+                    1
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
+        Cmd::Schema => {
+            print!("{}", experiment::schema_json());
+            0
+        }
+    }
 }

@@ -125,7 +125,7 @@ chunk_dispatch!(render_chunk_f32, DualSVec32);
 fn render_dual<T: Extract>(sim: &Simulation, roi: [u32; 4], base: &ParamValues<f64>, dirs: &[Param]) -> (Vec<f64>, Vec<Vec<f64>>) {
     let mut pv = ParamValues::<T>::from_f64(base);
     for (i, p) in dirs.iter().enumerate() {
-        pv.set(*p, T::seeded(base.get(*p), i));
+        pv.seed(*p, T::seeded(base.get(*p), i));
     }
     let out = render_generic::<T>(sim, roi, &pv);
     let img = to_f64(&out);

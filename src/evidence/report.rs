@@ -40,7 +40,8 @@ impl Tally {
 
 fn num(x: Option<f64>) -> String {
     match x {
-        Some(v) if v.is_finite() => format!("{v}"),
+        Some(v) if v == 0.0 || (v.is_finite() && (1e-4..1e15).contains(&v.abs())) => format!("{v}"),
+        Some(v) if v.is_finite() => format!("{v:e}"),
         Some(v) => format!("{v}"),
         None => String::new(),
     }

@@ -156,12 +156,19 @@ pub struct GradcheckProbe {
     /// Finite-difference step (see `eps_mode`).
     pub eps: f64,
     pub eps_mode: EpsMode,
+    /// Per-parameter steps overriding `eps` (same `eps_mode`), e.g.
+    /// `{ mosaic_spread = 1e-3 }` where the model rounds through float32.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub eps_by_param: BTreeMap<String, f64>,
     /// Pass when |ad - fd| <= atol + rtol |fd| (float64 cells).
     pub atol: f64,
     pub rtol: f64,
-    /// float32 cells: pass when |ad32 - ad64| <= f32_atol + f32_rtol |ad64|.
+    /// float32 cells: pass when |ad32 - ad64| <= f32_atol + f32_rtol |ad64|
+    /// + f32_max_rtol max|ad64| (the last term: float32 cancellation, relative
+    /// to the largest derivative in the ROI; it applies to pixels only).
     pub f32_atol: f64,
     pub f32_rtol: f64,
+    pub f32_max_rtol: f64,
     /// Fail when the ROI image or its derivative is all zero (a vacuous check).
     pub require_nonzero: bool,
 }
@@ -173,10 +180,12 @@ impl Default for GradcheckProbe {
             reduction: Reduction::Sum,
             eps: 1e-6,
             eps_mode: EpsMode::Relative,
+            eps_by_param: BTreeMap::new(),
             atol: 1e-5,
             rtol: 1e-3,
             f32_atol: 1e-5,
             f32_rtol: 1e-2,
+            f32_max_rtol: 1e-4,
             require_nonzero: true,
         }
     }

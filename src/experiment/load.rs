@@ -383,6 +383,12 @@ fn check_probe_settings(spec: &ProbeSpec, shown: &str, prefix: &str, base_dir: &
             pos("rtol", g.rtol, true)?;
             pos("f32_atol", g.f32_atol, true)?;
             pos("f32_rtol", g.f32_rtol, true)?;
+            pos("f32_max_rtol", g.f32_max_rtol, true)?;
+            for (k, v) in &g.eps_by_param {
+                k.parse::<crate::physics::params::Param>()
+                    .map_err(|e| InputError(format!("{shown}: {prefix}.eps_by_param.{k}: {e}")))?;
+                pos(&format!("eps_by_param.{k}"), *v, false)?;
+            }
         }
         ProbeSpec::PhiCache(p) => {
             pos("rtol", p.rtol, true)?;

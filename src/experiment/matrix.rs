@@ -141,16 +141,29 @@ pub fn sanitize(s: &str) -> String {
         .collect()
 }
 
-/// The stable id of a combination: its values in canonical key order.
-pub fn cell_id(values: &[(String, toml::Value)]) -> String {
+/// A token of at most 40 characters: long values keep a prefix and a digest.
+fn short_token(t: String) -> String {
+    if t.chars().count() <= 40 {
+        return t;
+    }
+    use sha2::Digest;
+    let d = hex::encode(sha2::Sha256::digest(t.as_bytes()));
+    let head: String = t.chars().take(24).collect();
+    format!("{head}~{}", &d[..8])
+}
+
+/// The stable id of a combination: its values in canonical key order
+/// (`id_keys`: the keys that make the id; None: all).
+pub fn cell_id(values: &[(String, toml::Value)], id_keys: Option<&[String]>) -> String {
     let parts: Vec<String> = values
         .iter()
+        .filter(|(k, _)| id_keys.map(|ks| ks.contains(k)).unwrap_or(true))
         .map(|(k, v)| match k.as_str() {
-            "probe" | "device" | "dtype" | "param" => token(v),
+            "probe" | "device" | "dtype" | "param" => short_token(token(v)),
             "roi" => format!("roi_{}", token(v)),
             other => {
                 let last = other.rsplit('.').next().unwrap_or(other);
-                format!("{last}_{}", token(v))
+                format!("{last}_{}", short_token(token(v)))
             }
         })
         .collect();
@@ -333,7 +346,13 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (index, mut c) in combos.into_iter().enumerate() {
         c.sort_by_key(|(k, _)| key_rank(k));
-        let id = cell_id(&c);
+        // Original combinations are named by the axes (values an include
+        // adds to them are not part of the id); include-made ones by all keys.
+        let id = if index < n_original {
+            cell_id(&c, Some(&original_keys))
+        } else {
+            cell_id(&c, None)
+        };
         if !safe_id(&id) {
             return Err(InputError(format!("{shown}: matrix: cell id '{id}' is not usable as a folder name")));
         }
@@ -416,8 +435,27 @@ fn build_cell(
             Some(r)
         }
     };
-    let mut table = base.clone();
+    // A cell's own `model.nanobragg_args` replaces the [model] section as its base.
+    let mut table = match get(&values, "model.nanobragg_args") {
+        None => base.clone(),
+        Some(toml::Value::String(a)) => {
+            let argv: Vec<String> = a.split_whitespace().map(|x| x.to_string()).collect();
+            let parsed = crate::cli::nanobragg::parse_args(&argv)
+                .map_err(|e| InputError(format!("{}: \"{a}\": {e}", key_of("\"model.nanobragg_args\""))))?;
+            toml::Table::try_from(&parsed.config)
+                .map_err(|e| InputError(format!("{}: {e}", key_of("\"model.nanobragg_args\""))))?
+        }
+        Some(other) => {
+            return Err(InputError(format!(
+                "{}: expected a string of flags, found {other}",
+                key_of("\"model.nanobragg_args\"")
+            )))
+        }
+    };
     for (k, v) in &values {
+        if k == "model.nanobragg_args" {
+            continue;
+        }
         if let Some(rest) = k.strip_prefix("model.") {
             let mut over = toml::Table::new();
             let path = split_key(rest);

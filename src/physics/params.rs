@@ -92,6 +92,9 @@ impl Param {
 #[derive(Clone, Copy, Debug)]
 pub struct ParamValues<T> {
     pub v: [T; 26],
+    /// Parameters seeded with a derivative direction (lets the model keep
+    /// faster forms that are exact only for constants, e.g. whole-number N).
+    pub live: [bool; 26],
 }
 
 impl<T: Real> ParamValues<T> {
@@ -108,7 +111,12 @@ impl<T: Real> ParamValues<T> {
         for (o, b) in v.iter_mut().zip(base.v.iter()) {
             *o = T::cst(*b);
         }
-        ParamValues { v }
+        ParamValues { v, live: [false; 26] }
+    }
+    /// Set a parameter to a value that carries a derivative direction.
+    pub fn seed(&mut self, p: Param, x: T) {
+        self.v[p as usize] = x;
+        self.live[p as usize] = true;
     }
 }
 

@@ -125,7 +125,7 @@ impl Setup {
     }
 
     pub fn base_values(&self) -> ParamValues<f64> {
-        ParamValues { v: self.user }
+        ParamValues { v: self.user, live: [false; 26] }
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Model<'a, T> {
     pub orient_rest: Vec<Orientation<T>>,
     pub recip: [Vec3<T>; 3],
     pub n: [T; 3],
+    /// N as a whole number when it is one and carries no derivative (fast sincg).
+    pub n_whole: [Option<u32>; 3],
     pub kahn: T,
     pub default_f: T,
     /// r_e^2 · fluence / steps
@@ -133,6 +135,12 @@ impl<'a, T: Real> Model<'a, T> {
         let orient_rest = with_mosaic(phi_orient(false));
 
         let fluence = setup.iv(Param::Fluence, pv);
+        let n = [setup.iv(Param::NA, pv), setup.iv(Param::NB, pv), setup.iv(Param::NC, pv)];
+        let live = [pv.live[Param::NA as usize], pv.live[Param::NB as usize], pv.live[Param::NC as usize]];
+        let n_whole: [Option<u32>; 3] = std::array::from_fn(|i| {
+            let v = n[i].val();
+            (!live[i] && v.fract() == 0.0 && v >= 1.0 && v <= super::lattice::MAX_WHOLE_N as f64).then_some(v as u32)
+        });
         Model {
             setup,
             hkl,
@@ -142,7 +150,8 @@ impl<'a, T: Real> Model<'a, T> {
             orient_first,
             orient_rest,
             recip: [cell.a_star, cell.b_star, cell.c_star],
-            n: [setup.iv(Param::NA, pv), setup.iv(Param::NB, pv), setup.iv(Param::NC, pv)],
+            n,
+            n_whole,
             kahn: setup.iv(Param::Polarization, pv),
             default_f: setup.iv(Param::DefaultF, pv),
             scale: c::<T>(R_E_SQR) * fluence / c::<T>(setup.steps as f64),
@@ -259,7 +268,7 @@ impl<'a, T: Real> Model<'a, T> {
                             let h = dot_product(&o[0], &scattering);
                             let k = dot_product(&o[1], &scattering);
                             let l = dot_product(&o[2], &scattering);
-                            let fl = f_latt(s.shape, h, k, l, &self.n, s.n_gt1, &self.recip, s.fudge);
+                            let fl = f_latt(s.shape, h, k, l, &self.n, s.n_gt1, self.n_whole, &self.recip, s.fudge);
                             if fl.val() == 0.0 && s.water_size == 0.0 {
                                 continue;
                             }
