@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "runner", version, about = "Differentiable nanoBragg-class simulator and experiment runner with verifiable evidence bundles")]
+#[command(
+    name = "runner",
+    version,
+    about = "Differentiable nanoBragg-class simulator and experiment runner with verifiable evidence bundles"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -81,7 +85,10 @@ fn print_plan(cells: &[experiment::matrix::Cell], format: PlanFormat) {
     match format {
         PlanFormat::Json => {
             let rows: Vec<_> = cells.iter().map(|c| c.plan_row()).collect();
-            println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            );
         }
         PlanFormat::Table => {
             let mut lines = vec![[
@@ -108,7 +115,9 @@ fn print_plan(cells: &[experiment::matrix::Cell], format: PlanFormat) {
                     format!("{} ({})", c.probe_name, c.kind),
                     c.device.to_string(),
                     c.dtype.to_string(),
-                    c.param.map(|p| p.name().to_string()).unwrap_or_else(|| "-".into()),
+                    c.param
+                        .map(|p| p.name().to_string())
+                        .unwrap_or_else(|| "-".into()),
                     format!("{} {} {} {}", r[0], r[1], r[2], r[3]),
                     model.join(" "),
                 ]);
@@ -143,44 +152,63 @@ pub fn main() -> i32 {
         }
     };
     match cli.cmd {
-        Cmd::Validate { file, sets, allow_large } => {
-            match experiment::run::load_and_plan(&file, &sets, &[], allow_large) {
-                Ok((exp, cells)) => {
-                    println!("{}: OK: experiment '{}', {} cell(s)", file.display(), exp.id(), cells.len());
-                    0
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    2
-                }
+        Cmd::Validate {
+            file,
+            sets,
+            allow_large,
+        } => match experiment::run::load_and_plan(&file, &sets, &[], allow_large) {
+            Ok((exp, cells)) => {
+                println!(
+                    "{}: OK: experiment '{}', {} cell(s)",
+                    file.display(),
+                    exp.id(),
+                    cells.len()
+                );
+                0
             }
-        }
-        Cmd::Plan { file, format, sets, only, allow_large } => {
-            match experiment::run::load_and_plan(&file, &sets, &only, allow_large) {
-                Ok((_, cells)) => {
-                    print_plan(&cells, format);
-                    0
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    2
-                }
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
             }
-        }
-        Cmd::Run { file, out, only, jobs, fail_fast, resume, require_device, sets, allow_large } => {
-            experiment::run::run(&RunArgs {
-                file,
-                out,
-                only,
-                jobs,
-                fail_fast,
-                resume,
-                require_device,
-                sets,
-                allow_large,
-                argv,
-            })
-        }
+        },
+        Cmd::Plan {
+            file,
+            format,
+            sets,
+            only,
+            allow_large,
+        } => match experiment::run::load_and_plan(&file, &sets, &only, allow_large) {
+            Ok((_, cells)) => {
+                print_plan(&cells, format);
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
+        Cmd::Run {
+            file,
+            out,
+            only,
+            jobs,
+            fail_fast,
+            resume,
+            require_device,
+            sets,
+            allow_large,
+        } => experiment::run::run(&RunArgs {
+            file,
+            out,
+            only,
+            jobs,
+            fail_fast,
+            resume,
+            require_device,
+            sets,
+            allow_large,
+            argv,
+        }),
         Cmd::Verify { bundle } => match evidence::verify(&bundle) {
             Ok(rep) => {
                 for f in &rep.missing {

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn read_trim(p: &str) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn run(cmd: &str, args: &[&str], cwd: Option<&Path>) -> Option<String> {
@@ -33,10 +36,19 @@ pub fn hostname() -> String {
 /// (falls back to the working directory); "unknown" without git.
 pub fn git_info() -> (String, Option<bool>) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dirs: Vec<&Path> = if src.is_dir() { vec![src, Path::new(".")] } else { vec![Path::new(".")] };
+    let dirs: Vec<&Path> = if src.is_dir() {
+        vec![src, Path::new(".")]
+    } else {
+        vec![Path::new(".")]
+    };
     for d in dirs {
         if let Some(commit) = run("git", &["rev-parse", "HEAD"], Some(d)) {
-            let dirty = run("git", &["status", "--porcelain", "--untracked-files=no"], Some(d)).map(|s| !s.is_empty());
+            let dirty = run(
+                "git",
+                &["status", "--porcelain", "--untracked-files=no"],
+                Some(d),
+            )
+            .map(|s| !s.is_empty());
             return (commit, dirty);
         }
     }
@@ -48,7 +60,11 @@ fn cpu_model() -> String {
         .ok()
         .and_then(|t| {
             t.lines()
-                .find(|l| l.starts_with("model name") || l.starts_with("Model") || l.starts_with("cpu model"))
+                .find(|l| {
+                    l.starts_with("model name")
+                        || l.starts_with("Model")
+                        || l.starts_with("cpu model")
+                })
                 .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_string()))
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
@@ -66,9 +82,11 @@ fn os_name() -> String {
     std::fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("PRETTY_NAME="))
-                .map(|l| l.trim_start_matches("PRETTY_NAME=").trim_matches('"').to_string())
+            t.lines().find(|l| l.starts_with("PRETTY_NAME=")).map(|l| {
+                l.trim_start_matches("PRETTY_NAME=")
+                    .trim_matches('"')
+                    .to_string()
+            })
         })
         .unwrap_or_else(|| std::env::consts::OS.to_string())
 }
@@ -76,7 +94,9 @@ fn os_name() -> String {
 /// The environment record.
 pub fn collect(jobs: usize, threads_per_job: usize) -> Value {
     let (commit, dirty) = git_info();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut vars = serde_json::Map::new();
     let mut keys: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| {

@@ -63,7 +63,9 @@ pub fn list_files(root: &Path) -> Result<Vec<String>, String> {
         for entry in rd {
             let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
             let p = entry.path();
-            let ft = entry.file_type().map_err(|e| format!("{}: {e}", p.display()))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| format!("{}: {e}", p.display()))?;
             if ft.is_dir() {
                 walk(root, &p, out)?;
             } else {
@@ -131,7 +133,8 @@ pub fn verify(root: &Path) -> Result<VerifyReport, String> {
         rep.unlisted = files;
         return Ok(rep);
     }
-    let text = std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let text =
+        std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
     let mut listed = std::collections::BTreeSet::new();
     for (n, line) in text.lines().enumerate() {
         if line.is_empty() {
@@ -141,7 +144,9 @@ pub fn verify(root: &Path) -> Result<VerifyReport, String> {
             let (d, rest) = line.split_at(64);
             let path = rest.strip_prefix("  ").or_else(|| rest.strip_prefix(" *"));
             match path {
-                Some(p) if d.chars().all(|c| c.is_ascii_hexdigit()) && !p.is_empty() => Some((d.to_ascii_lowercase(), p.to_string())),
+                Some(p) if d.chars().all(|c| c.is_ascii_hexdigit()) && !p.is_empty() => {
+                    Some((d.to_ascii_lowercase(), p.to_string()))
+                }
                 _ => None,
             }
         } else {
@@ -238,7 +243,8 @@ pub fn cell_dir(bundle: &Path, id: &str) -> PathBuf {
 
 /// Pretty JSON with a trailing newline.
 pub fn json_bytes<T: Serialize>(v: &T) -> Vec<u8> {
-    let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut s =
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     s.push('\n');
     s.into_bytes()
 }

@@ -60,8 +60,8 @@ fn short(x: Option<f64>) -> String {
 }
 
 const COLUMNS: &[&str] = &[
-    "id", "probe", "kind", "status", "device", "dtype", "param", "roi", "loss", "grad_ad", "grad_fd", "abs_err",
-    "rel_err", "seconds", "engine", "reason",
+    "id", "probe", "kind", "status", "device", "dtype", "param", "roi", "loss", "grad_ad",
+    "grad_fd", "abs_err", "rel_err", "seconds", "engine", "reason",
 ];
 
 fn roi_str(r: &[u32; 4]) -> String {
@@ -105,7 +105,10 @@ pub fn write_results(bundle: &Path, rows: &[Row]) -> Result<(), String> {
     }
     let bytes = w.into_inner().map_err(|e| e.to_string())?;
     write_atomic(&bundle.join("results.csv"), &bytes)?;
-    write_atomic(&bundle.join("results.json"), &json_bytes(&Value::Array(list)))
+    write_atomic(
+        &bundle.join("results.json"),
+        &json_bytes(&Value::Array(list)),
+    )
 }
 
 fn xml_escape(s: &str) -> String {
@@ -195,37 +198,71 @@ fn model_summary(exp: &Experiment) -> Vec<String> {
         m.crystal.n_cells[2],
         m.crystal.shape,
         m.crystal.default_f,
-        m.crystal.hkl_file.as_ref().map(|p| format!(", HKL {}", p.display())).unwrap_or_default()
+        m.crystal
+            .hkl_file
+            .as_ref()
+            .map(|p| format!(", HKL {}", p.display()))
+            .unwrap_or_default()
     ));
     if let Some(ms) = m.crystal.misset_deg {
         v.push(format!("crystal: misset {} {} {}°", ms[0], ms[1], ms[2]));
     }
     v.push(format!(
         "mosaic: spread {}°, {} domain(s)",
-        m.crystal.mosaic_spread_deg.map(|x| x.to_string()).unwrap_or_else(|| "0 (default)".into()),
-        m.crystal.mosaic_domains.map(|x| x.to_string()).unwrap_or_else(|| "default".into())
+        m.crystal
+            .mosaic_spread_deg
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "0 (default)".into()),
+        m.crystal
+            .mosaic_domains
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "default".into())
     ));
     v.push(format!(
         "beam: wavelength {} Å{}",
         m.beam.wavelength_a,
-        m.beam.energy_ev.map(|e| format!(" (energy {e} eV overrides)")).unwrap_or_default()
+        m.beam
+            .energy_ev
+            .map(|e| format!(" (energy {e} eV overrides)"))
+            .unwrap_or_default()
     ));
     v.push(format!(
         "goniometer: phi0 {}°, oscillation {}° in {} step(s); phi carryover {}",
         m.goniometer.phi_start_deg,
-        m.goniometer.osc_deg.map(|x| x.to_string()).unwrap_or_else(|| "default".into()),
-        m.goniometer.phisteps.map(|x| x.to_string()).unwrap_or_else(|| "default".into()),
-        serde_json::to_value(m.phi_carryover).ok().and_then(|v| v.as_str().map(|s| s.to_string())).unwrap_or_default()
+        m.goniometer
+            .osc_deg
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "default".into()),
+        m.goniometer
+            .phisteps
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "default".into()),
+        serde_json::to_value(m.phi_carryover)
+            .ok()
+            .and_then(|v| v.as_str().map(|s| s.to_string()))
+            .unwrap_or_default()
     ));
     v.push(format!(
         "detector: {:?}, {} x {} pixels of {} mm, distance {} mm, beam centre {} x {} mm",
         m.detector.convention,
-        m.detector.fpixels.map(|x| x.to_string()).unwrap_or_else(|| "auto".into()),
-        m.detector.spixels.map(|x| x.to_string()).unwrap_or_else(|| "auto".into()),
+        m.detector
+            .fpixels
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "auto".into()),
+        m.detector
+            .spixels
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "auto".into()),
         m.detector.pixel_size_mm,
         m.detector.distance_mm,
-        m.detector.xbeam_mm.map(|x| x.to_string()).unwrap_or_else(|| "default".into()),
-        m.detector.ybeam_mm.map(|x| x.to_string()).unwrap_or_else(|| "default".into()),
+        m.detector
+            .xbeam_mm
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "default".into()),
+        m.detector
+            .ybeam_mm
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "default".into()),
     ));
     v
 }
@@ -241,7 +278,11 @@ pub fn write_summary(
     extra_failures: &[String],
 ) -> Result<(), String> {
     let t = Tally::of(rows);
-    let verdict = if extra_failures.is_empty() { t.verdict() } else { "FAIL" };
+    let verdict = if extra_failures.is_empty() {
+        t.verdict()
+    } else {
+        "FAIL"
+    };
     let meta = &exp.resolved.experiment;
     let mut s = String::new();
     s.push_str(&format!("# {}: {verdict}\n\n", meta.id));
@@ -300,7 +341,11 @@ pub fn write_summary(
     }
     let gc: Vec<&Row> = rows
         .iter()
-        .filter(|r| r.record.kind == "gradcheck" && r.record.status != Status::Skipped && r.record.grad_ad.is_some())
+        .filter(|r| {
+            r.record.kind == "gradcheck"
+                && r.record.status != Status::Skipped
+                && r.record.grad_ad.is_some()
+        })
         .collect();
     if !gc.is_empty() {
         s.push_str("\n## Gradient checks\n\n");
@@ -325,13 +370,19 @@ pub fn write_summary(
                 "| `{}` | {} | {} | {} | {} | {} | {} | {} | {}/{} |\n",
                 c.id,
                 c.status.as_str(),
-                c.details.get("reference").and_then(|v| v.as_str()).unwrap_or(""),
+                c.details
+                    .get("reference")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or(""),
                 short(c.loss),
                 short(c.grad_ad),
                 short(c.grad_fd),
                 short(c.rel_err),
                 wp,
-                c.details.get("nonzero_pixels").cloned().unwrap_or(Value::Null),
+                c.details
+                    .get("nonzero_pixels")
+                    .cloned()
+                    .unwrap_or(Value::Null),
                 c.details.get("pixels").cloned().unwrap_or(Value::Null),
             ));
         }
@@ -363,20 +414,29 @@ pub fn write_summary(
     s.push_str("\n## Configuration\n\n");
     s.push_str(&format!("- experiment file: `{}`\n", exp.file.display()));
     if !exp.sets.is_empty() {
-        s.push_str(&format!("- overrides: `--set {}`\n", exp.sets.join("` `--set ")));
+        s.push_str(&format!(
+            "- overrides: `--set {}`\n",
+            exp.sets.join("` `--set ")
+        ));
     }
     for l in model_summary(exp) {
         s.push_str(&format!("- {l}\n"));
     }
     let m = &exp.resolved.matrix;
-    let axis = |name: &str, v: &Option<Vec<String>>| v.as_ref().map(|v| format!("- matrix {name}: {}\n", v.join(", ")));
+    let axis = |name: &str, v: &Option<Vec<String>>| {
+        v.as_ref()
+            .map(|v| format!("- matrix {name}: {}\n", v.join(", ")))
+    };
     s.push_str(&axis("device", &m.device).unwrap_or_default());
     s.push_str(&axis("dtype", &m.dtype).unwrap_or_default());
     s.push_str(&axis("param", &m.param).unwrap_or_default());
     if let Some(r) = &m.roi {
         s.push_str(&format!(
             "- matrix roi: {}\n",
-            r.iter().map(|r| format!("[{}]", roi_str(r))).collect::<Vec<_>>().join(", ")
+            r.iter()
+                .map(|r| format!("[{}]", roi_str(r)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     for (k, v) in &m.model_axes {
@@ -403,20 +463,52 @@ pub fn write_summary(
             ),
             ProbeSpec::Simulate(c) => format!("png scale {:?}", c.png_scale),
         };
-        s.push_str(&format!("- probe {i}: `{}` ({}): {settings}\n", p.name(), p.kind()));
+        s.push_str(&format!(
+            "- probe {i}: `{}` ({}): {settings}\n",
+            p.name(),
+            p.kind()
+        ));
     }
     s.push_str("- the fully resolved configuration is `experiment.toml`\n");
 
     s.push_str("\n## Environment\n\n");
-    let g = |k: &str| env.get(k).map(|v| v.as_str().map(|s| s.to_string()).unwrap_or_else(|| v.to_string())).unwrap_or_default();
-    s.push_str(&format!("- host {} ({}, kernel {}), CPU {} ({} cores)\n", g("hostname"), g("os"), g("kernel"), g("cpu_model"), g("cores")));
-    s.push_str(&format!("- braggrun {} (git {}{}), {}\n", g("braggrun_version"), g("git_commit"),
-        match env.get("git_dirty").and_then(|v| v.as_bool()) { Some(true) => ", dirty", _ => "" }, g("rustc")));
+    let g = |k: &str| {
+        env.get(k)
+            .map(|v| {
+                v.as_str()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .unwrap_or_default()
+    };
+    s.push_str(&format!(
+        "- host {} ({}, kernel {}), CPU {} ({} cores)\n",
+        g("hostname"),
+        g("os"),
+        g("kernel"),
+        g("cpu_model"),
+        g("cores")
+    ));
+    s.push_str(&format!(
+        "- braggrun {} (git {}{}), {}\n",
+        g("braggrun_version"),
+        g("git_commit"),
+        match env.get("git_dirty").and_then(|v| v.as_bool()) {
+            Some(true) => ", dirty",
+            _ => "",
+        },
+        g("rustc")
+    ));
     let cuda = env.get("cuda").cloned().unwrap_or(Value::Null);
     if cuda.get("available").and_then(|v| v.as_bool()) == Some(true) {
         s.push_str(&format!("- CUDA: {}\n", cuda["devices"]));
     } else {
-        s.push_str(&format!("- CUDA: not available ({})\n", cuda.get("reason").and_then(|v| v.as_str()).unwrap_or("unknown")));
+        s.push_str(&format!(
+            "- CUDA: not available ({})\n",
+            cuda.get("reason")
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown")
+        ));
     }
     s.push_str("- details in `env.json`\n");
 

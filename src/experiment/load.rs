@@ -61,7 +61,9 @@ impl Provider for Named {
 /// Parse a `--set`/`--only` value: TOML if it parses, else a plain string.
 pub fn parse_loose_value(s: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {s}")) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(s.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(s.to_string())),
         Err(_) => toml::Value::String(s.to_string()),
     }
 }
@@ -157,7 +159,11 @@ pub fn figment_message(err: figment::Error, default_source: &str, prefix: &str) 
 }
 
 /// Deserialize a generic table into a typed value with path-tracked errors.
-pub fn typed<T: DeserializeOwned>(table: &toml::Table, source: &str, prefix: &str) -> Result<T, InputError> {
+pub fn typed<T: DeserializeOwned>(
+    table: &toml::Table,
+    source: &str,
+    prefix: &str,
+) -> Result<T, InputError> {
     let named = Named {
         name: source.to_string(),
         table: table.clone(),
@@ -214,7 +220,8 @@ pub fn safe_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 100
         && !s.starts_with('.')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 /// Load an experiment file with `--set` overrides and (if `use_env`) RUNNER_* variables.
@@ -230,7 +237,10 @@ pub fn load(file: &Path, sets: &[String], use_env: bool) -> Result<Experiment, I
         return Err(InputError(format!("{shown}: cannot read: {e}")));
     }
     let abs = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-    let base_dir = abs.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = abs
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("."));
 
     let mut set_table = toml::Table::new();
     for s in sets {
@@ -273,7 +283,12 @@ pub fn load(file: &Path, sets: &[String], use_env: bool) -> Result<Experiment, I
 }
 
 /// Phase two: ids, model (with nanobragg_args), probes.
-pub fn resolve(raw: RawExperiment, file: PathBuf, base_dir: PathBuf, sets: Vec<String>) -> Result<Experiment, InputError> {
+pub fn resolve(
+    raw: RawExperiment,
+    file: PathBuf,
+    base_dir: PathBuf,
+    sets: Vec<String>,
+) -> Result<Experiment, InputError> {
     let shown = file.display().to_string();
     let id = &raw.experiment.id;
     if !safe_id(id) {
@@ -365,7 +380,12 @@ pub fn resolve(raw: RawExperiment, file: PathBuf, base_dir: PathBuf, sets: Vec<S
     })
 }
 
-fn check_probe_settings(spec: &ProbeSpec, shown: &str, prefix: &str, base_dir: &Path) -> Result<(), InputError> {
+fn check_probe_settings(
+    spec: &ProbeSpec,
+    shown: &str,
+    prefix: &str,
+    base_dir: &Path,
+) -> Result<(), InputError> {
     let pos = |name: &str, v: f64, allow_zero: bool| -> Result<(), InputError> {
         if v < 0.0 || (!allow_zero && v == 0.0) {
             Err(InputError(format!(
@@ -396,12 +416,16 @@ fn check_probe_settings(spec: &ProbeSpec, shown: &str, prefix: &str, base_dir: &
             pos("fd_atol", p.fd_atol, true)?;
             pos("fd_rtol", p.fd_rtol, true)?;
             if p.steps == 0 {
-                return Err(InputError(format!("{shown}: {prefix}.steps: must be >= 1 (got 0)")));
+                return Err(InputError(format!(
+                    "{shown}: {prefix}.steps: must be >= 1 (got 0)"
+                )));
             }
         }
         ProbeSpec::Parity(p) => {
             if p.reference.is_empty() {
-                return Err(InputError(format!("{shown}: {prefix}.reference: missing (a float image file)")));
+                return Err(InputError(format!(
+                    "{shown}: {prefix}.reference: missing (a float image file)"
+                )));
             }
             let path = base_dir.join(&p.reference);
             if !path.is_file() {

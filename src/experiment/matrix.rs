@@ -64,7 +64,12 @@ impl Cell {
             axes: self
                 .values
                 .iter()
-                .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+                    )
+                })
                 .collect(),
         }
     }
@@ -79,9 +84,16 @@ impl Cell {
             "dtype" => Some(self.dtype.to_string().into()),
             "param" => self.param.map(|p| p.name().to_string().into()),
             "roi" => Some(toml::Value::Array(
-                self.effective_roi.iter().map(|x| toml::Value::Integer(*x as i64)).collect(),
+                self.effective_roi
+                    .iter()
+                    .map(|x| toml::Value::Integer(*x as i64))
+                    .collect(),
             )),
-            k => self.values.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone()),
+            k => self
+                .values
+                .iter()
+                .find(|(kk, _)| kk == k)
+                .map(|(_, v)| v.clone()),
         }
     }
 }
@@ -105,7 +117,9 @@ pub fn value_eq(a: &toml::Value, b: &toml::Value) -> bool {
         (Integer(x), Float(y)) | (Float(y), Integer(x)) => (*x as f64) == *y,
         (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| value_eq(p, q)),
         (Table(x), Table(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).map(|w| value_eq(v, w)).unwrap_or(false))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).map(|w| value_eq(v, w)).unwrap_or(false))
         }
         _ => a == b,
     }
@@ -175,7 +189,8 @@ pub fn cell_id(values: &[(String, toml::Value)], id_keys: Option<&[String]>) -> 
 }
 
 fn valid_key(k: &str) -> bool {
-    matches!(k, "probe" | "device" | "dtype" | "param" | "roi") || (k.starts_with("model.") && k.len() > 6)
+    matches!(k, "probe" | "device" | "dtype" | "param" | "roi")
+        || (k.starts_with("model.") && k.len() > 6)
 }
 
 const VALID_KEYS: &str = "probe, device, dtype, param, roi, \"model.<key path>\"";
@@ -209,7 +224,10 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
     // Axes, canonical order.
     let mut axes: Vec<(String, Vec<toml::Value>)> = vec![(
         "probe".into(),
-        probes.iter().map(|p| toml::Value::String(p.name())).collect(),
+        probes
+            .iter()
+            .map(|p| toml::Value::String(p.name()))
+            .collect(),
     )];
     let mut push_axis = |name: &str, vals: Option<Vec<toml::Value>>| -> Result<(), InputError> {
         if let Some(v) = vals {
@@ -235,8 +253,8 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
         match v {
             toml::Value::Array(a) if a.is_empty() => {
                 return Err(InputError(format!(
-                    "{shown}: matrix.\"{k}\": empty axis (give at least one value, or remove the key)"
-                )))
+                "{shown}: matrix.\"{k}\": empty axis (give at least one value, or remove the key)"
+            )))
             }
             toml::Value::Array(a) => axes.push((k.clone(), a.clone())),
             other => {
@@ -250,7 +268,9 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
     for (what, list) in [("include", &m.include), ("exclude", &m.exclude)] {
         for (i, entry) in list.iter().enumerate() {
             if entry.is_empty() {
-                return Err(InputError(format!("{shown}: matrix.{what}.{i}: empty entry")));
+                return Err(InputError(format!(
+                    "{shown}: matrix.{what}.{i}: empty entry"
+                )));
             }
             for k in entry.keys() {
                 if !valid_key(k) {
@@ -287,9 +307,10 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
     }
     let before = combos.len();
     combos.retain(|c| {
-        !m.exclude
-            .iter()
-            .any(|e| e.iter().all(|(k, v)| get(c, k).map(|cv| value_eq(cv, v)).unwrap_or(false)))
+        !m.exclude.iter().any(|e| {
+            e.iter()
+                .all(|(k, v)| get(c, k).map(|cv| value_eq(cv, v)).unwrap_or(false))
+        })
     });
     if combos.is_empty() && !m.exclude.is_empty() && m.include.is_empty() {
         return Err(InputError(format!(
@@ -354,7 +375,9 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
             cell_id(&c, None)
         };
         if !safe_id(&id) {
-            return Err(InputError(format!("{shown}: matrix: cell id '{id}' is not usable as a folder name")));
+            return Err(InputError(format!(
+                "{shown}: matrix: cell id '{id}' is not usable as a folder name"
+            )));
         }
         if let Some(prev) = seen.get(&id) {
             return Err(InputError(format!(
@@ -389,13 +412,20 @@ fn build_cell(
         .and_then(str_of)
         .ok_or_else(|| InputError(format!("{}: expected a probe name string", key_of("probe"))))?
         .to_string();
-    let probe_index = probes.iter().position(|p| p.name() == probe_name).ok_or_else(|| {
-        InputError(format!(
-            "{}: no probe named '{probe_name}'; probes: {}",
-            key_of("probe"),
-            probes.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
-        ))
-    })?;
+    let probe_index = probes
+        .iter()
+        .position(|p| p.name() == probe_name)
+        .ok_or_else(|| {
+            InputError(format!(
+                "{}: no probe named '{probe_name}'; probes: {}",
+                key_of("probe"),
+                probes
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
     let device = match get(&values, "device") {
         None => Device::Cpu,
         Some(v) => str_of(v)
@@ -422,10 +452,12 @@ fn build_cell(
     let roi = match get(&values, "roi") {
         None => None,
         Some(v) => {
-            let r: [u32; 4] = v
-                .clone()
-                .try_into()
-                .map_err(|_| InputError(format!("{}: expected [fmin, fmax, smin, smax] (non-negative integers), found {v}", key_of("roi"))))?;
+            let r: [u32; 4] = v.clone().try_into().map_err(|_| {
+                InputError(format!(
+                    "{}: expected [fmin, fmax, smin, smax] (non-negative integers), found {v}",
+                    key_of("roi")
+                ))
+            })?;
             if r[0] > r[1] || r[2] > r[3] {
                 return Err(InputError(format!(
                     "{}: {v}: min greater than max (order is fast min, fast max, slow min, slow max)",
@@ -440,8 +472,12 @@ fn build_cell(
         None => base.clone(),
         Some(toml::Value::String(a)) => {
             let argv: Vec<String> = a.split_whitespace().map(|x| x.to_string()).collect();
-            let parsed = crate::cli::nanobragg::parse_args(&argv)
-                .map_err(|e| InputError(format!("{}: \"{a}\": {e}", key_of("\"model.nanobragg_args\""))))?;
+            let parsed = crate::cli::nanobragg::parse_args(&argv).map_err(|e| {
+                InputError(format!(
+                    "{}: \"{a}\": {e}",
+                    key_of("\"model.nanobragg_args\"")
+                ))
+            })?;
             toml::Table::try_from(&parsed.config)
                 .map_err(|e| InputError(format!("{}: {e}", key_of("\"model.nanobragg_args\""))))?
         }
@@ -497,7 +533,13 @@ fn build_cell(
 /// Prepare every distinct model once; check ROIs, parameters and probe needs.
 pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> {
     let shown = exp.file.display().to_string();
-    let mut prepared: Vec<(SimConfig, usize, usize, [u32; 4], Vec<(Param, Result<f64, String>)>)> = Vec::new();
+    let mut prepared: Vec<(
+        SimConfig,
+        usize,
+        usize,
+        [u32; 4],
+        Vec<(Param, Result<f64, String>)>,
+    )> = Vec::new();
     for cell in cells.iter_mut() {
         let pos = prepared.iter().position(|(m, ..)| *m == cell.model);
         let idx = match pos {
@@ -509,7 +551,13 @@ pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> 
                     .iter()
                     .map(|p| (*p, sim.base_value(*p).map_err(|e| e.to_string())))
                     .collect();
-                prepared.push((cell.model.clone(), sim.fpixels(), sim.spixels(), sim.roi(), vals));
+                prepared.push((
+                    cell.model.clone(),
+                    sim.fpixels(),
+                    sim.spixels(),
+                    sim.roi(),
+                    vals,
+                ));
                 prepared.len() - 1
             }
         };
@@ -540,7 +588,12 @@ pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> 
             }
         }
         let probe = &exp.resolved.probe[cell.probe_index];
-        let pfx = format!("{shown}: cell {}: probe.{} ({})", cell.id, cell.probe_index, probe.kind());
+        let pfx = format!(
+            "{shown}: cell {}: probe.{} ({})",
+            cell.id,
+            cell.probe_index,
+            probe.kind()
+        );
         match probe {
             ProbeSpec::Gradcheck(_) => {
                 if cell.param.is_none() {
@@ -581,7 +634,11 @@ pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> 
 }
 
 /// Keep the cells matching every `--only key=value` (repeating a key ORs its values).
-pub fn filter_only(shown: &str, cells: Vec<Cell>, only: &[String]) -> Result<Vec<Cell>, InputError> {
+pub fn filter_only(
+    shown: &str,
+    cells: Vec<Cell>,
+    only: &[String],
+) -> Result<Vec<Cell>, InputError> {
     if only.is_empty() {
         return Ok(cells);
     }
@@ -608,7 +665,8 @@ pub fn filter_only(shown: &str, cells: Vec<Cell>, only: &[String]) -> Result<Vec
                 c.value_of(k)
                     .map(|cv| {
                         vals.iter().any(|v| {
-                            value_eq(&cv, v) || matches!((&cv, v), (toml::Value::String(a), b) if *a == token(b))
+                            value_eq(&cv, v)
+                                || matches!((&cv, v), (toml::Value::String(a), b) if *a == token(b))
                         })
                     })
                     .unwrap_or(false)
@@ -616,7 +674,10 @@ pub fn filter_only(shown: &str, cells: Vec<Cell>, only: &[String]) -> Result<Vec
         })
         .collect();
     if kept.is_empty() {
-        return Err(InputError(format!("{shown}: --only {}: no cell matches", only.join(" --only "))));
+        return Err(InputError(format!(
+            "{shown}: --only {}: no cell matches",
+            only.join(" --only ")
+        )));
     }
     Ok(kept)
 }

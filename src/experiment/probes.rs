@@ -6,8 +6,8 @@ use super::config::*;
 use super::load::Experiment;
 use super::matrix::Cell;
 use crate::engine::{self, Device, Dtype, EngineError, RenderOptions, Rendered};
-use crate::physics::params::Param;
 use crate::physics::cell::cell_vectors;
+use crate::physics::params::Param;
 use crate::physics::scalar::{Real, Vec3};
 use crate::physics::Simulation;
 use serde::{Deserialize, Serialize};
@@ -165,15 +165,26 @@ pub fn run_probe(exp: &Experiment, cell: &Cell, dir: &Path, log: &mut Log) -> Ou
 }
 
 fn prepare(exp: &Experiment, cell: &Cell, log: &mut Log) -> PResult<Simulation> {
-    let sim = Simulation::prepare(&cell.model, &exp.base_dir).map_err(|e| Stop::Error(format!("setup: {e}")))?;
-    log.line(format!("prepared: {}x{} pixels", sim.fpixels(), sim.spixels()));
+    let sim = Simulation::prepare(&cell.model, &exp.base_dir)
+        .map_err(|e| Stop::Error(format!("setup: {e}")))?;
+    log.line(format!(
+        "prepared: {}x{} pixels",
+        sim.fpixels(),
+        sim.spixels()
+    ));
     for n in sim.notes() {
         log.line(format!("note: {n}"));
     }
     Ok(sim)
 }
 
-fn render(sim: &Simulation, device: Device, opts: &RenderOptions, log: &mut Log, what: &str) -> PResult<Rendered> {
+fn render(
+    sim: &Simulation,
+    device: Device,
+    opts: &RenderOptions,
+    log: &mut Log,
+    what: &str,
+) -> PResult<Rendered> {
     let t = Instant::now();
     let r = engine::render(sim, device, opts)?;
     log.line(format!(
@@ -223,8 +234,16 @@ fn finite_or_null(x: f64) -> Value {
     }
 }
 
-fn gradcheck(exp: &Experiment, cell: &Cell, g: &GradcheckProbe, dir: &Path, log: &mut Log) -> PResult<Outcome> {
-    let p: Param = cell.param.ok_or_else(|| Stop::Error("no parameter".into()))?;
+fn gradcheck(
+    exp: &Experiment,
+    cell: &Cell,
+    g: &GradcheckProbe,
+    dir: &Path,
+    log: &mut Log,
+) -> PResult<Outcome> {
+    let p: Param = cell
+        .param
+        .ok_or_else(|| Stop::Error("no parameter".into()))?;
     let sim = prepare(exp, cell, log)?;
     let roi = cell.effective_roi;
     let x0 = sim.base_value(p).map_err(|e| Stop::Error(e.to_string()))?;
@@ -233,7 +252,10 @@ fn gradcheck(exp: &Experiment, cell: &Cell, g: &GradcheckProbe, dir: &Path, log:
         EpsMode::Relative if x0 != 0.0 => eps * x0.abs(),
         _ => eps,
     };
-    log.line(format!("parameter {p} = {x0} {}; central-difference step h = {h:e}", p.unit()));
+    log.line(format!(
+        "parameter {p} = {x0} {}; central-difference step h = {h:e}",
+        p.unit()
+    ));
     let opts = |dtype: Dtype, derivs: Vec<Param>, shifts: Vec<(Param, f64)>| RenderOptions {
         dtype,
         roi: Some(roi),
@@ -241,7 +263,13 @@ fn gradcheck(exp: &Experiment, cell: &Cell, g: &GradcheckProbe, dir: &Path, log:
         shifts,
     };
 
-    let r = render(&sim, cell.device, &opts(cell.dtype, vec![p], vec![]), log, "with derivative")?;
+    let r = render(
+        &sim,
+        cell.device,
+        &opts(cell.dtype, vec![p], vec![]),
+        log,
+        "with derivative",
+    )?;
     let engine_name = r.device.clone();
     let img = r.roi_values(&r.image);
     let d = r
@@ -251,11 +279,27 @@ fn gradcheck(exp: &Experiment, cell: &Cell, g: &GradcheckProbe, dir: &Path, log:
     let loss = reduce(&img, g.reduction);
     let grad_ad = reduce(&dimg, g.reduction);
 
-    let rp = render(&sim, cell.device, &opts(Dtype::F64, vec![], vec![(p, h)]), log, "+h")?;
-    let rm = render(&sim, cell.device, &opts(Dtype::F64, vec![], vec![(p, -h)]), log, "-h")?;
+    let rp = render(
+        &sim,
+        cell.device,
+        &opts(Dtype::F64, vec![], vec![(p, h)]),
+        log,
+        "+h",
+    )?;
+    let rm = render(
+        &sim,
+        cell.device,
+        &opts(Dtype::F64, vec![], vec![(p, -h)]),
+        log,
+        "-h",
+    )?;
     let ip = rp.roi_values(&rp.image);
     let im = rm.roi_values(&rm.image);
-    let fd_pix: Vec<f64> = ip.iter().zip(&im).map(|(a, b)| (a - b) / (2.0 * h)).collect();
+    let fd_pix: Vec<f64> = ip
+        .iter()
+        .zip(&im)
+        .map(|(a, b)| (a - b) / (2.0 * h))
+        .collect();
     let loss_p = reduce(&ip, g.reduction);
     let loss_m = reduce(&im, g.reduction);
     let grad_fd = (loss_p - loss_m) / (2.0 * h);
@@ -263,16 +307,38 @@ fn gradcheck(exp: &Experiment, cell: &Cell, g: &GradcheckProbe, dir: &Path, log:
     // The reference: the central difference (float64 cells) or the float64
     // forward-mode derivative (float32 cells).
     let (ref_pix, ref_grad, ref_loss, atol, rtol, reference) = match cell.dtype {
-        Dtype::F64 => (fd_pix.clone(), grad_fd, None, g.atol, g.rtol, "central difference (float64)"),
+        Dtype::F64 => (
+            fd_pix.clone(),
+            grad_fd,
+            None,
+            g.atol,
+            g.rtol,
+            "central difference (float64)",
+        ),
         Dtype::F32 => {
-            let r64 = render(&sim, cell.device, &opts(Dtype::F64, vec![p], vec![]), log, "float64 reference")?;
-            let d64 = r64
-                .derivative(p)
-                .ok_or_else(|| Stop::Error(format!("engine returned no float64 derivative image for {p}")))?;
+            let r64 = render(
+                &sim,
+                cell.device,
+                &opts(Dtype::F64, vec![p], vec![]),
+                log,
+                "float64 reference",
+            )?;
+            let d64 = r64.derivative(p).ok_or_else(|| {
+                Stop::Error(format!(
+                    "engine returned no float64 derivative image for {p}"
+                ))
+            })?;
             let dpix = r64.roi_values(d64);
             let g64 = reduce(&dpix, g.reduction);
             let l64 = reduce(&r64.roi_values(&r64.image), g.reduction);
-            (dpix, g64, Some(l64), g.f32_atol, g.f32_rtol, "float64 forward-mode derivative")
+            (
+                dpix,
+                g64,
+                Some(l64),
+                g.f32_atol,
+                g.f32_rtol,
+                "float64 forward-mode derivative",
+            )
         }
     };
 
@@ -338,7 +404,9 @@ fn gradcheck(exp: &Experiment, cell: &Cell, g: &GradcheckProbe, dir: &Path, log:
     }
     if let Some(l64) = ref_loss {
         if !ok_within(loss, l64, g.f32_atol, g.f32_rtol) {
-            failures.push(format!("float32 loss {loss:e} differs from float64 loss {l64:e}"));
+            failures.push(format!(
+                "float32 loss {loss:e} differs from float64 loss {l64:e}"
+            ));
         }
     }
 
@@ -384,11 +452,27 @@ fn gradcheck(exp: &Experiment, cell: &Cell, g: &GradcheckProbe, dir: &Path, log:
     log.line(format!(
         "loss {loss:e}; grad_ad {grad_ad:e}; grad_fd {grad_fd:e}; reference {ref_grad:e}; abs_err {abs_err:e}; rel_err {rel_err:e}"
     ));
-    let status = if failures.is_empty() { Status::Pass } else { Status::Fail };
-    log.line(format!("{}{}", status.as_str(), if failures.is_empty() { String::new() } else { format!(": {}", failures.join("; ")) }));
+    let status = if failures.is_empty() {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    log.line(format!(
+        "{}{}",
+        status.as_str(),
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", failures.join("; "))
+        }
+    ));
     Ok(Outcome {
         status,
-        reason: if failures.is_empty() { None } else { Some(failures.join("; ")) },
+        reason: if failures.is_empty() {
+            None
+        } else {
+            Some(failures.join("; "))
+        },
         loss: Some(loss),
         grad_ad: Some(grad_ad),
         grad_fd: Some(grad_fd),
@@ -403,7 +487,12 @@ fn gradcheck(exp: &Experiment, cell: &Cell, g: &GradcheckProbe, dir: &Path, log:
 
 /// The M2h.3 phi-carryover cache arithmetic (REFERENCE.md), on the cell
 /// vectors built exactly as the physics builds them.
-pub fn phi_cache_loss<T: Real>(cell: [T; 6], stored_scale: f64, fresh_scale: f64, steps: usize) -> T {
+pub fn phi_cache_loss<T: Real>(
+    cell: [T; 6],
+    stored_scale: f64,
+    fresh_scale: f64,
+    steps: usize,
+) -> T {
     let v = cell_vectors(cell);
     let six = [v.a, v.b, v.c, v.a_star, v.b_star, v.c_star];
     let stored: Vec<Vec3<T>> = six.iter().map(|x| x.scale(T::cst(stored_scale))).collect();
@@ -440,7 +529,11 @@ pub fn phi_cache_cpu(cell: [f64; 6], p: &PhiCacheProbe, dtype: Dtype) -> (f64, f
 }
 
 fn phi_cache(cell: &Cell, p: &PhiCacheProbe, log: &mut Log) -> PResult<Outcome> {
-    let c0 = cell.model.crystal.cell.ok_or_else(|| Stop::Error("model.crystal.cell is not set".into()))?;
+    let c0 = cell
+        .model
+        .crystal
+        .cell
+        .ok_or_else(|| Stop::Error("model.crystal.cell is not set".into()))?;
     let h = p.eps * c0[0].abs().max(f64::MIN_POSITIVE);
     let shifted = |d: f64| {
         let mut c = c0;
@@ -452,7 +545,20 @@ fn phi_cache(cell: &Cell, p: &PhiCacheProbe, log: &mut Log) -> PResult<Outcome> 
             let (l, g) = phi_cache_cpu(c0, p, cell.dtype);
             let (lp, _) = phi_cache_cpu(shifted(h), p, cell.dtype);
             let (lm, _) = phi_cache_cpu(shifted(-h), p, cell.dtype);
-            (l, g, lp, lm, format!("cpu (num-dual {})", if cell.dtype == Dtype::F32 { "Dual32" } else { "Dual64" }))
+            (
+                l,
+                g,
+                lp,
+                lm,
+                format!(
+                    "cpu (num-dual {})",
+                    if cell.dtype == Dtype::F32 {
+                        "Dual32"
+                    } else {
+                        "Dual64"
+                    }
+                ),
+            )
         }
         Device::Cuda(ord) => {
             let (l, g, name) = engine::cuda::phi_cache_probe(c0, ord)?;
@@ -487,7 +593,10 @@ fn phi_cache(cell: &Cell, p: &PhiCacheProbe, log: &mut Log) -> PResult<Outcome> 
         details.insert("expected_loss".into(), json!(e));
         details.insert("loss_rel_err".into(), finite_or_null(r));
         if !(r <= p.rtol) {
-            failures.push(format!("loss {loss:.12e} differs from the expected {e} (relative {r:e} > {:e})", p.rtol));
+            failures.push(format!(
+                "loss {loss:.12e} differs from the expected {e} (relative {r:e} > {:e})",
+                p.rtol
+            ));
         }
     }
     if let Some(e) = p.expected_grad {
@@ -507,11 +616,27 @@ fn phi_cache(cell: &Cell, p: &PhiCacheProbe, log: &mut Log) -> PResult<Outcome> 
             p.fd_atol + p.fd_rtol * grad_fd.abs()
         ));
     }
-    let status = if failures.is_empty() { Status::Pass } else { Status::Fail };
-    log.line(format!("{}{}", status.as_str(), if failures.is_empty() { String::new() } else { format!(": {}", failures.join("; ")) }));
+    let status = if failures.is_empty() {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    log.line(format!(
+        "{}{}",
+        status.as_str(),
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", failures.join("; "))
+        }
+    ));
     Ok(Outcome {
         status,
-        reason: if failures.is_empty() { None } else { Some(failures.join("; ")) },
+        reason: if failures.is_empty() {
+            None
+        } else {
+            Some(failures.join("; "))
+        },
         loss: Some(loss),
         grad_ad: Some(grad_ad),
         grad_fd: Some(grad_fd),
@@ -528,7 +653,11 @@ fn phi_cache(cell: &Cell, p: &PhiCacheProbe, log: &mut Log) -> PResult<Outcome> 
 pub fn read_f32_image(path: &Path) -> Result<Vec<f64>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if bytes.len() % 4 != 0 {
-        return Err(format!("{}: size {} is not a multiple of 4", path.display(), bytes.len()));
+        return Err(format!(
+            "{}: size {} is not a multiple of 4",
+            path.display(),
+            bytes.len()
+        ));
     }
     Ok(bytes
         .chunks_exact(4)
@@ -544,7 +673,13 @@ fn f32_bytes(img: &[f64]) -> Vec<u8> {
     out
 }
 
-fn parity(exp: &Experiment, cell: &Cell, p: &ParityProbe, dir: &Path, log: &mut Log) -> PResult<Outcome> {
+fn parity(
+    exp: &Experiment,
+    cell: &Cell,
+    p: &ParityProbe,
+    dir: &Path,
+    log: &mut Log,
+) -> PResult<Outcome> {
     let sim = prepare(exp, cell, log)?;
     let path = exp.base_dir.join(&p.reference);
     let reference = read_f32_image(&path).map_err(Stop::Error)?;
@@ -585,17 +720,35 @@ fn parity(exp: &Experiment, cell: &Cell, p: &ParityProbe, dir: &Path, log: &mut 
         0.0
     };
     let (ssum, rsum) = (sim_v.iter().sum::<f64>(), ref_v.iter().sum::<f64>());
-    let ratio = if rsum != 0.0 { ssum / rsum } else if ssum == 0.0 { 1.0 } else { f64::INFINITY };
-    let max_rel = if ref_max > 0.0 { max_abs / ref_max } else if max_abs == 0.0 { 0.0 } else { f64::INFINITY };
+    let ratio = if rsum != 0.0 {
+        ssum / rsum
+    } else if ssum == 0.0 {
+        1.0
+    } else {
+        f64::INFINITY
+    };
+    let max_rel = if ref_max > 0.0 {
+        max_abs / ref_max
+    } else if max_abs == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    };
     let mut failures = Vec::new();
     if !(corr >= p.min_correlation) {
         failures.push(format!("correlation {corr:.9} < {}", p.min_correlation));
     }
     if !((ratio - 1.0).abs() <= p.max_sum_ratio_err) {
-        failures.push(format!("sum ratio {ratio:.9} is more than {:e} from 1", p.max_sum_ratio_err));
+        failures.push(format!(
+            "sum ratio {ratio:.9} is more than {:e} from 1",
+            p.max_sum_ratio_err
+        ));
     }
     if !(max_rel <= p.max_rel_diff) {
-        failures.push(format!("max |sim - ref| / max |ref| = {max_rel:e} > {:e}", p.max_rel_diff));
+        failures.push(format!(
+            "max |sim - ref| / max |ref| = {max_rel:e} > {:e}",
+            p.max_rel_diff
+        ));
     }
     let mut details = Map::new();
     details.insert("reference".into(), json!(p.reference));
@@ -609,17 +762,34 @@ fn parity(exp: &Experiment, cell: &Cell, p: &ParityProbe, dir: &Path, log: &mut 
     details.insert("max_rel_diff_limit".into(), json!(p.max_rel_diff));
     let mut files = vec![];
     if p.save_image {
-        crate::evidence::write_atomic(&dir.join("image.bin"), &f32_bytes(&r.image)).map_err(Stop::Error)?;
+        crate::evidence::write_atomic(&dir.join("image.bin"), &f32_bytes(&r.image))
+            .map_err(Stop::Error)?;
         files.push("image.bin".to_string());
     }
     log.line(format!(
         "correlation {corr:.9}, sum ratio {ratio:.9}, max rel diff {max_rel:e}"
     ));
-    let status = if failures.is_empty() { Status::Pass } else { Status::Fail };
-    log.line(format!("{}{}", status.as_str(), if failures.is_empty() { String::new() } else { format!(": {}", failures.join("; ")) }));
+    let status = if failures.is_empty() {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    log.line(format!(
+        "{}{}",
+        status.as_str(),
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", failures.join("; "))
+        }
+    ));
     Ok(Outcome {
         status,
-        reason: if failures.is_empty() { None } else { Some(failures.join("; ")) },
+        reason: if failures.is_empty() {
+            None
+        } else {
+            Some(failures.join("; "))
+        },
         loss: Some(ssum),
         grad_ad: None,
         grad_fd: None,
@@ -634,7 +804,11 @@ fn parity(exp: &Experiment, cell: &Cell, p: &ParityProbe, dir: &Path, log: &mut 
 
 /// 8-bit grayscale PNG of an image, scaled to its maximum.
 pub fn png_bytes(img: &[f64], w: usize, h: usize, scale: PngScale) -> Result<Vec<u8>, String> {
-    let max = img.iter().cloned().filter(|v| v.is_finite()).fold(0.0f64, f64::max);
+    let max = img
+        .iter()
+        .cloned()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
     let map = |v: f64| -> u8 {
         if !(v.is_finite()) || v <= 0.0 || max <= 0.0 {
             return 0;
@@ -658,7 +832,13 @@ pub fn png_bytes(img: &[f64], w: usize, h: usize, scale: PngScale) -> Result<Vec
     Ok(out)
 }
 
-fn simulate(exp: &Experiment, cell: &Cell, p: &SimulateProbe, dir: &Path, log: &mut Log) -> PResult<Outcome> {
+fn simulate(
+    exp: &Experiment,
+    cell: &Cell,
+    p: &SimulateProbe,
+    dir: &Path,
+    log: &mut Log,
+) -> PResult<Outcome> {
     let sim = prepare(exp, cell, log)?;
     let opts = RenderOptions {
         dtype: cell.dtype,
@@ -667,7 +847,8 @@ fn simulate(exp: &Experiment, cell: &Cell, p: &SimulateProbe, dir: &Path, log: &
         shifts: vec![],
     };
     let r = render(&sim, cell.device, &opts, log, "image")?;
-    crate::evidence::write_atomic(&dir.join("image.bin"), &f32_bytes(&r.image)).map_err(Stop::Error)?;
+    crate::evidence::write_atomic(&dir.join("image.bin"), &f32_bytes(&r.image))
+        .map_err(Stop::Error)?;
     let png = png_bytes(&r.image, r.fpixels, r.spixels, p.png_scale).map_err(Stop::Error)?;
     crate::evidence::write_atomic(&dir.join("image.png"), &png).map_err(Stop::Error)?;
     let mut files = vec!["image.bin".to_string(), "image.png".to_string()];
@@ -679,15 +860,24 @@ fn simulate(exp: &Experiment, cell: &Cell, p: &SimulateProbe, dir: &Path, log: &
     details.insert("fpixels".into(), json!(r.fpixels));
     details.insert("spixels".into(), json!(r.spixels));
     details.insert("max".into(), finite_or_null(max));
-    details.insert("mean".into(), finite_or_null(loss / vals.len().max(1) as f64));
+    details.insert(
+        "mean".into(),
+        finite_or_null(loss / vals.len().max(1) as f64),
+    );
     details.insert("nonzero_pixels".into(), json!(nonzero));
-    details.insert("format".into(), json!("image.bin: raw little-endian float32, fast index innermost"));
+    details.insert(
+        "format".into(),
+        json!("image.bin: raw little-endian float32, fast index innermost"),
+    );
     let mut grad_ad = None;
     if let Some(param) = cell.param {
         if let Some(d) = r.derivative(param) {
             grad_ad = Some(r.roi_values(d).iter().sum::<f64>());
-            crate::evidence::write_atomic(&dir.join(format!("d_{}.bin", param.name())), &f32_bytes(d))
-                .map_err(Stop::Error)?;
+            crate::evidence::write_atomic(
+                &dir.join(format!("d_{}.bin", param.name())),
+                &f32_bytes(d),
+            )
+            .map_err(Stop::Error)?;
             files.push(format!("d_{}.bin", param.name()));
         }
     }
@@ -698,11 +888,21 @@ fn simulate(exp: &Experiment, cell: &Cell, p: &SimulateProbe, dir: &Path, log: &
     if p.require_nonzero && nonzero == 0 {
         failures.push("the image is all zero".to_string());
     }
-    log.line(format!("sum {loss:e}, max {max:e}, {nonzero} non-zero pixels"));
-    let status = if failures.is_empty() { Status::Pass } else { Status::Fail };
+    log.line(format!(
+        "sum {loss:e}, max {max:e}, {nonzero} non-zero pixels"
+    ));
+    let status = if failures.is_empty() {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
     Ok(Outcome {
         status,
-        reason: if failures.is_empty() { None } else { Some(failures.join("; ")) },
+        reason: if failures.is_empty() {
+            None
+        } else {
+            Some(failures.join("; "))
+        },
         loss: Some(loss),
         grad_ad,
         grad_fd: None,

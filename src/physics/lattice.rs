@@ -85,6 +85,14 @@ pub fn round_half_even(x: f64) -> f64 {
     }
 }
 
+/// g(x) from its value v = g(x.re) and slope dv = g'(x.re): v plus the
+/// derivative directions of x times dv. For a plain float x - x.re is 0
+/// exactly, so the value is v.
+#[inline(always)]
+pub fn lift<T: Real>(x: T, v: f64, dv: f64) -> T {
+    c::<T>(v) + (x - c::<T>(x.val())) * c::<T>(dv)
+}
+
 /// Whole-number N up to this use [`sincg_pi_whole_n`].
 pub const MAX_WHOLE_N: u32 = 48;
 
@@ -101,6 +109,7 @@ pub fn f_latt<T: Real>(
     n: &[T; 3],
     n_gt1: [bool; 3],
     n_whole: [Option<u32>; 3],
+    lifted: bool,
     recip: &[Vec3<T>; 3],
     fudge: f64,
 ) -> T {
@@ -110,9 +119,15 @@ pub fn f_latt<T: Real>(
             let mut f = c::<T>(1.0);
             for (i, x) in [h, k, l].into_iter().enumerate() {
                 if n_gt1[i] {
-                    f *= match n_whole[i] {
-                        Some(nw) => sincg_pi_whole_n(x, nw),
-                        None => sincg(pi * x, n[i]),
+                    f *= match (n_whole[i], lifted) {
+                        (Some(nw), false) => sincg_pi_whole_n(x, nw),
+                        (Some(nw), true) => {
+                            // value and d/dh in one scalar dual pass, then the
+                            // chain rule onto every direction of h
+                            let d = sincg_pi_whole_n(num_dual::Dual64::from(x.val()).derivative(), nw);
+                            lift(x, d.re, d.eps)
+                        }
+                        (None, _) => sincg(pi * x, n[i]),
                     };
                 }
             }

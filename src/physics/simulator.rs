@@ -32,6 +32,9 @@ pub struct Model<'a, T> {
     pub n: [T; 3],
     /// N as a whole number when it is one and carries no derivative (fast sincg).
     pub n_whole: [Option<u32>; 3],
+    /// Three or more parameters carry derivatives: scalar functions of h, k, l are
+    /// evaluated once in a scalar dual and lifted (see `lattice::lift`).
+    pub lifted: bool,
     pub kahn: T,
     pub default_f: T,
     /// r_e^2 · fluence / steps
@@ -152,6 +155,7 @@ impl<'a, T: Real> Model<'a, T> {
             recip: [cell.a_star, cell.b_star, cell.c_star],
             n,
             n_whole,
+            lifted: pv.live.iter().filter(|l| **l).count() >= 3,
             kahn: setup.iv(Param::Polarization, pv),
             default_f: setup.iv(Param::DefaultF, pv),
             scale: c::<T>(R_E_SQR) * fluence / c::<T>(setup.steps as f64),
@@ -268,7 +272,7 @@ impl<'a, T: Real> Model<'a, T> {
                             let h = dot_product(&o[0], &scattering);
                             let k = dot_product(&o[1], &scattering);
                             let l = dot_product(&o[2], &scattering);
-                            let fl = f_latt(s.shape, h, k, l, &self.n, s.n_gt1, self.n_whole, &self.recip, s.fudge);
+                            let fl = f_latt(s.shape, h, k, l, &self.n, s.n_gt1, self.n_whole, self.lifted, &self.recip, s.fudge);
                             if fl.val() == 0.0 && s.water_size == 0.0 {
                                 continue;
                             }
