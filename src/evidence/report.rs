@@ -49,7 +49,7 @@ fn num(x: Option<f64>) -> String {
 
 fn short(x: Option<f64>) -> String {
     match x {
-        Some(v) if v == 0.0 => "0".into(),
+        Some(0.0) => "0".into(),
         Some(v) if v.is_finite() && (1e-3..1e6).contains(&v.abs()) => format!("{v:.9}")
             .trim_end_matches('0')
             .trim_end_matches('.')

@@ -164,8 +164,8 @@ pub struct GradcheckProbe {
     pub atol: f64,
     pub rtol: f64,
     /// float32 cells: pass when |ad32 - ad64| <= f32_atol + f32_rtol |ad64|
-    /// + f32_max_rtol max|ad64| (the last term: float32 cancellation, relative
-    /// to the largest derivative in the ROI; it applies to pixels only).
+    /// (plus, for pixels, f32_max_rtol times the largest |ad64| of the ROI:
+    /// float32 cancellation scales with the largest derivative).
     pub f32_atol: f64,
     pub f32_rtol: f64,
     pub f32_max_rtol: f64,

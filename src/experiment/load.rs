@@ -22,11 +22,22 @@ pub struct Experiment {
     pub resolved: ResolvedExperiment,
     /// `--set` overrides as given (recorded in commands.txt).
     pub sets: Vec<String>,
+    /// The layered configuration (to name the layer that set a key).
+    pub figment: Option<Figment>,
 }
 
 impl Experiment {
     pub fn id(&self) -> &str {
         &self.resolved.experiment.id
+    }
+    /// The file or layer (--set, environment) that set a key.
+    pub fn source_of(&self, key: &str) -> String {
+        match self.figment.as_ref().and_then(|f| f.find_metadata(key)) {
+            Some(md) if !matches!(md.source, Some(figment::Source::File(_))) => {
+                source_name(Some(md))
+            }
+            _ => self.file.display().to_string(),
+        }
     }
     /// `experiment.toml` of a bundle: the fully resolved configuration.
     pub fn resolved_toml(&self) -> String {
@@ -121,6 +132,17 @@ fn source_name(md: Option<&Metadata>) -> String {
 
 /// Render a figment error: "<source>: <key path>: <what>" per error.
 pub fn figment_message(err: figment::Error, default_source: &str, prefix: &str) -> String {
+    figment_message_with(err, default_source, prefix, None)
+}
+
+/// As [`figment_message`]; `origin` (the layered figment) names the layer
+/// that set each key (file, --set, environment).
+pub fn figment_message_with(
+    err: figment::Error,
+    default_source: &str,
+    prefix: &str,
+    origin: Option<&Figment>,
+) -> String {
     let mut lines = Vec::new();
     for e in err {
         let mut path: Vec<String> = Vec::new();
@@ -130,7 +152,9 @@ pub fn figment_message(err: figment::Error, default_source: &str, prefix: &str) 
         path.extend(e.path.iter().cloned());
         let what = match &e.kind {
             figment::error::Kind::UnknownField(name, expected) => {
-                path.push(name.clone());
+                if path.last() != Some(name) {
+                    path.push(name.clone());
+                }
                 if expected.is_empty() {
                     format!("unknown key `{name}`")
                 } else {
@@ -143,15 +167,15 @@ pub fn figment_message(err: figment::Error, default_source: &str, prefix: &str) 
             }
             k => k.to_string(),
         };
-        let src = if e.metadata.is_some() {
-            source_name(e.metadata.as_ref())
-        } else {
-            default_source.to_string()
-        };
         let key = if path.is_empty() {
             "(top level)".to_string()
         } else {
             path.join(".")
+        };
+        let src = match origin.and_then(|f| f.find_metadata(&key)) {
+            Some(md) => source_name(Some(md)),
+            None if e.metadata.is_some() => source_name(e.metadata.as_ref()),
+            None => default_source.to_string(),
         };
         lines.push(format!("{src}: {key}: {what}"));
     }
@@ -164,13 +188,22 @@ pub fn typed<T: DeserializeOwned>(
     source: &str,
     prefix: &str,
 ) -> Result<T, InputError> {
+    typed_with(table, source, prefix, None)
+}
+
+fn typed_with<T: DeserializeOwned>(
+    table: &toml::Table,
+    source: &str,
+    prefix: &str,
+    origin: Option<&Figment>,
+) -> Result<T, InputError> {
     let named = Named {
         name: source.to_string(),
         table: table.clone(),
     };
     Figment::from(named)
         .extract::<T>()
-        .map_err(|e| InputError(figment_message(e, source, prefix)))
+        .map_err(|e| InputError(figment_message_with(e, source, prefix, origin)))
 }
 
 fn builtin_defaults() -> toml::Table {
@@ -279,7 +312,7 @@ pub fn load(file: &Path, sets: &[String], use_env: bool) -> Result<Experiment, I
     let raw: RawExperiment = fig
         .extract()
         .map_err(|e| InputError(figment_message(e, &shown, "")))?;
-    resolve(raw, abs, base_dir, sets.to_vec())
+    resolve(raw, abs, base_dir, sets.to_vec(), Some(&fig))
 }
 
 /// Phase two: ids, model (with nanobragg_args), probes.
@@ -288,6 +321,7 @@ pub fn resolve(
     file: PathBuf,
     base_dir: PathBuf,
     sets: Vec<String>,
+    origin: Option<&Figment>,
 ) -> Result<Experiment, InputError> {
     let shown = file.display().to_string();
     let id = &raw.experiment.id;
@@ -314,9 +348,9 @@ pub fn resolve(
         let mut base = toml::Table::try_from(&parsed.config)
             .map_err(|e| InputError(format!("{shown}: model.nanobragg_args: {e}")))?;
         deep_merge(&mut base, &model_table);
-        typed(&base, &shown, "model")?
+        typed_with(&base, &shown, "model", origin)?
     } else {
-        typed(&model_table, &shown, "model")?
+        typed_with(&model_table, &shown, "model", origin)?
     };
 
     // [[probe]]
@@ -345,10 +379,10 @@ pub fn resolve(
             }
         };
         let spec = match kind.as_str() {
-            "gradcheck" => ProbeSpec::Gradcheck(typed(&t, &shown, &prefix)?),
-            "phi-cache" => ProbeSpec::PhiCache(typed(&t, &shown, &prefix)?),
-            "parity" => ProbeSpec::Parity(typed(&t, &shown, &prefix)?),
-            "simulate" => ProbeSpec::Simulate(typed(&t, &shown, &prefix)?),
+            "gradcheck" => ProbeSpec::Gradcheck(typed_with(&t, &shown, &prefix, origin)?),
+            "phi-cache" => ProbeSpec::PhiCache(typed_with(&t, &shown, &prefix, origin)?),
+            "parity" => ProbeSpec::Parity(typed_with(&t, &shown, &prefix, origin)?),
+            "simulate" => ProbeSpec::Simulate(typed_with(&t, &shown, &prefix, origin)?),
             other => {
                 return Err(InputError(format!(
                     "{shown}: {prefix}.kind: unknown probe kind '{other}'; valid: {}",
@@ -377,6 +411,7 @@ pub fn resolve(
             probe: probes,
         },
         sets,
+        figment: origin.cloned(),
     })
 }
 

@@ -218,6 +218,7 @@ fn set(c: &mut Combo, k: &str, v: toml::Value) {
 /// Expand the matrix into cells (without preparing simulations).
 pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputError> {
     let shown = exp.file.display().to_string();
+    let src = |k: &str| exp.source_of(k);
     let m = &exp.resolved.matrix;
     let probes = &exp.resolved.probe;
 
@@ -233,7 +234,8 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
         if let Some(v) = vals {
             if v.is_empty() {
                 return Err(InputError(format!(
-                    "{shown}: matrix.{name}: empty axis (give at least one value, or remove the key)"
+                    "{}: matrix.{name}: empty axis (give at least one value, or remove the key)",
+                    src(&format!("matrix.{name}"))
                 )));
             }
             axes.push((name.to_string(), v));
@@ -386,7 +388,7 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
             )));
         }
         seen.insert(id.clone(), index);
-        let cell = build_cell(&shown, index, id, c, probes, &base)?;
+        let cell = build_cell(exp, index, id, c, probes, &base)?;
         cells.push(cell);
     }
     Ok(cells)
@@ -397,16 +399,20 @@ fn str_of(v: &toml::Value) -> Option<&str> {
 }
 
 fn build_cell(
-    shown: &str,
+    exp: &Experiment,
     index: usize,
     id: String,
     values: Combo,
     probes: &[ProbeSpec],
     base: &toml::Table,
 ) -> Result<Cell, InputError> {
+    let shown = exp.file.display().to_string();
     let key_of = |k: &str| -> String {
-        // Where the value came from, for messages.
-        format!("{shown}: cell {id}: matrix.{k}")
+        // Where the value came from (file, --set or environment), for messages.
+        format!(
+            "{}: cell {id}: matrix.{k}",
+            exp.source_of(&format!("matrix.{}", k.trim_matches('"')))
+        )
     };
     let probe_name = get(&values, "probe")
         .and_then(str_of)
@@ -530,16 +536,19 @@ fn build_cell(
     })
 }
 
+/// A prepared model: config, detector size, ROI and every parameter's value.
+type Prepared = (
+    SimConfig,
+    usize,
+    usize,
+    [u32; 4],
+    Vec<(Param, Result<f64, String>)>,
+);
+
 /// Prepare every distinct model once; check ROIs, parameters and probe needs.
 pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> {
     let shown = exp.file.display().to_string();
-    let mut prepared: Vec<(
-        SimConfig,
-        usize,
-        usize,
-        [u32; 4],
-        Vec<(Param, Result<f64, String>)>,
-    )> = Vec::new();
+    let mut prepared: Vec<Prepared> = Vec::new();
     for cell in cells.iter_mut() {
         let pos = prepared.iter().position(|(m, ..)| *m == cell.model);
         let idx = match pos {

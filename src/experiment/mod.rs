@@ -1,6 +1,24 @@
 //! The experiment runner: declarative TOML experiments (`config`, `load`),
 //! matrix expansion (`matrix`), probes (`probes`) and the parallel run that
 //! leaves an evidence bundle (`run`, with `crate::evidence`).
+//!
+//! Layers, lowest first: built-in defaults (`matrix.device = ["cpu"]`,
+//! `matrix.dtype = ["float64"]`) < the file < `--set key=value` (value parsed
+//! as TOML, else a string; `matrix.model.<path>` names a model axis) <
+//! `RUNNER_<SECTION>__<KEY>` environment variables (double underscore nests;
+//! variables without one, like the test hooks, are not configuration).
+//!
+//! Cells are the Cartesian product of the probes (by `name`, default the
+//! kind) and the matrix axes in the order probe, device, dtype, param, roi,
+//! `model.*` (sorted), then GitHub Actions `exclude` and `include`. A cell id
+//! is its axis values joined by '-' (roi as `roi_f0_f1_s0_s1`, model axes as
+//! `<last key>_<value>`), sanitised to `[A-Za-z0-9._-]`; values an include adds
+//! to an existing combination are not part of its id. A combination may set
+//! `"model.nanobragg_args"`: its flags then replace `[model]` for that cell.
+//!
+//! Test hooks (environment): `RUNNER_TEST_ABORT_AFTER=N` aborts the process
+//! after N cells finish (a killed run); `RUNNER_TEST_PANIC_CELL=<id>` makes
+//! that cell panic.
 
 pub mod config;
 pub mod load;

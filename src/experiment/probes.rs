@@ -2,6 +2,9 @@
 //! writes it to `result.json` (deterministic: no timings) and the timing to
 //! `timing.json`.
 
+// NaN must fail a check: `!(x <= tol)` is deliberate.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 use super::config::*;
 use super::load::Experiment;
 use super::matrix::Cell;
@@ -503,7 +506,7 @@ pub fn phi_cache_loss<T: Real>(
     for step in &stack {
         for vec in step {
             for comp in vec.0 {
-                loss = loss + comp;
+                loss += comp;
             }
         }
     }

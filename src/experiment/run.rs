@@ -1,0 +1,568 @@
+//! `runner run`: validate, create the bundle, run the cells in parallel
+//! (each concurrently running cell gets its own rayon pool with a share of
+//! the cores), write the reports and, last, the manifest.
+
+use super::load::{load, Experiment};
+use super::matrix::{self, Cell};
+use super::probes::{self, Log, Outcome, Status};
+use super::InputError;
+use crate::engine::Device;
+use crate::evidence::{self, report, CellRecord, Row, Timing};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::time::Instant;
+
+/// Test hook: abort the process (as if killed) after this many cells finish.
+pub const ABORT_AFTER_ENV: &str = "RUNNER_TEST_ABORT_AFTER";
+
+#[derive(Debug, Clone, Default)]
+pub struct RunArgs {
+    pub file: PathBuf,
+    pub out: PathBuf,
+    pub only: Vec<String>,
+    pub jobs: Option<usize>,
+    pub fail_fast: bool,
+    pub resume: Option<PathBuf>,
+    pub require_device: Vec<String>,
+    pub sets: Vec<String>,
+    pub allow_large: bool,
+    /// The command line as given (commands.txt).
+    pub argv: Vec<String>,
+}
+
+/// Load, expand, filter and validate: everything that can reject input.
+pub fn load_and_plan(
+    file: &Path,
+    sets: &[String],
+    only: &[String],
+    allow_large: bool,
+) -> Result<(Experiment, Vec<Cell>), InputError> {
+    let exp = load(file, sets, true)?;
+    let cells = matrix::expand(&exp, allow_large)?;
+    let mut cells = matrix::filter_only(&exp.file.display().to_string(), cells, only)?;
+    matrix::validate(&exp, &mut cells)?;
+    Ok((exp, cells))
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn command_line(argv: &[String]) -> String {
+    let mut parts: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("RUNNER_") && k.contains("__"))
+        .map(|(k, v)| format!("{k}={}", shell_quote(&v)))
+        .collect();
+    parts.sort();
+    parts.extend(argv.iter().map(|a| shell_quote(a)));
+    parts.join(" ")
+}
+
+fn commands_text(argv: &[String], bundle: &Path) -> String {
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let (commit, dirty) = evidence::env::git_info();
+    format!(
+        "# Re-run this experiment (from the working directory below):\n\
+         cd {} && {}\n\
+         # Verify this bundle:\n\
+         runner verify {}\n\
+         # working directory: {cwd}\n\
+         # braggrun {} (git commit {commit}{})\n",
+        shell_quote(&cwd),
+        command_line(argv),
+        shell_quote(&bundle.display().to_string()),
+        crate::VERSION,
+        match dirty {
+            Some(true) => ", dirty",
+            Some(false) => ", clean",
+            None => "",
+        }
+    )
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".into()
+    }
+}
+
+fn record_of(exp: &Experiment, cell: &Cell, o: &Outcome) -> CellRecord {
+    CellRecord {
+        id: cell.id.clone(),
+        experiment: exp.id().to_string(),
+        probe: cell.probe_name.clone(),
+        kind: cell.kind.to_string(),
+        status: o.status,
+        reason: o.reason.clone(),
+        device: cell.device.to_string(),
+        dtype: cell.dtype.to_string(),
+        param: cell.param.map(|p| p.name().to_string()),
+        roi: cell.effective_roi,
+        loss: o.loss,
+        grad_ad: o.grad_ad,
+        grad_fd: o.grad_fd,
+        abs_err: o.abs_err,
+        rel_err: o.rel_err,
+        axes: cell.plan_row().axes,
+        details: o.details.clone(),
+        files: o.files.clone(),
+        device_unavailable: o.unavailable,
+        not_run: false,
+    }
+}
+
+fn device_required(cell: &Cell, require: &[String]) -> bool {
+    require.iter().any(|r| match (r.as_str(), cell.device) {
+        ("cuda", Device::Cuda(_)) => true,
+        ("cpu", Device::Cpu) => true,
+        (s, d) => s == d.to_string(),
+    })
+}
+
+fn run_cell(
+    exp: &Experiment,
+    cell: &Cell,
+    bundle: &Path,
+    threads: usize,
+    pool: Option<&rayon::ThreadPool>,
+    require: &[String],
+) -> Result<Row, String> {
+    let dir = evidence::cell_dir(bundle, &cell.id);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let started = chrono::Utc::now();
+    let t0 = Instant::now();
+    let mut log = Log::new();
+    log.line(format!(
+        "braggrun {} cell {} ({} rayon threads)",
+        crate::VERSION,
+        cell.id,
+        threads
+    ));
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool {
+        Some(p) => p.install(|| probes::run_probe(exp, cell, &dir, &mut log)),
+        None => probes::run_probe(exp, cell, &dir, &mut log),
+    }));
+    let mut outcome = match res {
+        Ok(o) => o,
+        Err(p) => {
+            let m = panic_message(p.as_ref());
+            log.line(format!("ERROR: panic: {m}"));
+            Outcome::error(format!("panic: {m}"))
+        }
+    };
+    if outcome.status == Status::Skipped && outcome.unavailable && device_required(cell, require) {
+        outcome.status = Status::Fail;
+        outcome.reason = Some(format!(
+            "--require-device {}: {}",
+            cell.device,
+            outcome.reason.clone().unwrap_or_default()
+        ));
+        log.line(format!("FAIL: {}", outcome.reason.as_deref().unwrap_or("")));
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    log.line(format!("{} in {seconds:.3} s", outcome.status.as_str()));
+    let record = record_of(exp, cell, &outcome);
+    let timing = Timing {
+        seconds,
+        started: started.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        finished: chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string(),
+        engine: outcome.engine.clone(),
+        threads,
+    };
+    evidence::write_atomic(&dir.join("log.txt"), log.text.as_bytes())?;
+    evidence::write_atomic(&dir.join("timing.json"), &evidence::json_bytes(&timing))?;
+    // result.json last: its presence marks the cell complete.
+    evidence::write_atomic(&dir.join("result.json"), &evidence::json_bytes(&record))?;
+    Ok(Row { record, timing })
+}
+
+fn remove_stray_temps(dir: &Path) {
+    if let Ok(files) = evidence::list_files(dir) {
+        for f in files {
+            let name = f.rsplit('/').next().unwrap_or("");
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = std::fs::remove_file(dir.join(&f));
+            }
+        }
+    }
+}
+
+/// Create `out/<id>/<timestamp>`; on failure remove what was created.
+fn create_bundle(out: &Path, id: &str) -> Result<PathBuf, InputError> {
+    let mut created: Vec<PathBuf> = Vec::new();
+    let mut p = PathBuf::new();
+    let target = out.join(id);
+    for c in target.components() {
+        p.push(c);
+        if !p.exists() {
+            created.push(p.clone());
+        }
+    }
+    let cleanup = |created: &[PathBuf]| {
+        for d in created.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&target) {
+        cleanup(&created);
+        return Err(InputError(format!(
+            "--out {}: cannot create {}: {e}",
+            out.display(),
+            target.display()
+        )));
+    }
+    let ts = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let mut bundle = target.join(&ts);
+    let mut n = 2;
+    while bundle.exists() {
+        bundle = target.join(format!("{ts}-{n}"));
+        n += 1;
+    }
+    if let Err(e) = std::fs::create_dir(&bundle) {
+        cleanup(&created);
+        return Err(InputError(format!(
+            "--out {}: cannot create {}: {e}",
+            out.display(),
+            bundle.display()
+        )));
+    }
+    // Writable?
+    let probe = bundle.join(".write-test");
+    if let Err(e) = std::fs::write(&probe, b"") {
+        let _ = std::fs::remove_dir(&bundle);
+        cleanup(&created);
+        return Err(InputError(format!(
+            "--out {}: not writable: {e}",
+            out.display()
+        )));
+    }
+    let _ = std::fs::remove_file(&probe);
+    Ok(bundle)
+}
+
+/// Run an experiment; returns the exit code.
+pub fn run(args: &RunArgs) -> i32 {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(RunFail::Input(e)) => {
+            eprintln!("error: {}", e.0);
+            2
+        }
+        Err(RunFail::Io(e)) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+enum RunFail {
+    Input(InputError),
+    Io(String),
+}
+
+impl From<InputError> for RunFail {
+    fn from(e: InputError) -> Self {
+        RunFail::Input(e)
+    }
+}
+
+fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
+    for r in &args.require_device {
+        if r != "cuda" && r != "cpu" && r.parse::<Device>().is_err() {
+            return Err(InputError(format!(
+                "--require-device '{r}': unknown device; valid: cpu, cuda, cuda:N"
+            ))
+            .into());
+        }
+    }
+    if args.jobs == Some(0) {
+        return Err(InputError("--jobs 0: must be at least 1".into()).into());
+    }
+    let abort_after: Option<usize> = match std::env::var(ABORT_AFTER_ENV) {
+        Ok(v) => Some(
+            v.trim()
+                .parse()
+                .map_err(|_| InputError(format!("{ABORT_AFTER_ENV}={v}: not a number")))?,
+        ),
+        Err(_) => None,
+    };
+    let (exp, cells) = load_and_plan(&args.file, &args.sets, &args.only, args.allow_large)?;
+
+    // The bundle.
+    let resolved_text = exp.resolved_toml();
+    let (bundle, todo): (PathBuf, Vec<usize>) = if let Some(b) = &args.resume {
+        if !b.join("experiment.toml").is_file() {
+            return Err(InputError(format!(
+                "--resume {}: not a bundle (no experiment.toml)",
+                b.display()
+            ))
+            .into());
+        }
+        let old = std::fs::read_to_string(b.join("experiment.toml"))
+            .map_err(|e| RunFail::Io(format!("{}: {e}", b.display())))?;
+        if old != resolved_text {
+            return Err(InputError(format!(
+                "--resume {}: the bundle's experiment.toml differs from the resolved configuration of {} (same file, --set and RUNNER_* variables needed)",
+                b.display(),
+                args.file.display()
+            ))
+            .into());
+        }
+        let _ = std::fs::remove_file(b.join(evidence::MANIFEST));
+        remove_stray_temps(b);
+        let todo = cells
+            .iter()
+            .enumerate()
+            .filter(
+                |(_, c)| match evidence::read_row(&evidence::cell_dir(b, &c.id)) {
+                    None => true,
+                    Some(r) => {
+                        r.record.not_run || matches!(r.record.status, Status::Fail | Status::Error)
+                    }
+                },
+            )
+            .map(|(i, _)| i)
+            .collect();
+        let mut cmds = std::fs::read_to_string(b.join("commands.txt")).unwrap_or_default();
+        cmds.push_str(&format!(
+            "# resumed {} with:\n# {}\n",
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+            command_line(&args.argv)
+        ));
+        evidence::write_atomic(&b.join("commands.txt"), cmds.as_bytes()).map_err(RunFail::Io)?;
+        (b.clone(), todo)
+    } else {
+        let bundle = create_bundle(&args.out, exp.id())?;
+        let w = |name: &str, bytes: &[u8]| {
+            evidence::write_atomic(&bundle.join(name), bytes).map_err(RunFail::Io)
+        };
+        w("experiment.toml", resolved_text.as_bytes())?;
+        w(
+            "commands.txt",
+            commands_text(&args.argv, &bundle).as_bytes(),
+        )?;
+        (bundle.clone(), (0..cells.len()).collect())
+    };
+
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| cores.min(todo.len().max(1)))
+        .max(1);
+    let threads = (cores / jobs).max(1);
+    let env = evidence::env::collect(jobs, threads);
+    let env_name = if args.resume.is_some() {
+        format!(
+            "env-resume-{}.json",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+        )
+    } else {
+        "env.json".to_string()
+    };
+    evidence::write_atomic(&bundle.join(&env_name), &evidence::json_bytes(&env))
+        .map_err(RunFail::Io)?;
+
+    eprintln!(
+        "runner: {} cell(s) of {} to run, {} job(s) x {} thread(s); bundle {}",
+        todo.len(),
+        exp.id(),
+        jobs,
+        threads,
+        bundle.display()
+    );
+    let tty = std::io::stderr().is_terminal();
+    let pb = if tty {
+        let pb = indicatif::ProgressBar::with_draw_target(
+            Some(todo.len() as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(st) = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+        ) {
+            pb.set_style(st);
+        }
+        Some(pb)
+    } else {
+        None
+    };
+
+    let queue = Mutex::new(
+        todo.clone()
+            .into_iter()
+            .collect::<std::collections::VecDeque<usize>>(),
+    );
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<(usize, Result<Row, String>)>();
+    let mut io_errors: Vec<String> = Vec::new();
+    let mut done = 0usize;
+    let total = todo.len();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(total.max(1)) {
+            let tx = tx.clone();
+            let (queue, stop, exp, cells, bundle) = (&queue, &stop, &exp, &cells, &bundle);
+            let require = &args.require_device;
+            s.spawn(move || {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .ok();
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
+                    let Some(i) = next else { break };
+                    let r = run_cell(exp, &cells[i], bundle, threads, pool.as_ref(), require);
+                    if tx.send((i, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for (i, r) in rx {
+            done += 1;
+            let cell = &cells[i];
+            let line = match &r {
+                Ok(row) => format!(
+                    "[{done}/{total}] {} {} ({:.2} s){}",
+                    row.record.status.as_str(),
+                    cell.id,
+                    row.timing.seconds,
+                    row.record
+                        .reason
+                        .as_ref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                ),
+                Err(e) => format!("[{done}/{total}] ERROR {}: {e}", cell.id),
+            };
+            match &pb {
+                Some(pb) => {
+                    pb.println(&line);
+                    pb.set_message(cell.id.clone());
+                    pb.inc(1);
+                }
+                None => eprintln!("{line}"),
+            }
+            let failed = match &r {
+                Ok(row) => matches!(row.record.status, Status::Fail | Status::Error),
+                Err(e) => {
+                    io_errors.push(format!("{}: {e}", cell.id));
+                    true
+                }
+            };
+            if failed && args.fail_fast {
+                stop.store(true, Ordering::SeqCst);
+            }
+            if abort_after == Some(done) {
+                eprintln!("runner: {ABORT_AFTER_ENV}={done}: aborting");
+                std::process::abort();
+            }
+        }
+    });
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+
+    // Cells never started (--fail-fast).
+    let leftover: Vec<usize> = queue
+        .lock()
+        .map(|q| q.iter().copied().collect())
+        .unwrap_or_default();
+    for i in leftover {
+        let cell = &cells[i];
+        let mut o = Outcome::empty(Status::Skipped);
+        o.reason = Some("not run: --fail-fast stopped the run after a failure".into());
+        let mut rec = record_of(&exp, cell, &o);
+        rec.not_run = true;
+        let dir = evidence::cell_dir(&bundle, &cell.id);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RunFail::Io(format!("{}: {e}", dir.display())))?;
+        evidence::write_atomic(&dir.join("result.json"), &evidence::json_bytes(&rec))
+            .map_err(RunFail::Io)?;
+    }
+
+    // Reports.
+    let mut rows: Vec<Row> = Vec::new();
+    let mut missing = Vec::new();
+    for c in &cells {
+        match evidence::read_row(&evidence::cell_dir(&bundle, &c.id)) {
+            Some(r) => rows.push(r),
+            None => missing.push(c.id.clone()),
+        }
+    }
+    // Cells of the bundle outside this plan (e.g. an earlier --only) stay reported.
+    if let Ok(rd) = std::fs::read_dir(bundle.join("cells")) {
+        let mut extra: Vec<String> = rd
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+            .filter(|n| !cells.iter().any(|c| &c.id == n))
+            .collect();
+        extra.sort();
+        for n in extra {
+            if let Some(r) = evidence::read_row(&evidence::cell_dir(&bundle, &n)) {
+                rows.push(r);
+            }
+        }
+    }
+    let mut extra_failures: Vec<String> = io_errors
+        .iter()
+        .map(|e| format!("I/O error: {e}"))
+        .collect();
+    for m in &missing {
+        extra_failures.push(format!("cell {m} has no result"));
+    }
+    let commands = std::fs::read_to_string(bundle.join("commands.txt")).unwrap_or_default();
+    report::write_results(&bundle, &rows).map_err(RunFail::Io)?;
+    report::write_junit(&bundle, exp.id(), &rows).map_err(RunFail::Io)?;
+    let env_for_summary = std::fs::read_to_string(bundle.join("env.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(env);
+    report::write_summary(
+        &bundle,
+        &exp,
+        &rows,
+        &commands,
+        &env_for_summary,
+        &extra_failures,
+    )
+    .map_err(RunFail::Io)?;
+    evidence::write_manifest(&bundle).map_err(RunFail::Io)?;
+
+    let t = report::Tally::of(&rows);
+    let verdict = if extra_failures.is_empty() {
+        t.verdict()
+    } else {
+        "FAIL"
+    };
+    eprintln!(
+        "runner: {verdict}: {} passed, {} failed, {} errored, {} skipped",
+        t.pass, t.fail, t.error, t.skipped
+    );
+    println!("{}", bundle.display());
+    Ok(if verdict == "PASS" { 0 } else { 1 })
+}
