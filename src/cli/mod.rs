@@ -79,6 +79,20 @@ enum Cmd {
     Verify { bundle: PathBuf },
     /// Print the JSON schema of experiment files.
     Schema,
+    /// Describe this machine as a bundle's env.json does: OS, CPU, memory, toolchain, GPUs.
+    Env {
+        /// Print the JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// nanoBragg.c's command line: `runner nanobragg -cell ... -floatfile out.bin`
+    /// (`runner nanobragg -h` lists the flags).
+    #[command(disable_help_flag = true)]
+    Nanobragg {
+        /// nanoBragg flags, passed through unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 fn print_plan(cells: &[experiment::matrix::Cell], format: PlanFormat) {
@@ -137,6 +151,27 @@ fn print_plan(cells: &[experiment::matrix::Cell], format: PlanFormat) {
             }
             println!("{} cell(s)", cells.len());
         }
+    }
+}
+
+fn print_env(env: &serde_json::Value) {
+    let get = |k: &str| env.get(k).map(|v| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    for key in ["hostname", "os", "kernel", "cpu_model", "cores", "memory_total_kib", "rustc", "braggrun_version", "build_git_commit", "git_commit"] {
+        if let Some(v) = get(key) {
+            println!("{key:<18} {v}");
+        }
+    }
+    match crate::engine::cuda::describe_devices() {
+        Ok(lines) if !lines.is_empty() => {
+            for l in lines {
+                println!("{:<18} {l}", "gpu");
+            }
+        }
+        Ok(_) => println!("{:<18} none: no CUDA device visible", "gpu"),
+        Err(why) => println!("{:<18} none: {why}", "gpu"),
     }
 }
 
@@ -251,5 +286,16 @@ pub fn main() -> i32 {
             print!("{}", experiment::schema_json());
             0
         }
+        Cmd::Env { json } => {
+            let threads = rayon::current_num_threads();
+            let env = evidence::env::collect(1, threads);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&env).unwrap_or_default());
+            } else {
+                print_env(&env);
+            }
+            0
+        }
+        Cmd::Nanobragg { args } => nanobragg::run(&args),
     }
 }
