@@ -1,0 +1,635 @@
+// braggrun CUDA kernel: the per-pixel loop of src/physics/simulator.rs
+// (Model::pixel) and the functions it calls, function by function with the
+// same names, over a small forward-mode dual number.
+//
+// Compiled at run time by NVRTC (src/engine/cuda/mod.rs) once per
+// (precision, number of derivative directions) with
+//   -DREAL=double|float  -DNDIR=0..8
+// Everything per image (detector frame, sources, orientations for every phi
+// step and mosaic domain, reciprocal vectors, scales) is computed on the host
+// by Model::build exactly as the CPU engine does and uploaded as value +
+// NDIR derivative components per scalar ("model" buffer, layout below).
+// Branch decisions follow the real part, as in the Rust code. No headers:
+// NVRTC provides the device math functions.
+
+#ifndef REAL
+#define REAL double
+#endif
+#ifndef NDIR
+#define NDIR 0
+#endif
+
+typedef REAL R;
+
+// ---------------------------------------------------------------------------
+// Dual numbers: value + N derivative directions (N = 0: a plain number).
+// The arithmetic mirrors num-dual's DualVec (product rule, quotient rule with
+// inv = 1/b, chain rule with f'(x)).
+
+template <typename S, int N>
+struct Dual {
+    S re;
+    S eps[N > 0 ? N : 1];
+};
+
+typedef Dual<R, NDIR> T;
+
+__device__ __forceinline__ double m_sin(double x) { return sin(x); }
+__device__ __forceinline__ float m_sin(float x) { return sinf(x); }
+__device__ __forceinline__ double m_cos(double x) { return cos(x); }
+__device__ __forceinline__ float m_cos(float x) { return cosf(x); }
+__device__ __forceinline__ double m_exp(double x) { return exp(x); }
+__device__ __forceinline__ float m_exp(float x) { return expf(x); }
+__device__ __forceinline__ double m_sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float m_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double m_atan2(double y, double x) { return atan2(y, x); }
+__device__ __forceinline__ float m_atan2(float y, float x) { return atan2f(y, x); }
+
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> cst(S x) {
+    Dual<S, N> r;
+    r.re = x;
+#pragma unroll
+    for (int i = 0; i < N; i++) r.eps[i] = S(0);
+    return r;
+}
+
+__device__ __forceinline__ T C(double x) { return cst<R, NDIR>((R)x); }
+
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> operator+(const Dual<S, N>& a, const Dual<S, N>& b) {
+    Dual<S, N> r;
+    r.re = a.re + b.re;
+#pragma unroll
+    for (int i = 0; i < N; i++) r.eps[i] = a.eps[i] + b.eps[i];
+    return r;
+}
+
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> operator-(const Dual<S, N>& a, const Dual<S, N>& b) {
+    Dual<S, N> r;
+    r.re = a.re - b.re;
+#pragma unroll
+    for (int i = 0; i < N; i++) r.eps[i] = a.eps[i] - b.eps[i];
+    return r;
+}
+
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> operator-(const Dual<S, N>& a) {
+    Dual<S, N> r;
+    r.re = -a.re;
+#pragma unroll
+    for (int i = 0; i < N; i++) r.eps[i] = -a.eps[i];
+    return r;
+}
+
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> operator*(const Dual<S, N>& a, const Dual<S, N>& b) {
+    Dual<S, N> r;
+    r.re = a.re * b.re;
+#pragma unroll
+    for (int i = 0; i < N; i++) r.eps[i] = a.eps[i] * b.re + b.eps[i] * a.re;
+    return r;
+}
+
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> operator/(const Dual<S, N>& a, const Dual<S, N>& b) {
+    Dual<S, N> r;
+    if (N == 0) {
+        r.re = a.re / b.re;  // plain floats divide
+    } else {
+        S inv = S(1) / b.re;  // num-dual: re * inv, (a' b - b' a) inv inv
+        r.re = a.re * inv;
+#pragma unroll
+        for (int i = 0; i < N; i++) r.eps[i] = (a.eps[i] * b.re - b.eps[i] * a.re) * inv * inv;
+    }
+    return r;
+}
+
+// chain rule: f(x) with f'(x) = d
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> chain(const Dual<S, N>& x, S f0, S d) {
+    Dual<S, N> r;
+    r.re = f0;
+#pragma unroll
+    for (int i = 0; i < N; i++) r.eps[i] = x.eps[i] * d;
+    return r;
+}
+
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> d_sin(const Dual<S, N>& x) {
+    if (N == 0) return chain(x, m_sin(x.re), S(0));
+    return chain(x, m_sin(x.re), m_cos(x.re));
+}
+
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> d_cos(const Dual<S, N>& x) {
+    if (N == 0) return chain(x, m_cos(x.re), S(0));
+    return chain(x, m_cos(x.re), -m_sin(x.re));
+}
+
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> d_exp(const Dual<S, N>& x) {
+    S f = m_exp(x.re);
+    return chain(x, f, f);
+}
+
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> d_sqrt(const Dual<S, N>& x) {
+    S f0 = m_sqrt(x.re);
+    if (N == 0) return chain(x, f0, S(0));
+    S rec = S(1) / x.re;
+    return chain(x, f0, f0 * rec * S(0.5));
+}
+
+// y.atan2(x): derivative of atan(y / x), value atan2(y, x) (num-dual)
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> d_atan2(const Dual<S, N>& y, const Dual<S, N>& x) {
+    if (N == 0) return chain(y, m_atan2(y.re, x.re), S(0));
+    Dual<S, N> z = y / x;
+    S rec = S(1) / (S(1) + z.re * z.re);
+    return chain(z, m_atan2(y.re, x.re), rec);
+}
+
+// ---------------------------------------------------------------------------
+// 3-vectors (scalar.rs)
+
+struct V3 {
+    T v[3];
+};
+
+__device__ __forceinline__ V3 vadd(const V3& a, const V3& b) {
+    V3 r;
+    r.v[0] = a.v[0] + b.v[0];
+    r.v[1] = a.v[1] + b.v[1];
+    r.v[2] = a.v[2] + b.v[2];
+    return r;
+}
+__device__ __forceinline__ V3 vsub(const V3& a, const V3& b) {
+    V3 r;
+    r.v[0] = a.v[0] - b.v[0];
+    r.v[1] = a.v[1] - b.v[1];
+    r.v[2] = a.v[2] - b.v[2];
+    return r;
+}
+__device__ __forceinline__ V3 scale(const V3& a, const T& s) {
+    V3 r;
+    r.v[0] = a.v[0] * s;
+    r.v[1] = a.v[1] * s;
+    r.v[2] = a.v[2] * s;
+    return r;
+}
+__device__ __forceinline__ T dot_product(const V3& x, const V3& y) {
+    return x.v[0] * y.v[0] + x.v[1] * y.v[1] + x.v[2] * y.v[2];
+}
+__device__ __forceinline__ V3 cross_product(const V3& x, const V3& y) {
+    V3 r;
+    r.v[0] = x.v[1] * y.v[2] - x.v[2] * y.v[1];
+    r.v[1] = x.v[2] * y.v[0] - x.v[0] * y.v[2];
+    r.v[2] = x.v[0] * y.v[1] - x.v[1] * y.v[0];
+    return r;
+}
+__device__ __forceinline__ T magnitude(const V3& v) { return d_sqrt(dot_product(v, v)); }
+
+// unit vector and the original length; a zero vector stays zero
+__device__ __forceinline__ V3 unitize(const V3& v, T* mag_out) {
+    T mag = magnitude(v);
+    V3 r;
+    if ((double)mag.re != 0.0) {
+        r.v[0] = v.v[0] / mag;
+        r.v[1] = v.v[1] / mag;
+        r.v[2] = v.v[2] / mag;
+    } else {
+        r.v[0] = C(0.0);
+        r.v[1] = C(0.0);
+        r.v[2] = C(0.0);
+    }
+    *mag_out = mag;
+    return r;
+}
+
+// Rodrigues rotation about a unit axis (rotation.rs rotate_axis)
+__device__ __forceinline__ V3 rotate_axis(const V3& v, const V3& axis, const T& phi) {
+    T sinphi = d_sin(phi), cosphi = d_cos(phi);
+    T dot = dot_product(axis, v) * (C(1.0) - cosphi);
+    const T &ax = axis.v[0], &ay = axis.v[1], &az = axis.v[2];
+    const T &vx = v.v[0], &vy = v.v[1], &vz = v.v[2];
+    V3 r;
+    r.v[0] = ax * dot + vx * cosphi + (-az * vy + ay * vz) * sinphi;
+    r.v[1] = ay * dot + vy * cosphi + (az * vx - ax * vz) * sinphi;
+    r.v[2] = az * dot + vz * cosphi + (-ay * vx + ax * vy) * sinphi;
+    return r;
+}
+
+// ---------------------------------------------------------------------------
+// Image constants (host: struct Params in mod.rs, same field order: every
+// double first, then every int).
+
+struct Params {
+    double pixel_size;
+    double sub;  // pixel_size / oversample
+    double pixel_area;  // pixel_size * pixel_size
+    double thickstep;
+    double mu;
+    double thick;
+    double dmin;
+    double water_size;
+    double fudge;
+    double beam[3];
+    int oversample;
+    int thicksteps;
+    int nsources;
+    int norient;  // phisteps * mosaic domains
+    int curved;
+    int point_pixel;
+    int nopolar;
+    int oversample_omega;
+    int oversample_thick;
+    int oversample_polar;
+    int shape;  // 0 square, 1 round, 2 gauss, 3 tophat
+    int n_gt1[3];
+    int n_whole[3];  // N as a whole number (fast sincg) when it carries no derivative, else 0
+    int lifted;  // three or more live parameters: sincg lifted from a scalar dual
+    int interpolate;
+    int has_hkl;
+    int hkl_count_pos;
+    int h_min, h_max, k_min, k_max, l_min, l_max;
+    int first_pixel;  // index (in the pixel list) of the pixel holding the first phi sweep, -1 none
+    int nearest_mode;  // 0: interpolate; 1: re-run (nearest, SwitchAt for switch_pixel)
+    int switch_pixel;
+    int switch_eval;
+};
+
+// Model buffer layout, in scalars of NV = 1 + NDIR values each.
+#define NV (1 + NDIR)
+#define M_FDET 0
+#define M_SDET 3
+#define M_ODET 6
+#define M_PIX0 9
+#define M_CLOSE 12
+#define M_DIST 13
+#define M_POLAR 14
+#define M_KAHN 17
+#define M_DEFF 18
+#define M_SCALE 19
+#define M_IBG 20
+#define M_N 21
+#define M_RECIP 24
+#define M_SOURCES 33
+// then sources (4 scalars each: incident x, y, z, lambda), orient_first
+// (norient x 9: a, b, c) and orient_rest (norient x 9)
+
+__device__ __forceinline__ T ld(const R* __restrict__ m, int i) {
+    T r;
+    r.re = m[i * NV];
+#pragma unroll
+    for (int j = 0; j < NDIR; j++) r.eps[j] = m[i * NV + 1 + j];
+    return r;
+}
+__device__ __forceinline__ V3 ld3(const R* __restrict__ m, int i) {
+    V3 r;
+    r.v[0] = ld(m, i);
+    r.v[1] = ld(m, i + 1);
+    r.v[2] = ld(m, i + 2);
+    return r;
+}
+
+// saturating float -> int as Rust's `as i32` (NaN -> 0)
+__device__ __forceinline__ int to_i32(double x) {
+    if (x != x) return 0;
+    if (x >= 2147483647.0) return 2147483647;
+    if (x <= -2147483648.0) return (-2147483647 - 1);
+    return (int)x;
+}
+
+// ---------------------------------------------------------------------------
+// lattice.rs
+
+__device__ __forceinline__ T sincg(const T& x, const T& n) {
+    if ((double)x.re == 0.0) return n;
+    return d_sin(n * x) / d_sin(x);
+}
+
+__device__ __forceinline__ T sinc3(const T& x) {
+    if ((double)x.re == 0.0) return C(1.0);
+    return C(3.0) * (d_sin(x) / x - d_cos(x)) / (x * x);
+}
+
+// nearest integer as C computes it: ceil(x - 0.5), a constant
+__device__ __forceinline__ T nearest(const T& x) { return C(ceil((double)x.re - 0.5)); }
+
+// cos(pi r) for |r| <= 1/2: Taylor series in (pi r)^2 (lattice.rs cos_pi_reduced)
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> cos_pi_reduced(const Dual<S, N>& r) {
+    const double Cs[10] = {1.0,
+                           -4.934802200544679,
+                           4.058712126416768,
+                           -1.3352627688545893,
+                           0.2353306303588932,
+                           -0.025806891390014061,
+                           0.0019295743094039231,
+                           -0.00010463810492484570,
+                           4.3030695870329470e-6,
+                           -1.3878952462213773e-7};
+    Dual<S, N> r2 = r * r;
+    Dual<S, N> acc = cst<S, N>((S)Cs[9]);
+#pragma unroll
+    for (int k = 8; k >= 0; k--) acc = acc * r2 + cst<S, N>((S)Cs[k]);
+    return acc;
+}
+
+// nearest integer, ties to even, by the 1.5 2^52 trick (lattice.rs round_half_even)
+__device__ __forceinline__ double round_half_even(double x) {
+    const double M = 6755399441055744.0;
+    if (fabs(x) < 2251799813685248.0) return __dsub_rn(__dadd_rn(x, M), M);
+    return round(x);
+}
+
+// sincg(pi h, N) for a whole number N: U_{N-1}(cos pi h), the Chebyshev
+// polynomial of the second kind (lattice.rs sincg_pi_whole_n)
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> sincg_pi_whole_n(const Dual<S, N>& h, int n) {
+    double k = round_half_even((double)h.re);
+    Dual<S, N> r = h - cst<S, N>((S)k);
+    Dual<S, N> cx = cos_pi_reduced(r);
+    if ((((long long)k) & 1LL) == 1LL) cx = -cx;
+    Dual<S, N> two_c = cx + cx;
+    Dual<S, N> u_prev = cst<S, N>(S(1)), u = two_c;
+    if (n == 1) return u_prev;
+    for (int i = 2; i < n; i++) {
+        Dual<S, N> next = two_c * u - u_prev;
+        u_prev = u;
+        u = next;
+    }
+    return u;
+}
+
+// g(x) from its value v = g(x.re) and slope dv (lattice.rs lift)
+__device__ __forceinline__ T lift(const T& x, double v, double dv) { return C(v) + (x - C((double)x.re)) * C(dv); }
+
+__device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, const T& k, const T& l) {
+    T pi = C(3.141592653589793);
+    T n0 = ld(mdl, M_N), n1 = ld(mdl, M_N + 1), n2 = ld(mdl, M_N + 2);
+    if (P.shape == 0) {
+        T f = C(1.0);
+        const T* xs[3] = {&h, &k, &l};
+        const T* ns[3] = {&n0, &n1, &n2};
+#pragma unroll
+        for (int i = 0; i < 3; i++) {
+            if (!P.n_gt1[i]) continue;
+            const T& x = *xs[i];
+            int nw = P.n_whole[i];
+            if (nw > 0 && !P.lifted) {
+                f = f * sincg_pi_whole_n(x, nw);
+            } else if (nw > 0) {
+                // value and d/dh in one scalar dual pass, then the chain rule
+                // onto every direction of h
+                Dual<double, 1> xd;
+                xd.re = (double)x.re;
+                xd.eps[0] = 1.0;
+                Dual<double, 1> d = sincg_pi_whole_n(xd, nw);
+                f = f * lift(x, d.re, d.eps[0]);
+            } else {
+                f = f * sincg(pi * x, *ns[i]);
+            }
+        }
+        return f;
+    }
+    T dh = h - nearest(h), dk = k - nearest(k), dl = l - nearest(l);
+    if (P.shape == 1) {
+        T hrad_sqr = dh * dh * n0 * n0 + dk * dk * n1 * n1 + dl * dl * n2 * n2;
+        return n0 * n1 * n2 * C(0.723601254558268) * sinc3(pi * d_sqrt(hrad_sqr * C(P.fudge)));
+    }
+    V3 r0 = ld3(mdl, M_RECIP), r1 = ld3(mdl, M_RECIP + 3), r2 = ld3(mdl, M_RECIP + 6);
+    V3 d = vadd(vadd(scale(r0, dh), scale(r1, dk)), scale(r2, dl));
+    T nn = n0 * n0 * n1 * n1 * n2 * n2;
+    T rad_star_sqr = dot_product(d, d) * nn;
+    T nvol = n0 * n1 * n2;
+    if (P.shape == 2) return nvol * d_exp(-(rad_star_sqr / C(0.63) * C(P.fudge)));
+    if ((double)rad_star_sqr.re * P.fudge < 0.3969) return nvol;
+    return C(0.0);
+}
+
+// ---------------------------------------------------------------------------
+// structure factors (simulator.rs f_cell, interpolate_f, polint)
+
+__device__ __forceinline__ double hkl_at(const Params& P, const double* __restrict__ g, int h, int k, int l) {
+    long long kr = P.k_max - P.k_min + 1, lr = P.l_max - P.l_min + 1;
+    return g[((long long)(h - P.h_min) * kr + (k - P.k_min)) * lr + (l - P.l_min)];
+}
+
+// cubic Lagrange polynomial through (x0 + i, ya[i]), i = 0..3, at x
+__device__ __forceinline__ T polint(int x0, const T* ya, const T& x) {
+    T xa0 = C((double)x0), xa1 = C((double)(x0 + 1)), xa2 = C((double)(x0 + 2)), xa3 = C((double)(x0 + 3));
+    T t0 = (x - xa1) * (x - xa2) * (x - xa3) * ya[0] / ((xa0 - xa1) * (xa0 - xa2) * (xa0 - xa3));
+    T t1 = (x - xa0) * (x - xa2) * (x - xa3) * ya[1] / ((xa1 - xa0) * (xa1 - xa2) * (xa1 - xa3));
+    T t2 = (x - xa0) * (x - xa1) * (x - xa3) * ya[2] / ((xa2 - xa0) * (xa2 - xa1) * (xa2 - xa3));
+    T t3 = (x - xa0) * (x - xa1) * (x - xa2) * ya[3] / ((xa3 - xa0) * (xa3 - xa1) * (xa3 - xa2));
+    return t0 + t1 + t2 + t3;
+}
+
+// tricubic interpolation on floor(x)-1 .. floor(x)+2 (along l, then k, then h)
+__device__ T interpolate_f(const Params& P, const double* __restrict__ g, const T& h, const T& k, const T& l) {
+    int hf = to_i32(floor((double)h.re)), kf = to_i32(floor((double)k.re)), lf = to_i32(floor((double)l.re));
+    T over_k[4];
+    T over_h[4];
+    for (int i1 = 0; i1 < 4; i1++) {
+        int hh = hf - 1 + i1;
+        for (int i2 = 0; i2 < 4; i2++) {
+            int kk = kf - 1 + i2;
+            T ya[4];
+#pragma unroll
+            for (int i3 = 0; i3 < 4; i3++) ya[i3] = C(hkl_at(P, g, hh, kk, lf - 1 + i3));
+            over_k[i2] = polint(lf - 1, ya, l);
+        }
+        over_h[i1] = polint(kf - 1, over_k, k);
+    }
+    return polint(hf - 1, over_h, h);
+}
+
+__device__ T f_cell(const Params& P, const double* __restrict__ g, const T& default_f, const T& h, const T& k, const T& l,
+                    bool interp, int* oor, int eval) {
+    if (!P.has_hkl) return default_f;
+    double hv = (double)h.re, kv = (double)k.re, lv = (double)l.re;
+    if (interp && P.interpolate) {
+        double h_range = (double)(P.h_max - P.h_min + 1), k_range = (double)(P.k_max - P.k_min + 1),
+               l_range = (double)(P.l_max - P.l_min + 1);
+        bool out = (hv - (double)P.h_min + 3.0) > h_range || (hv - 2.0) < (double)P.h_min ||
+                   (kv - (double)P.k_min + 3.0) > k_range || (kv - 2.0) < (double)P.k_min ||
+                   (lv - (double)P.l_min + 3.0) > l_range || (lv - 2.0) < (double)P.l_min;
+        if (!out) return interpolate_f(P, g, h, k, l);
+        if (*oor < 0) *oor = eval;
+    }
+    int h0 = to_i32(ceil(hv - 0.5)), k0 = to_i32(ceil(kv - 0.5)), l0 = to_i32(ceil(lv - 0.5));
+    bool inside = h0 >= P.h_min && h0 <= P.h_max && k0 >= P.k_min && k0 <= P.k_max && l0 >= P.l_min && l0 <= P.l_max;
+    if (inside && P.hkl_count_pos) return C(hkl_at(P, g, h0, k0, l0));
+    return default_f;
+}
+
+// ---------------------------------------------------------------------------
+// polarization.rs
+
+__device__ T polarization_factor(const T& kahn_factor, const V3& incident, const V3& diffracted, const V3& axis) {
+    T cos2theta = dot_product(incident, diffracted);
+    T cos2theta_sqr = cos2theta * cos2theta;
+    T sin2theta_sqr = C(1.0) - cos2theta_sqr;
+    T tmp;
+    V3 b_in = unitize(cross_product(axis, incident), &tmp);
+    V3 e_in = unitize(cross_product(incident, b_in), &tmp);
+    T e_out = dot_product(diffracted, e_in);
+    T b_out = dot_product(diffracted, b_in);
+    T psi = -d_atan2(b_out, e_out);
+    return C(0.5) * (C(1.0) + cos2theta_sqr - kahn_factor * d_cos(C(2.0) * psi) * sin2theta_sqr);
+}
+
+// ---------------------------------------------------------------------------
+// simulator.rs Model::subpixel_position and Model::pixel
+
+__device__ V3 subpixel_position(const Params& P, const R* __restrict__ mdl, int fpixel, int spixel, int sub_f, int sub_s,
+                                double odet) {
+    double sub = P.sub;
+    double fdet = sub * (double)(fpixel * P.oversample + sub_f) + sub / 2.0;
+    double sdet = sub * (double)(spixel * P.oversample + sub_s) + sub / 2.0;
+    V3 F = ld3(mdl, M_FDET), S = ld3(mdl, M_SDET), O = ld3(mdl, M_ODET), P0 = ld3(mdl, M_PIX0);
+    V3 pos = vadd(vadd(vadd(scale(F, C(fdet)), scale(S, C(sdet))), scale(O, C(odet))), P0);
+    if (P.curved) {
+        T distance = ld(mdl, M_DIST);
+        V3 b;
+        b.v[0] = C(P.beam[0]);
+        b.v[1] = C(P.beam[1]);
+        b.v[2] = C(P.beam[2]);
+        V3 v = scale(b, distance);
+        V3 nv = rotate_axis(v, S, pos.v[1] / distance);
+        return rotate_axis(nv, F, pos.v[2] / distance);
+    }
+    return pos;
+}
+
+// mode: 0 interpolate, 1 nearest, 2 interpolate until evaluation switch_eval
+__device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __restrict__ hkl, int fpixel, int spixel,
+                   bool first_sweep, int mode, int switch_eval, int* oor) {
+    const T zero = C(0.0), one = C(1.0);
+    T i_acc = ld(mdl, M_IBG);
+    T polar = P.nopolar ? one : zero;
+    T omega = zero;
+    T capture = zero;
+    bool first = first_sweep;
+    int eval = 0;
+    const T pixel_area = C(P.pixel_area);
+    const T default_f = ld(mdl, M_DEFF);
+    const int src0 = M_SOURCES;
+    const int orf = M_SOURCES + 4 * P.nsources;
+    const int orr = orf + 9 * P.norient;
+    for (int t = 0; t < P.thicksteps; t++) {
+        double odet = (double)t * P.thickstep;
+        capture = P.thick == 0.0 ? one : zero;
+        for (int ss = 0; ss < P.oversample; ss++) {
+            for (int sf = 0; sf < P.oversample; sf++) {
+                V3 pos = subpixel_position(P, mdl, fpixel, spixel, sf, ss, odet);
+                T airpath;
+                V3 diffracted = unitize(pos, &airpath);
+                if ((double)omega.re == 0.0 || P.oversample_omega) {
+                    if (P.point_pixel) {
+                        omega = one / (airpath * airpath);
+                    } else {
+                        omega = pixel_area / airpath / airpath * ld(mdl, M_CLOSE) / airpath;
+                    }
+                }
+                if ((double)capture.re == 0.0 || P.oversample_thick) {
+                    T parallax = dot_product(diffracted, ld3(mdl, M_ODET));
+                    T depth0 = C((double)t * P.thickstep * P.mu);
+                    T depth1 = C((double)(t + 1) * P.thickstep * P.mu);
+                    capture = d_exp(-depth0 / parallax) - d_exp(-depth1 / parallax);
+                }
+                for (int si = 0; si < P.nsources; si++) {
+                    V3 incident = ld3(mdl, src0 + 4 * si);
+                    T lambda = ld(mdl, src0 + 4 * si + 3);
+                    V3 scattering = scale(vsub(diffracted, incident), one / lambda);
+                    if (P.dmin > 0.0) {
+                        double stol = 0.5 * (double)magnitude(scattering).re;
+                        if (stol > 0.0 && P.dmin > 0.5 / stol) continue;
+                    }
+                    if ((double)polar.re == 0.0 || P.oversample_polar) {
+                        polar = polarization_factor(ld(mdl, M_KAHN), incident, diffracted, ld3(mdl, M_POLAR));
+                    }
+                    const int ob = first ? orf : orr;
+                    first = false;
+                    for (int o = 0; o < P.norient; o++) {
+                        T h = dot_product(ld3(mdl, ob + 9 * o), scattering);
+                        T k = dot_product(ld3(mdl, ob + 9 * o + 3), scattering);
+                        T l = dot_product(ld3(mdl, ob + 9 * o + 6), scattering);
+                        T fl = f_latt(P, mdl, h, k, l);
+                        if ((double)fl.re == 0.0 && P.water_size == 0.0) continue;
+                        bool interp = mode == 0 ? true : (mode == 1 ? false : eval < switch_eval);
+                        T fc = f_cell(P, hkl, default_f, h, k, l, interp, oor, eval);
+                        eval += 1;
+                        i_acc = i_acc + fc * fc * fl * fl;
+                        if (P.oversample_thick) i_acc = i_acc * capture;
+                        if (P.oversample_polar) i_acc = i_acc * polar;
+                        if (P.oversample_omega) i_acc = i_acc * omega;
+                    }
+                }
+            }
+        }
+    }
+    T test = ld(mdl, M_SCALE) * i_acc;
+    if (!P.oversample_thick) test = test * capture;
+    if (!P.oversample_polar) test = test * polar;
+    if (!P.oversample_omega) test = test * omega;
+    return test;
+}
+
+// One thread per pixel of the list [start, start + count). pix holds (fast,
+// slow) pairs in C loop order; out holds NV values per pixel (value, then the
+// derivatives); oor the first out-of-range structure-factor evaluation (-1 none).
+extern "C" __global__ void render_pixels(const Params P, const R* __restrict__ mdl, const double* __restrict__ hkl,
+                                         const int* __restrict__ pix, int start, int count, R* __restrict__ out,
+                                         int* __restrict__ oor) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    int g = start + i;
+    int mode = 0, sw = 0;
+    if (P.nearest_mode) {
+        if (g == P.switch_pixel) {
+            mode = 2;
+            sw = P.switch_eval;
+        } else {
+            mode = 1;
+        }
+    }
+    int o = -1;
+    T v = pixel(P, mdl, hkl, pix[2 * g], pix[2 * g + 1], g == P.first_pixel, mode, sw, &o);
+    out[(long long)g * NV] = v.re;
+#pragma unroll
+    for (int j = 0; j < NDIR; j++) out[(long long)g * NV + 1 + j] = v.eps[j];
+    oor[g] = o;
+}
+
+// The published M2h.3 phi-cache arithmetic (REFERENCE.md), one thread, in
+// Dual<double, 1> whatever REAL is. v: the six cell vectors a, b, c (Å),
+// a*, b*, c* (1/Å) as 18 (value, d/d cell_a) pairs. Step 0 of the fresh
+// stack (scaled by fresh_scale) is replaced by the stored vectors (scaled by
+// stored_scale); the loss is the sum of every component over the steps,
+// summed in the CPU's order. out: loss, d loss / d cell_a.
+extern "C" __global__ void phi_cache_probe(const double* __restrict__ v, double stored_scale, double fresh_scale, int steps,
+                                           double* __restrict__ out) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    typedef Dual<double, 1> D1;
+    D1 loss = cst<double, 1>(0.0);
+    for (int step = 0; step < steps; step++) {
+        D1 s = cst<double, 1>(step == 0 ? stored_scale : fresh_scale);
+        for (int c = 0; c < 18; c++) {
+            D1 x;
+            x.re = v[2 * c];
+            x.eps[0] = v[2 * c + 1];
+            // comp = x * s (product rule), loss = loss + comp; no contraction
+            D1 comp;
+            comp.re = __dmul_rn(x.re, s.re);
+            comp.eps[0] = __dadd_rn(__dmul_rn(x.eps[0], s.re), __dmul_rn(s.eps[0], x.re));
+            loss.re = __dadd_rn(loss.re, comp.re);
+            loss.eps[0] = __dadd_rn(loss.eps[0], comp.eps[0]);
+        }
+    }
+    out[0] = loss.re;
+    out[1] = loss.eps[0];
+}

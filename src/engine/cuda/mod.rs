@@ -1,0 +1,1052 @@
+//! The CUDA engine: the CPU engine's physics on the GPU through cudarc.
+//!
+//! The host builds the per-image [`Model`] exactly as the CPU engine does (in
+//! f64, or in `DualSVec64<N>` for N forward-mode derivative directions),
+//! flattens every model quantity as value + N derivative components, and
+//! uploads it. The kernel (`kernel.cu`, embedded with `include_str!`)
+//! evaluates only the per-pixel loop, one thread per ROI pixel, with a small
+//! dual type and the same function names as `physics::simulator`.
+//!
+//! The kernel is compiled at run time by NVRTC once per (precision, number
+//! of directions) for the device's compute capability, cached in memory
+//! (process-wide) and on disk (PTX under `$XDG_CACHE_HOME/braggrun/ptx` or
+//! `~/.cache/braggrun/ptx`, keyed by a sha256 of the source, the options, the
+//! NVRTC and driver versions) so a second process does not recompile.
+//!
+//! Nothing here panics on a missing driver or GPU: the libraries are probed
+//! with `is_culib_present` before any other cudarc call and every cudarc call
+//! runs under `catch_unwind` as a last guard.
+
+use super::cpu::{check_roi, Extract, MAX_DIRECTIONS};
+use super::{Dtype, EngineError, RenderOptions, Rendered};
+use crate::physics::config::LatticeShape;
+use crate::physics::params::{Param, ParamValues};
+use crate::physics::simulator::Model;
+use crate::physics::Simulation;
+use cudarc::driver::{
+    result as dresult, sys as dsys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream,
+    DeviceRepr, DriverError, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
+use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
+use num_dual::DualSVec64;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+/// The kernel source, compiled at run time.
+pub const KERNEL_SOURCE: &str = include_str!("kernel.cu");
+
+/// The published M2h.3 probe (REFERENCE.md): stored vectors scaled by this...
+pub const PHI_CACHE_STORED_SCALE: f64 = 1.001;
+/// ...the fresh stack scaled by this...
+pub const PHI_CACHE_FRESH_SCALE: f64 = 0.999;
+/// ...over this many phi steps.
+pub const PHI_CACHE_STEPS: i32 = 4;
+
+const BLOCK: u32 = 128;
+/// Evaluations (pixel-samples x (1 + directions)) per launch, about.
+const LAUNCH_BUDGET: f64 = 2.5e8;
+const MAX_LAUNCH_PIXELS: usize = 1 << 20;
+static LAUNCH_CAP: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(MAX_LAUNCH_PIXELS);
+
+/// Cap the number of pixels per kernel launch (rounded up to whole blocks;
+/// default 2^20; 0 restores it). Results do not depend on it; tests use a
+/// small cap to exercise images split over many launches.
+pub fn set_max_launch_pixels(n: usize) {
+    let n = if n == 0 {
+        MAX_LAUNCH_PIXELS
+    } else {
+        n.min(MAX_LAUNCH_PIXELS)
+    };
+    LAUNCH_CAP.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+// ---------------------------------------------------------------------------
+// libraries, devices
+
+/// Whether the CUDA driver and NVRTC libraries can be loaded, and why not.
+pub fn probe_libraries() -> Result<(), String> {
+    // cudarc panics when a library is missing: probe first.
+    let driver = unsafe { cudarc::driver::sys::is_culib_present() };
+    if !driver {
+        return Err("libcuda (the NVIDIA driver) is not present".into());
+    }
+    let nvrtc = unsafe { cudarc::nvrtc::sys::is_culib_present() };
+    if !nvrtc {
+        return Err("libnvrtc (CUDA runtime compiler) is not present".into());
+    }
+    Ok(())
+}
+
+/// Whether NVRTC can be loaded (enough to compile the kernel, no GPU needed).
+pub fn probe_nvrtc() -> Result<(), String> {
+    if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err("libnvrtc (CUDA runtime compiler) is not present".into())
+    }
+}
+
+/// Run `f`, turning a panic inside cudarc into an error.
+fn guarded<X>(f: impl FnOnce() -> Result<X, EngineError>) -> Result<X, EngineError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(EngineError::Failed(format!(
+                "the CUDA engine panicked: {msg}"
+            )))
+        }
+    }
+}
+
+fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A driver error while doing `what`: out of memory and launch failures are
+/// render failures; a missing device is "unavailable".
+fn drv(what: &'static str) -> impl Fn(DriverError) -> EngineError {
+    move |e: DriverError| {
+        use dsys::CUresult::*;
+        match e.0 {
+            CUDA_ERROR_OUT_OF_MEMORY => {
+                EngineError::Failed(format!("out of GPU memory while {what}"))
+            }
+            CUDA_ERROR_NO_DEVICE
+            | CUDA_ERROR_NOT_INITIALIZED
+            | CUDA_ERROR_INVALID_DEVICE
+            | CUDA_ERROR_SYSTEM_DRIVER_MISMATCH
+            | CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE
+            | CUDA_ERROR_DEVICE_UNAVAILABLE => {
+                EngineError::Unavailable(format!("CUDA driver: {e:?} while {what}"))
+            }
+            _ => EngineError::Failed(format!("CUDA driver error {e:?} while {what}")),
+        }
+    }
+}
+
+fn raw_device_count() -> Result<usize, EngineError> {
+    dresult::init().map_err(drv("initialising the CUDA driver"))?;
+    Ok(dresult::device::get_count()
+        .map_err(drv("counting GPUs"))?
+        .max(0) as usize)
+}
+
+/// Number of visible GPUs (0 when the driver is missing or sees none).
+pub fn device_count() -> usize {
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return 0;
+    }
+    guarded(raw_device_count).unwrap_or(0)
+}
+
+/// The CUDA version the driver supports, e.g. (13, 0); None without a driver.
+fn driver_version() -> Option<(i32, i32)> {
+    static V: OnceLock<Option<(i32, i32)>> = OnceLock::new();
+    *V.get_or_init(|| {
+        if !unsafe { dsys::is_culib_present() } {
+            return None;
+        }
+        catch_unwind(|| {
+            let mut v: std::ffi::c_int = 0;
+            let r = unsafe { dsys::cuDriverGetVersion(&mut v) };
+            (r == dsys::CUresult::CUDA_SUCCESS).then_some((v / 1000, (v % 1000) / 10))
+        })
+        .ok()
+        .flatten()
+    })
+}
+
+/// NVRTC's version; None without NVRTC.
+fn nvrtc_version() -> Option<(i32, i32)> {
+    static V: OnceLock<Option<(i32, i32)>> = OnceLock::new();
+    *V.get_or_init(|| {
+        if probe_nvrtc().is_err() {
+            return None;
+        }
+        catch_unwind(|| {
+            let (mut a, mut b): (std::ffi::c_int, std::ffi::c_int) = (0, 0);
+            let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut a, &mut b) };
+            (r == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((a, b))
+        })
+        .ok()
+        .flatten()
+    })
+}
+
+/// The NVIDIA kernel module's version (e.g. 580.159.04), when readable: the
+/// first dotted number on the first line of /proc/driver/nvidia/version
+/// ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04 ...").
+fn kernel_module_version() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
+    parse_module_version(text.lines().next()?)
+}
+
+fn parse_module_version(line: &str) -> Option<String> {
+    line.split_whitespace()
+        .find(|w| {
+            w.contains('.')
+                && w.chars().all(|c| c.is_ascii_digit() || c == '.')
+                && w.starts_with(|c: char| c.is_ascii_digit())
+        })
+        .map(String::from)
+}
+
+fn compute_capability(dev: dsys::CUdevice) -> Result<(i32, i32), EngineError> {
+    use dsys::CUdevice_attribute::*;
+    let major = unsafe {
+        dresult::device::get_attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+    }
+    .map_err(drv("reading the compute capability"))?;
+    let minor = unsafe {
+        dresult::device::get_attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+    }
+    .map_err(drv("reading the compute capability"))?;
+    Ok((major, minor))
+}
+
+/// One line per visible GPU (ordinal, name, memory, compute capability,
+/// driver), or why there is none.
+pub fn describe_devices() -> Result<Vec<String>, String> {
+    probe_libraries()?;
+    guarded(|| {
+        let n = raw_device_count()?;
+        if n == 0 {
+            return Err(EngineError::Unavailable(
+                "the CUDA driver sees no GPU".into(),
+            ));
+        }
+        let cuda = driver_version()
+            .map(|(a, b)| format!("CUDA {a}.{b}"))
+            .unwrap_or_else(|| "CUDA ?".into());
+        let driver = match kernel_module_version() {
+            Some(v) => format!("driver {v} ({cuda})"),
+            None => format!("driver {cuda}"),
+        };
+        let nvrtc = nvrtc_version()
+            .map(|(a, b)| format!("NVRTC {a}.{b}"))
+            .unwrap_or_else(|| "NVRTC ?".into());
+        let mut out = vec![];
+        for i in 0..n {
+            let dev = dresult::device::get(i as i32).map_err(drv("opening a GPU"))?;
+            let name = dresult::device::get_name(dev).map_err(drv("reading a GPU's name"))?;
+            let mem = unsafe { dresult::device::total_mem(dev) }
+                .map_err(drv("reading a GPU's memory"))?;
+            let (ma, mi) = compute_capability(dev)?;
+            out.push(format!(
+                "cuda:{i} {name}, {:.1} GiB, compute capability {ma}.{mi}; {driver}, {nvrtc}",
+                mem as f64 / (1u64 << 30) as f64
+            ));
+        }
+        Ok(out)
+    })
+    .map_err(|e| match e {
+        EngineError::Unavailable(s) | EngineError::Failed(s) => s,
+    })
+}
+
+/// An opened GPU: its primary context, name and compute capability.
+struct Gpu {
+    ordinal: usize,
+    ctx: Arc<CudaContext>,
+    name: String,
+    cc: (i32, i32),
+}
+
+impl Gpu {
+    fn label(&self) -> String {
+        format!("cuda:{} {}", self.ordinal, self.name)
+    }
+}
+
+fn gpu(ordinal: usize) -> Result<Arc<Gpu>, EngineError> {
+    static GPUS: OnceLock<Mutex<HashMap<usize, Arc<Gpu>>>> = OnceLock::new();
+    let mut map = lock(GPUS.get_or_init(Default::default));
+    if let Some(g) = map.get(&ordinal) {
+        return Ok(g.clone());
+    }
+    let n = raw_device_count()?;
+    if ordinal >= n {
+        return Err(EngineError::Unavailable(if n == 0 {
+            "the CUDA driver sees no GPU".into()
+        } else {
+            format!("cuda:{ordinal} requested but {n} GPU(s) are visible")
+        }));
+    }
+    let ctx = CudaContext::new(ordinal).map_err(drv("creating a CUDA context"))?;
+    let name = ctx.name().map_err(drv("reading the GPU's name"))?;
+    let cc = ctx
+        .compute_capability()
+        .map_err(drv("reading the compute capability"))?;
+    let g = Arc::new(Gpu {
+        ordinal,
+        ctx,
+        name,
+        cc,
+    });
+    map.insert(ordinal, g.clone());
+    Ok(g)
+}
+
+// ---------------------------------------------------------------------------
+// compilation and caches
+
+/// Where a kernel's PTX came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PtxSource {
+    /// compiled by NVRTC in this call
+    Compiled,
+    /// read from the on-disk PTX cache
+    DiskCache,
+    /// already in this process
+    MemoryCache,
+}
+
+/// What preparing a kernel did.
+#[derive(Debug, Clone)]
+pub struct KernelInfo {
+    pub dtype: Dtype,
+    pub directions: usize,
+    /// NVRTC options (they are part of the cache key)
+    pub options: Vec<String>,
+    /// sha256 key of the PTX cache
+    pub key: String,
+    pub source: PtxSource,
+    /// seconds spent getting the PTX (compile, disk read or memory look-up)
+    pub ptx_seconds: f64,
+    /// seconds spent loading the module into the context (0 if already loaded)
+    pub load_seconds: f64,
+}
+
+/// The NVRTC options for a (precision, directions) pair on a device of
+/// compute capability `cc`. Accurate math: no fast-math; float64 also
+/// without FMA contraction, so each operation rounds as the CPU's does.
+pub fn nvrtc_options(dtype: Dtype, directions: usize, cc: (i32, i32)) -> Vec<String> {
+    let mut o = vec![
+        format!("--gpu-architecture=compute_{}{}", cc.0, cc.1),
+        format!(
+            "-DREAL={}",
+            if dtype == Dtype::F64 {
+                "double"
+            } else {
+                "float"
+            }
+        ),
+        format!("-DNDIR={directions}"),
+    ];
+    if dtype == Dtype::F64 {
+        o.push("--fmad=false".into());
+    }
+    o
+}
+
+/// The on-disk PTX cache folder.
+pub fn ptx_cache_dir() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache"),
+    };
+    Some(base.join("braggrun").join("ptx"))
+}
+
+fn cache_key(options: &[String]) -> String {
+    let mut h = Sha256::new();
+    h.update(KERNEL_SOURCE.as_bytes());
+    h.update(b"\0options\0");
+    h.update(options.join("\n").as_bytes());
+    let nv = nvrtc_version()
+        .map(|(a, b)| format!("{a}.{b}"))
+        .unwrap_or_default();
+    let dv = driver_version()
+        .map(|(a, b)| format!("{a}.{b}"))
+        .unwrap_or_default();
+    h.update(format!("\0nvrtc {nv}\0driver {dv}").as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// One slot per key, so that compiling one variant never blocks another:
+/// the map's lock is held only to find or add a slot.
+type Slot<X> = Arc<Mutex<Option<X>>>;
+
+fn slot<K: std::hash::Hash + Eq, X>(map: &Mutex<HashMap<K, Slot<X>>>, key: K) -> Slot<X> {
+    lock(map).entry(key).or_default().clone()
+}
+
+fn ptx_memory() -> &'static Mutex<HashMap<String, Slot<String>>> {
+    static PTX: OnceLock<Mutex<HashMap<String, Slot<String>>>> = OnceLock::new();
+    PTX.get_or_init(Default::default)
+}
+
+/// PTX text for the options: memory cache, else disk cache, else NVRTC.
+fn get_ptx(
+    dtype: Dtype,
+    directions: usize,
+    cc: (i32, i32),
+) -> Result<(String, KernelInfo), EngineError> {
+    let options = nvrtc_options(dtype, directions, cc);
+    let key = cache_key(&options);
+    let t0 = Instant::now();
+    let info = |source: PtxSource, t: f64| KernelInfo {
+        dtype,
+        directions,
+        options: options.clone(),
+        key: key.clone(),
+        source,
+        ptx_seconds: t,
+        load_seconds: 0.0,
+    };
+    let entry = slot(ptx_memory(), key.clone());
+    let mut mem = lock(&entry);
+    if let Some(p) = mem.as_ref() {
+        return Ok((
+            p.clone(),
+            info(PtxSource::MemoryCache, t0.elapsed().as_secs_f64()),
+        ));
+    }
+    let file = ptx_cache_dir().map(|d| d.join(format!("{key}.ptx")));
+    if let Some(f) = &file {
+        if let Ok(text) = std::fs::read_to_string(f) {
+            if text.contains(".entry render_pixels") && text.contains(".entry phi_cache_probe") {
+                *mem = Some(text.clone());
+                return Ok((text, info(PtxSource::DiskCache, t0.elapsed().as_secs_f64())));
+            }
+        }
+    }
+    probe_nvrtc().map_err(EngineError::Unavailable)?;
+    let opts = CompileOptions {
+        options: options.clone(),
+        name: Some("braggrun_kernel.cu".into()),
+        ..Default::default()
+    };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts).map_err(|e| match e {
+        CompileError::CompileError {
+            nvrtc,
+            options,
+            log,
+        } => EngineError::Failed(format!(
+            "NVRTC could not compile the CUDA kernel ({nvrtc:?}; options {}):\n{}",
+            options.join(" "),
+            log.to_string_lossy()
+        )),
+        other => EngineError::Failed(format!("NVRTC failed: {other:?}")),
+    })?;
+    let text = ptx.to_src();
+    let text = text.trim_end_matches('\0').to_string();
+    if let Some(f) = &file {
+        // best effort: write to a temporary name, then rename
+        if let Some(dir) = f.parent() {
+            if std::fs::create_dir_all(dir).is_ok() {
+                let tmp = dir.join(format!("{key}.{}.tmp", std::process::id()));
+                if std::fs::write(&tmp, &text).is_ok() && std::fs::rename(&tmp, f).is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+        }
+    }
+    *mem = Some(text.clone());
+    Ok((text, info(PtxSource::Compiled, t0.elapsed().as_secs_f64())))
+}
+
+/// Compile (or find in the caches) the kernel for a device of compute
+/// capability `cc`; needs NVRTC only, no GPU.
+pub fn compile_kernel(
+    dtype: Dtype,
+    directions: usize,
+    cc: (i32, i32),
+) -> Result<KernelInfo, EngineError> {
+    if directions > MAX_DIRECTIONS {
+        return Err(EngineError::Failed(format!(
+            "at most {MAX_DIRECTIONS} directions per kernel"
+        )));
+    }
+    probe_nvrtc().map_err(EngineError::Unavailable)?;
+    guarded(|| get_ptx(dtype, directions, cc).map(|(_, i)| i))
+}
+
+/// The loaded kernels of one module.
+struct Kernels {
+    render: CudaFunction,
+    probe: CudaFunction,
+    _module: Arc<CudaModule>,
+    info: KernelInfo,
+}
+
+/// The kernels for (dtype, directions) loaded on `g`, and whether this call loaded them.
+fn kernels(g: &Gpu, dtype: Dtype, directions: usize) -> Result<(Arc<Kernels>, bool), EngineError> {
+    type Loaded = Mutex<HashMap<(usize, Dtype, usize), Slot<Arc<Kernels>>>>;
+    static LOADED: OnceLock<Loaded> = OnceLock::new();
+    let entry = slot(
+        LOADED.get_or_init(Default::default),
+        (g.ordinal, dtype, directions),
+    );
+    let mut loaded = lock(&entry);
+    if let Some(k) = loaded.as_ref() {
+        return Ok((k.clone(), false));
+    }
+    let (ptx, mut info) = get_ptx(dtype, directions, g.cc)?;
+    let t0 = Instant::now();
+    let module = g
+        .ctx
+        .load_module(Ptx::from_src(ptx))
+        .map_err(drv("loading the kernel module"))?;
+    let render = module
+        .load_function("render_pixels")
+        .map_err(drv("loading render_pixels"))?;
+    let probe = module
+        .load_function("phi_cache_probe")
+        .map_err(drv("loading phi_cache_probe"))?;
+    info.load_seconds = t0.elapsed().as_secs_f64();
+    let k = Arc::new(Kernels {
+        render,
+        probe,
+        _module: module,
+        info,
+    });
+    *loaded = Some(k.clone());
+    Ok((k, true))
+}
+
+/// Get the kernel for (dtype, directions) ready on a GPU (ordinal None:
+/// 0): compile or read the cached PTX and load it. Reports where the PTX
+/// came from and how long each part took; a second call in the same process
+/// reports the memory cache.
+pub fn prepare_kernel(
+    ordinal: Option<usize>,
+    dtype: Dtype,
+    directions: usize,
+) -> Result<KernelInfo, EngineError> {
+    if directions > MAX_DIRECTIONS {
+        return Err(EngineError::Failed(format!(
+            "at most {MAX_DIRECTIONS} directions per kernel"
+        )));
+    }
+    probe_libraries().map_err(EngineError::Unavailable)?;
+    guarded(|| {
+        let g = gpu(ordinal.unwrap_or(0))?;
+        let t0 = Instant::now();
+        let (k, loaded_now) = kernels(&g, dtype, directions)?;
+        let mut i = k.info.clone();
+        if !loaded_now {
+            i.source = PtxSource::MemoryCache;
+            i.ptx_seconds = t0.elapsed().as_secs_f64();
+            i.load_seconds = 0.0;
+        }
+        Ok(i)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// rendering
+
+/// Image constants for the kernel; the same fields, in the same order, as
+/// `struct Params` in kernel.cu (every f64, then every i32).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct Params {
+    pixel_size: f64,
+    sub: f64,
+    pixel_area: f64,
+    thickstep: f64,
+    mu: f64,
+    thick: f64,
+    dmin: f64,
+    water_size: f64,
+    fudge: f64,
+    beam: [f64; 3],
+    oversample: i32,
+    thicksteps: i32,
+    nsources: i32,
+    norient: i32,
+    curved: i32,
+    point_pixel: i32,
+    nopolar: i32,
+    oversample_omega: i32,
+    oversample_thick: i32,
+    oversample_polar: i32,
+    shape: i32,
+    n_gt1: [i32; 3],
+    n_whole: [i32; 3],
+    lifted: i32,
+    interpolate: i32,
+    has_hkl: i32,
+    hkl_count_pos: i32,
+    h_min: i32,
+    h_max: i32,
+    k_min: i32,
+    k_max: i32,
+    l_min: i32,
+    l_max: i32,
+    first_pixel: i32,
+    nearest_mode: i32,
+    switch_pixel: i32,
+    switch_eval: i32,
+}
+unsafe impl DeviceRepr for Params {}
+
+/// The floating type the kernel computes in.
+trait GpuReal: DeviceRepr + ValidAsZeroBits + Copy + Default + Unpin + 'static {
+    fn of(x: f64) -> Self;
+    fn to(self) -> f64;
+}
+impl GpuReal for f64 {
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn to(self) -> f64 {
+        self
+    }
+}
+impl GpuReal for f32 {
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn to(self) -> f64 {
+        self as f64
+    }
+}
+
+fn push<T: Extract>(buf: &mut Vec<f64>, x: &T, nd: usize) {
+    buf.push(x.re64());
+    for i in 0..nd {
+        buf.push(x.eps64(i));
+    }
+}
+
+/// The model as the kernel reads it (layout: M_* in kernel.cu).
+fn flatten<T: Extract>(m: &Model<'_, T>, nd: usize) -> Vec<f64> {
+    let mut b = Vec::new();
+    for v in [&m.geo.fdet, &m.geo.sdet, &m.geo.odet, &m.geo.pix0] {
+        for x in &v.0 {
+            push(&mut b, x, nd);
+        }
+    }
+    push(&mut b, &m.geo.close_distance, nd);
+    push(&mut b, &m.geo.distance, nd);
+    for x in &m.polar_vector.0 {
+        push(&mut b, x, nd);
+    }
+    push(&mut b, &m.kahn, nd);
+    push(&mut b, &m.default_f, nd);
+    push(&mut b, &m.scale, nd);
+    push(&mut b, &m.i_bg, nd);
+    for x in &m.n {
+        push(&mut b, x, nd);
+    }
+    for v in &m.recip {
+        for x in &v.0 {
+            push(&mut b, x, nd);
+        }
+    }
+    debug_assert_eq!(b.len(), 33 * (1 + nd));
+    for (inc, lambda) in &m.sources {
+        for x in &inc.0 {
+            push(&mut b, x, nd);
+        }
+        push(&mut b, lambda, nd);
+    }
+    for set in [&m.orient_first, &m.orient_rest] {
+        for o in set.iter() {
+            for v in o {
+                for x in &v.0 {
+                    push(&mut b, x, nd);
+                }
+            }
+        }
+    }
+    b
+}
+
+fn params_for<T>(
+    sim: &Simulation,
+    model: &Model<'_, T>,
+    norient: usize,
+    first: Option<usize>,
+) -> Params {
+    let s = &sim.setup;
+    let mut p = Params {
+        pixel_size: s.pixel_size,
+        sub: s.pixel_size / s.oversample as f64,
+        pixel_area: s.pixel_size * s.pixel_size,
+        thickstep: s.thickstep,
+        mu: s.mu,
+        thick: s.thick,
+        dmin: s.dmin,
+        water_size: s.water_size,
+        fudge: s.fudge,
+        beam: s.beam,
+        oversample: s.oversample as i32,
+        thicksteps: s.thicksteps as i32,
+        nsources: s.sources.len() as i32,
+        norient: norient as i32,
+        curved: s.curved as i32,
+        point_pixel: s.point_pixel as i32,
+        nopolar: s.nopolar as i32,
+        oversample_omega: s.oversample_omega as i32,
+        oversample_thick: s.oversample_thick as i32,
+        oversample_polar: s.oversample_polar as i32,
+        shape: match s.shape {
+            LatticeShape::Square => 0,
+            LatticeShape::Round => 1,
+            LatticeShape::Gauss => 2,
+            LatticeShape::Tophat => 3,
+        },
+        n_gt1: s.n_gt1.map(|b| b as i32),
+        n_whole: model.n_whole.map(|n| n.map(|v| v as i32).unwrap_or(0)),
+        lifted: model.lifted as i32,
+        interpolate: s.interpolate as i32,
+        first_pixel: first.map(|i| i as i32).unwrap_or(-1),
+        switch_pixel: -1,
+        ..Default::default()
+    };
+    if let Some(g) = &sim.hkl {
+        p.has_hkl = 1;
+        p.hkl_count_pos = (g.count > 0) as i32;
+        p.h_min = g.h_min;
+        p.h_max = g.h_max;
+        p.k_min = g.k_min;
+        p.k_max = g.k_max;
+        p.l_min = g.l_min;
+        p.l_max = g.l_max;
+    }
+    p
+}
+
+/// Pixels of the ROI in C loop order (slow outer, fast inner), masked ones skipped.
+fn pixel_list(sim: &Simulation, roi: [u32; 4]) -> Vec<(usize, usize)> {
+    let fp = sim.fpixels();
+    let masked = |f: usize, s: usize| {
+        sim.mask
+            .as_ref()
+            .map(|m| m[s * fp + f] == 0)
+            .unwrap_or(false)
+    };
+    (roi[2] as usize..=roi[3] as usize)
+        .flat_map(|s| (roi[0] as usize..=roi[1] as usize).map(move |f| (f, s)))
+        .filter(|(f, s)| !masked(*f, *s))
+        .collect()
+}
+
+/// Render the pixel list in scalar T on the GPU: (1 + nd) values per pixel.
+fn run_image<T: Extract>(
+    g: &Gpu,
+    sim: &Simulation,
+    pixels: &[(usize, usize)],
+    pv: &ParamValues<T>,
+    nd: usize,
+    dtype: Dtype,
+) -> Result<Vec<f64>, EngineError> {
+    let model = Model::build(&sim.setup, sim.hkl.as_ref(), pv);
+    let norient = sim.setup.phisteps * sim.setup.mosaic_deviates.len();
+    if model.orient_first.len() != norient || model.orient_rest.len() != norient {
+        return Err(EngineError::Failed(format!(
+            "model has {} / {} orientations, expected {norient}",
+            model.orient_first.len(),
+            model.orient_rest.len()
+        )));
+    }
+    let first = pixels
+        .iter()
+        .position(|(f, s)| model.pixel_has_sweep(*f, *s));
+    let flat = flatten(&model, nd);
+    let params = params_for(sim, &model, norient, first);
+    let work = (sim.setup.steps.max(1) * sim.setup.thicksteps.max(1)) as f64;
+    match dtype {
+        Dtype::F64 => launch_image::<f64>(g, sim, pixels, &flat, params, nd, work),
+        Dtype::F32 => launch_image::<f32>(g, sim, pixels, &flat, params, nd, work),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch_range<R: GpuReal>(
+    stream: &Arc<CudaStream>,
+    f: &CudaFunction,
+    params: &Params,
+    model: &CudaSlice<R>,
+    hkl: &CudaSlice<f64>,
+    pix: &CudaSlice<i32>,
+    out: &mut CudaSlice<R>,
+    oor: &mut CudaSlice<i32>,
+    from: usize,
+    npix: usize,
+    chunk: usize,
+) -> Result<(), EngineError> {
+    let mut start = from;
+    while start < npix {
+        let count = chunk.min(npix - start);
+        let cfg = LaunchConfig {
+            grid_dim: ((count as u32).div_ceil(BLOCK), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (s, c) = (start as i32, count as i32);
+        let mut b = stream.launch_builder(f);
+        b.arg(params)
+            .arg(model)
+            .arg(hkl)
+            .arg(pix)
+            .arg(&s)
+            .arg(&c)
+            .arg(&mut *out)
+            .arg(&mut *oor);
+        unsafe { b.launch(cfg) }.map_err(drv("launching render_pixels"))?;
+        start += count;
+    }
+    Ok(())
+}
+
+fn launch_image<R: GpuReal>(
+    g: &Gpu,
+    sim: &Simulation,
+    pixels: &[(usize, usize)],
+    flat: &[f64],
+    params: Params,
+    nd: usize,
+    work: f64,
+) -> Result<Vec<f64>, EngineError> {
+    let npix = pixels.len();
+    let nv = 1 + nd;
+    if npix == 0 {
+        return Ok(vec![]);
+    }
+    let dtype = if std::mem::size_of::<R>() == 8 {
+        Dtype::F64
+    } else {
+        Dtype::F32
+    };
+    let (k, _) = kernels(g, dtype, nd)?;
+    let stream = g.ctx.new_stream().map_err(drv("creating a stream"))?;
+    let model_r: Vec<R> = flat.iter().map(|x| R::of(*x)).collect();
+    let d_model = stream
+        .clone_htod(&model_r)
+        .map_err(drv("uploading the model"))?;
+    let hkl: &[f64] = match &sim.hkl {
+        Some(h) if !h.data.is_empty() => &h.data,
+        _ => &[0.0],
+    };
+    let d_hkl = stream
+        .clone_htod(hkl)
+        .map_err(drv("uploading the HKL grid"))?;
+    let pix: Vec<i32> = pixels
+        .iter()
+        .flat_map(|(f, s)| [*f as i32, *s as i32])
+        .collect();
+    let d_pix = stream
+        .clone_htod(&pix)
+        .map_err(drv("uploading the pixel list"))?;
+    let mut d_out = stream
+        .alloc_zeros::<R>(npix * nv)
+        .map_err(drv("allocating the output image"))?;
+    let mut d_oor = stream
+        .alloc_zeros::<i32>(npix)
+        .map_err(drv("allocating the output image"))?;
+    let cap = LAUNCH_CAP.load(std::sync::atomic::Ordering::Relaxed).max(1);
+    let chunk = ((LAUNCH_BUDGET / (work * nv as f64)) as usize)
+        .clamp(BLOCK as usize * 8, MAX_LAUNCH_PIXELS)
+        .min(cap);
+    let chunk = chunk.div_ceil(BLOCK as usize) * BLOCK as usize;
+    launch_range(
+        &stream, &k.render, &params, &d_model, &d_hkl, &d_pix, &mut d_out, &mut d_oor, 0, npix,
+        chunk,
+    )?;
+    if params.has_hkl != 0 && params.interpolate != 0 {
+        // C turns interpolation off for good at the first out-of-range
+        // lookup: redo the pixels from it on (cpu.rs does the same).
+        let oor = stream
+            .clone_dtoh(&d_oor)
+            .map_err(drv("reading back the interpolation flags"))?;
+        stream.synchronize().map_err(drv("rendering"))?;
+        if let Some(p) = oor.iter().position(|o| *o >= 0) {
+            let mut p2 = params;
+            p2.nearest_mode = 1;
+            p2.switch_pixel = p as i32;
+            p2.switch_eval = oor[p];
+            launch_range(
+                &stream, &k.render, &p2, &d_model, &d_hkl, &d_pix, &mut d_out, &mut d_oor, p, npix,
+                chunk,
+            )?;
+        }
+    }
+    let out = stream
+        .clone_dtoh(&d_out)
+        .map_err(drv("reading back the image"))?;
+    stream.synchronize().map_err(drv("rendering"))?;
+    Ok(out.into_iter().map(|x| x.to()).collect())
+}
+
+fn run_dual<const N: usize>(
+    g: &Gpu,
+    sim: &Simulation,
+    pixels: &[(usize, usize)],
+    base: &ParamValues<f64>,
+    dirs: &[Param],
+    dtype: Dtype,
+) -> Result<Vec<f64>, EngineError> {
+    let mut pv = ParamValues::<DualSVec64<N>>::from_f64(base);
+    for (i, p) in dirs.iter().enumerate() {
+        pv.seed(*p, <DualSVec64<N> as Extract>::seeded(base.get(*p), i));
+    }
+    run_image(g, sim, pixels, &pv, N, dtype)
+}
+
+/// Render with the CUDA engine on GPU `ordinal` (None: 0). Same options and
+/// result as the CPU engine; derivatives in passes of up to 8 directions.
+pub fn render(
+    sim: &Simulation,
+    ordinal: Option<usize>,
+    opts: &RenderOptions,
+) -> Result<Rendered, EngineError> {
+    probe_libraries().map_err(EngineError::Unavailable)?;
+    let roi = check_roi(sim, opts.roi)?;
+    for p in &opts.derivatives {
+        sim.base_value(*p)
+            .map_err(|e| EngineError::Failed(e.to_string()))?;
+    }
+    let mut base = sim.setup.base_values();
+    for (p, d) in &opts.shifts {
+        sim.base_value(*p)
+            .map_err(|e| EngineError::Failed(e.to_string()))?;
+        base.set(*p, base.get(*p) + d);
+    }
+    guarded(|| {
+        let g = gpu(ordinal.unwrap_or(0))?;
+        let pixels = pixel_list(sim, roi);
+        let (fp, n) = (sim.fpixels(), sim.fpixels() * sim.spixels());
+        let mut image = vec![0.0; n];
+        let mut derivatives: Vec<(Param, Vec<f64>)> = vec![];
+        let scatter = |vals: &[f64], nv: usize, j: usize| -> Vec<f64> {
+            let mut img = vec![0.0; n];
+            for (i, (f, s)) in pixels.iter().enumerate() {
+                img[s * fp + f] = vals[i * nv + j];
+            }
+            img
+        };
+        if opts.derivatives.is_empty() {
+            let vals = run_image::<f64>(&g, sim, &pixels, &base, 0, opts.dtype)?;
+            image = scatter(&vals, 1, 0);
+        } else {
+            for chunk in opts.derivatives.chunks(MAX_DIRECTIONS) {
+                let vals = match chunk.len() {
+                    1 => run_dual::<1>(&g, sim, &pixels, &base, chunk, opts.dtype),
+                    2 => run_dual::<2>(&g, sim, &pixels, &base, chunk, opts.dtype),
+                    3 => run_dual::<3>(&g, sim, &pixels, &base, chunk, opts.dtype),
+                    4 => run_dual::<4>(&g, sim, &pixels, &base, chunk, opts.dtype),
+                    5 => run_dual::<5>(&g, sim, &pixels, &base, chunk, opts.dtype),
+                    6 => run_dual::<6>(&g, sim, &pixels, &base, chunk, opts.dtype),
+                    7 => run_dual::<7>(&g, sim, &pixels, &base, chunk, opts.dtype),
+                    8 => run_dual::<8>(&g, sim, &pixels, &base, chunk, opts.dtype),
+                    k => return Err(EngineError::Failed(format!("chunk of {k} directions"))),
+                }?;
+                let nv = 1 + chunk.len();
+                image = scatter(&vals, nv, 0);
+                for (i, p) in chunk.iter().enumerate() {
+                    derivatives.push((*p, scatter(&vals, nv, 1 + i)));
+                }
+            }
+        }
+        Ok(Rendered {
+            fpixels: sim.fpixels(),
+            spixels: sim.spixels(),
+            roi,
+            image,
+            derivatives,
+            device: g.label(),
+        })
+    })
+}
+
+/// The M2h.3 phi-cache arithmetic (REFERENCE.md) computed on the GPU with
+/// dual numbers: (loss, d loss / d cell_a, device). The host computes the six
+/// cell vectors with value and d/d cell_a; the kernel scales, replaces step 0
+/// of the fresh stack by the stored vectors and sums.
+pub fn phi_cache_probe(
+    cell: [f64; 6],
+    ordinal: Option<usize>,
+) -> Result<(f64, f64, String), EngineError> {
+    use crate::physics::cell::cell_vectors;
+    use crate::physics::scalar::Real;
+    probe_libraries().map_err(EngineError::Unavailable)?;
+    guarded(|| {
+        let g = gpu(ordinal.unwrap_or(0))?;
+        type D = DualSVec64<1>;
+        let mut c: [D; 6] = cell.map(D::cst);
+        c[0] = <D as Extract>::seeded(cell[0], 0);
+        let v = cell_vectors(c);
+        let mut buf = Vec::with_capacity(36);
+        for vec in [v.a, v.b, v.c, v.a_star, v.b_star, v.c_star] {
+            for x in &vec.0 {
+                push(&mut buf, x, 1);
+            }
+        }
+        let (k, _) = kernels(&g, Dtype::F64, 1)?;
+        let stream = g.ctx.new_stream().map_err(drv("creating a stream"))?;
+        let d_v = stream
+            .clone_htod(&buf)
+            .map_err(drv("uploading the cell vectors"))?;
+        let mut d_out = stream
+            .alloc_zeros::<f64>(2)
+            .map_err(drv("allocating the probe output"))?;
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = stream.launch_builder(&k.probe);
+        b.arg(&d_v)
+            .arg(&PHI_CACHE_STORED_SCALE)
+            .arg(&PHI_CACHE_FRESH_SCALE)
+            .arg(&PHI_CACHE_STEPS)
+            .arg(&mut d_out);
+        unsafe { b.launch(cfg) }.map_err(drv("launching phi_cache_probe"))?;
+        let out = stream
+            .clone_dtoh(&d_out)
+            .map_err(drv("reading back the probe"))?;
+        stream
+            .synchronize()
+            .map_err(drv("running phi_cache_probe"))?;
+        Ok((out[0], out[1], g.label()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_layout_matches_kernel() {
+        // 12 doubles then 31 ints (kernel.cu struct Params), padded to 8
+        assert_eq!(std::mem::size_of::<Params>(), 12 * 8 + 32 * 4);
+        assert!(KERNEL_SOURCE.contains("struct Params"));
+    }
+
+    #[test]
+    fn cache_key_depends_on_options() {
+        let a = cache_key(&nvrtc_options(Dtype::F64, 0, (9, 0)));
+        let b = cache_key(&nvrtc_options(Dtype::F32, 0, (9, 0)));
+        let c = cache_key(&nvrtc_options(Dtype::F64, 2, (9, 0)));
+        assert!(a != b && a != c && b != c);
+        assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn module_version_parsed() {
+        let l = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  (dvs-builder@U22)  Thu";
+        assert_eq!(parse_module_version(l).as_deref(), Some("580.159.04"));
+        assert_eq!(parse_module_version("nothing here"), None);
+    }
+
+    #[test]
+    fn no_gpu_is_an_error_not_a_panic() {
+        // whatever the machine: never panics
+        let _ = device_count();
+        let _ = describe_devices();
+    }
+}
