@@ -12,6 +12,8 @@
 //! - derivative images (cell_a, misset_x, distance, wavelength; those that
 //!   apply): CUDA float64 vs CPU float64 within 1e-8 of their own max;
 //! - phi_cache_probe: loss 1199.51994, d loss / d cell_a 3.9976002.
+// `!(x <= tol)` on purpose: a NaN must fail the comparison.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 use braggrun::cli::nanobragg::parse_args;
 use braggrun::engine::cuda::{self, PtxSource};
@@ -71,7 +73,7 @@ fn simulation(c: &Case) -> Result<Simulation, Failed> {
     args.extend(["-phi_carryover".to_string(), "c-parity".to_string()]);
     let parsed = parse_args(&args).map_err(|e| format!("{} {}: {e}", c.case, c.run))?;
     Simulation::prepare(&parsed.config, &golden_dir().join("inputs"))
-        .map_err(|e| Failed::from(format!("{e}")))
+        .map_err(|e| Failed::from(e.to_string()))
 }
 
 fn max_abs(v: &[f64]) -> f64 {
@@ -284,9 +286,9 @@ const EXTRA: &[(&str, &str, &[Param], usize)] = &[
 fn extra_sim(args: &str) -> Result<Simulation, Failed> {
     let mut v: Vec<String> = args.split_whitespace().map(String::from).collect();
     v.extend(["-phi_carryover".to_string(), "c-parity".to_string()]);
-    let parsed = parse_args(&v).map_err(|e| Failed::from(format!("{e}")))?;
+    let parsed = parse_args(&v).map_err(|e| Failed::from(e.to_string()))?;
     Simulation::prepare(&parsed.config, &golden_dir().join("inputs"))
-        .map_err(|e| Failed::from(format!("{e}")))
+        .map_err(|e| Failed::from(e.to_string()))
 }
 
 /// CPU only: the extra cases parse, prepare and render non-zero images (runs
@@ -366,9 +368,9 @@ fn anchor() -> Result<(), Failed> {
         .split_whitespace()
         .map(String::from)
         .collect();
-    let parsed = parse_args(&args).map_err(|e| Failed::from(format!("{e}")))?;
+    let parsed = parse_args(&args).map_err(|e| Failed::from(e.to_string()))?;
     let sim = Simulation::prepare(&parsed.config, &golden_dir())
-        .map_err(|e| Failed::from(format!("{e}")))?;
+        .map_err(|e| Failed::from(e.to_string()))?;
     let samples = sim.pixel_samples(sim.roi());
     let mut line =
         format!("cuda_parity: anchor 1024x1024 phi 10 x mosaic 10 ({samples:.3e} pixel-samples):");

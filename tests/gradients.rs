@@ -63,9 +63,18 @@ fn every_parameter_derivative_matches_central_difference() {
     let loss = ad.roi_sum();
     assert!(loss > 0.0, "image is zero");
     // small ROI around the brightest pixel for per-pixel checks
-    let (imax, _) = ad.image.iter().enumerate().fold((0, 0.0), |b, (i, v)| if *v > b.1 { (i, *v) } else { b });
+    let (imax, _) = ad
+        .image
+        .iter()
+        .enumerate()
+        .fold((0, 0.0), |b, (i, v)| if *v > b.1 { (i, *v) } else { b });
     let (fm, sm) = ((imax % sim.fpixels()) as u32, (imax / sim.fpixels()) as u32);
-    let small = [fm.saturating_sub(2), (fm + 2).min(47), sm.saturating_sub(2), (sm + 2).min(47)];
+    let small = [
+        fm.saturating_sub(2),
+        (fm + 2).min(47),
+        sm.saturating_sub(2),
+        (sm + 2).min(47),
+    ];
     let mut report = vec![];
     let mut failures = vec![];
     for &p in Param::ALL {
@@ -77,7 +86,13 @@ fn every_parameter_derivative_matches_central_difference() {
         let d = ad.derivative(p).unwrap();
         let g: f64 = ad.roi_values(d).iter().sum();
         let ok = (g - fd).abs() <= 1e-5 + 1e-4 * fd.abs() && g != 0.0;
-        report.push(format!("{:<14} ad {:+.9e} fd {:+.9e} rel {:.2e}", p.name(), g, fd, ((g - fd) / fd).abs()));
+        report.push(format!(
+            "{:<14} ad {:+.9e} fd {:+.9e} rel {:.2e}",
+            p.name(),
+            g,
+            fd,
+            ((g - fd) / fd).abs()
+        ));
         if !ok {
             failures.push(p.name());
         }
@@ -85,10 +100,21 @@ fn every_parameter_derivative_matches_central_difference() {
         let pix_ad = ad.roi_values(d);
         let pix_p = plus.roi_values(&plus.image);
         let pix_m = minus.roi_values(&minus.image);
-        let full_roi = Rendered { roi: small, ..ad.clone() };
+        let full_roi = Rendered {
+            roi: small,
+            ..ad.clone()
+        };
         let pix_ad_small = full_roi.roi_values(d);
-        let pp = Rendered { roi: small, ..plus.clone() }.roi_values(&plus.image);
-        let mm = Rendered { roi: small, ..minus.clone() }.roi_values(&minus.image);
+        let pp = Rendered {
+            roi: small,
+            ..plus.clone()
+        }
+        .roi_values(&plus.image);
+        let mm = Rendered {
+            roi: small,
+            ..minus.clone()
+        }
+        .roi_values(&minus.image);
         let _ = (pix_ad, pix_p, pix_m);
         let mut nonzero = false;
         for ((a, pl), mi) in pix_ad_small.iter().zip(&pp).zip(&mm) {
@@ -96,14 +122,25 @@ fn every_parameter_derivative_matches_central_difference() {
             nonzero |= *a != 0.0;
             if (a - fdp).abs() > 1e-5 + 1e-4 * fdp.abs() {
                 failures.push(p.name());
-                report.push(format!("  pixel mismatch for {}: ad {a:e} fd {fdp:e}", p.name()));
+                report.push(format!(
+                    "  pixel mismatch for {}: ad {a:e} fd {fdp:e}",
+                    p.name()
+                ));
                 break;
             }
         }
-        assert!(nonzero, "{}: per-pixel derivative is zero on the small ROI", p.name());
+        assert!(
+            nonzero,
+            "{}: per-pixel derivative is zero on the small ROI",
+            p.name()
+        );
     }
     println!("{}", report.join("\n"));
-    assert!(failures.is_empty(), "mismatches: {failures:?}\n{}", report.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "mismatches: {failures:?}\n{}",
+        report.join("\n")
+    );
 }
 
 #[test]
@@ -112,7 +149,10 @@ fn float32_image_matches_float64() {
     let a = render(&sim, Device::Cpu, &RenderOptions::new(Dtype::F64)).unwrap();
     let b = render(&sim, Device::Cpu, &RenderOptions::new(Dtype::F32)).unwrap();
     let n = a.image.len() as f64;
-    let (ma, mb) = (a.image.iter().sum::<f64>() / n, b.image.iter().sum::<f64>() / n);
+    let (ma, mb) = (
+        a.image.iter().sum::<f64>() / n,
+        b.image.iter().sum::<f64>() / n,
+    );
     let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
     for (x, y) in a.image.iter().zip(&b.image) {
         sab += (x - ma) * (y - mb);
@@ -135,30 +175,52 @@ fn derivatives_in_one_pass_equal_derivatives_one_at_a_time() {
         let mut one = RenderOptions::new(Dtype::F64);
         one.derivatives = vec![p];
         let alone = render(&sim, Device::Cpu, &one).unwrap();
-        let (a, b) = (alone.derivative(p).unwrap(), together.derivative(p).unwrap());
+        let (a, b) = (
+            alone.derivative(p).unwrap(),
+            together.derivative(p).unwrap(),
+        );
         let max = a.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-        let worst = a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
-        assert!(max > 0.0 && worst <= 1e-11 * max, "{p}: {worst:e} of {max:e}");
+        let worst = a
+            .iter()
+            .zip(b)
+            .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            max > 0.0 && worst <= 1e-11 * max,
+            "{p}: {worst:e} of {max:e}"
+        );
     }
     // the dual render's image equals the plain float64 image
     let plain = render(&sim, Device::Cpu, &RenderOptions::new(Dtype::F64)).unwrap();
     let max = plain.image.iter().cloned().fold(0.0, f64::max);
-    let worst = plain.image.iter().zip(&together.image).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let worst = plain
+        .image
+        .iter()
+        .zip(&together.image)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     println!("dual vs plain image: max |diff| / max = {:e}", worst / max);
-    assert!(worst <= 1e-12 * max, "dual image differs from plain: {:e} of max", worst / max);
+    assert!(
+        worst <= 1e-12 * max,
+        "dual image differs from plain: {:e} of max",
+        worst / max
+    );
 }
 
 #[test]
 fn unknown_parameter_lists_valid_names() {
     let e = "cell_z".parse::<Param>().unwrap_err();
-    assert!(e.contains("cell_z") && e.contains("wavelength") && e.contains("mosaic_spread"), "{e}");
+    assert!(
+        e.contains("cell_z") && e.contains("wavelength") && e.contains("mosaic_spread"),
+        "{e}"
+    );
 }
 
 #[test]
 fn cell_parameters_do_not_apply_to_a_matrix() {
     let mut c = triclinic_case();
     c.crystal.cell = None;
-    c.crystal.mosflm_matrix = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/inputs/A.mat"));
+    c.crystal.mosflm_matrix =
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/inputs/A.mat"));
     let sim = Simulation::prepare(&c, Path::new(".")).unwrap();
     let e = sim.base_value(Param::CellA).unwrap_err().to_string();
     assert!(e.contains("cell_a"), "{e}");

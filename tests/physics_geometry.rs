@@ -26,8 +26,8 @@ fn at_geo_001_mosflm_pix0() {
     let sim = Simulation::prepare(&mosflm(51.2, 51.2), Path::new(".")).unwrap();
     let g = detector_geometry::<f64>(&sim.setup, &sim.setup.base_values());
     let want = [0.1, 0.05125, -0.05125];
-    for i in 0..3 {
-        assert!((g.pix0.0[i] - want[i]).abs() < 1e-9, "{:?}", g.pix0);
+    for (got, want) in g.pix0.0.iter().zip(want) {
+        assert!((got - want).abs() < 1e-9, "{:?}", g.pix0);
     }
     let h = sim.header();
     assert!((h.fbeam_mm - 51.25).abs() < 1e-9 && (h.sbeam_mm - 51.25).abs() < 1e-9);
@@ -64,7 +64,11 @@ fn sample_pivot_keeps_close_distance() {
     assert!((g.close_distance - 0.12).abs() < 1e-12);
     assert!((g.fclose - 0.0512).abs() < 1e-12 && (g.sclose - 0.0512).abs() < 1e-12);
     let t = 15f64.to_radians();
-    assert!((g.odet.0[2] - t.cos()).abs() < 1e-12 && (g.odet.0[1] + t.sin()).abs() < 1e-12, "{:?}", g.odet);
+    assert!(
+        (g.odet.0[2] - t.cos()).abs() < 1e-12 && (g.odet.0[1] + t.sin()).abs() < 1e-12,
+        "{:?}",
+        g.odet
+    );
 }
 
 #[test]
@@ -80,31 +84,69 @@ fn conventions_set_axes() {
         c.detector.convention = conv;
         let sim = Simulation::prepare(&c, Path::new(".")).unwrap();
         assert_eq!(sim.setup.beam, beam, "{conv:?}");
-        let expect_pivot = if matches!(conv, Convention::Xds | Convention::Dials) { Pivot::Sample } else { Pivot::Beam };
+        let expect_pivot = if matches!(conv, Convention::Xds | Convention::Dials) {
+            Pivot::Sample
+        } else {
+            Pivot::Beam
+        };
         assert_eq!(sim.setup.pivot, expect_pivot, "{conv:?}");
     }
 }
 
 #[test]
 fn bad_values_name_their_key() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut SimConfig)>)> = vec![
-        ("crystal.cell", Box::new(|c| c.crystal.cell = Some([-100.0, 100.0, 100.0, 90.0, 90.0, 90.0]))),
-        ("crystal.cell", Box::new(|c| c.crystal.cell = Some([100.0, 100.0, 100.0, 10.0, 10.0, 170.0]))),
+    type Mutation = Box<dyn Fn(&mut SimConfig)>;
+    let cases: Vec<(&str, Mutation)> = vec![
+        (
+            "crystal.cell",
+            Box::new(|c| c.crystal.cell = Some([-100.0, 100.0, 100.0, 90.0, 90.0, 90.0])),
+        ),
+        (
+            "crystal.cell",
+            Box::new(|c| c.crystal.cell = Some([100.0, 100.0, 100.0, 10.0, 10.0, 170.0])),
+        ),
         ("crystal.cell", Box::new(|c| c.crystal.cell = None)),
-        ("detector.pixel_size_mm", Box::new(|c| c.detector.pixel_size_mm = 0.0)),
-        ("detector.fpixels", Box::new(|c| c.detector.fpixels = Some(0))),
-        ("detector.roi", Box::new(|c| c.detector.roi = Some([0, 2000, 0, 10]))),
-        ("beam.wavelength_a", Box::new(|c| c.beam.wavelength_a = f64::NAN)),
-        ("detector.distance_mm", Box::new(|c| c.detector.distance_mm = -5.0)),
+        (
+            "detector.pixel_size_mm",
+            Box::new(|c| c.detector.pixel_size_mm = 0.0),
+        ),
+        (
+            "detector.fpixels",
+            Box::new(|c| c.detector.fpixels = Some(0)),
+        ),
+        (
+            "detector.roi",
+            Box::new(|c| c.detector.roi = Some([0, 2000, 0, 10])),
+        ),
+        (
+            "beam.wavelength_a",
+            Box::new(|c| c.beam.wavelength_a = f64::NAN),
+        ),
+        (
+            "detector.distance_mm",
+            Box::new(|c| c.detector.distance_mm = -5.0),
+        ),
         ("crystal.default_f", Box::new(|c| c.crystal.default_f = 0.0)),
-        ("crystal.n_cells[1]", Box::new(|c| c.crystal.n_cells = [5.0, 0.0, 5.0])),
-        ("crystal.hkl_file", Box::new(|c| c.crystal.hkl_file = Some("/nonexistent/x.hkl".into()))),
+        (
+            "crystal.n_cells[1]",
+            Box::new(|c| c.crystal.n_cells = [5.0, 0.0, 5.0]),
+        ),
+        (
+            "crystal.hkl_file",
+            Box::new(|c| c.crystal.hkl_file = Some("/nonexistent/x.hkl".into())),
+        ),
     ];
     for (key, f) in cases {
         let mut c = mosflm(51.2, 51.2);
         f(&mut c);
-        let e = Simulation::prepare(&c, Path::new(".")).expect_err(key).to_string();
-        let key_or_file = if key == "crystal.hkl_file" { "x.hkl" } else { key };
+        let e = Simulation::prepare(&c, Path::new("."))
+            .expect_err(key)
+            .to_string();
+        let key_or_file = if key == "crystal.hkl_file" {
+            "x.hkl"
+        } else {
+            key
+        };
         assert!(e.contains(key_or_file), "expected '{key_or_file}' in: {e}");
     }
 }

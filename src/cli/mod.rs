@@ -1,4 +1,4 @@
-//! The `runner` command line: `validate`, `plan`, `run`, `verify`, `schema`
+//! The `runner` command line: `validate`, `plan`, `run`, `merge`, `compare`, `verify`, `schema`
 //! (experiments and evidence bundles) and `nanobragg` flags parsing.
 
 pub mod nanobragg;
@@ -23,6 +23,17 @@ struct Cli {
 enum PlanFormat {
     Table,
     Json,
+    /// `{"shard":["1/N",...]}` for a GitHub Actions strategy.matrix (fromJSON).
+    Github,
+    /// The `#SBATCH --array` range, `1-N`.
+    Slurm,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CompareFormat {
+    Table,
+    Json,
+    Markdown,
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,6 +52,9 @@ enum Cmd {
         file: PathBuf,
         #[arg(long, value_enum, default_value = "table")]
         format: PlanFormat,
+        /// Shards for `--format github|slurm` (capped by the cell count).
+        #[arg(long, default_value_t = 4)]
+        shards: usize,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         #[arg(long = "only", value_name = "KEY=VALUE")]
@@ -74,6 +88,31 @@ enum Cmd {
         /// Allow more than 256 cells.
         #[arg(long)]
         allow_large: bool,
+        /// Run only shard K of N (1-based): the cells at plan positions i with i % N == K-1.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<experiment::shard::Shard>,
+    },
+    /// Combine the shard bundles of one experiment into one bundle at OUT
+    /// (a SHARD folder may also hold several shard bundles, e.g. downloaded artifacts).
+    Merge {
+        out: PathBuf,
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        /// Merge even when planned cells are missing (listed in stdout and summary.md).
+        #[arg(long)]
+        allow_partial: bool,
+    },
+    /// Compare two bundles of one experiment cell by cell; exit 1 on a regression.
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        /// A value moved when |b - a| > atol + rtol |a|.
+        #[arg(long, default_value_t = 1e-9)]
+        rtol: f64,
+        #[arg(long, default_value_t = 0.0)]
+        atol: f64,
+        #[arg(long, value_enum, default_value = "table")]
+        format: CompareFormat,
     },
     /// Recompute every digest of a bundle; report missing, modified and unlisted files.
     Verify { bundle: PathBuf },
@@ -104,7 +143,7 @@ fn print_plan(cells: &[experiment::matrix::Cell], format: PlanFormat) {
                 serde_json::to_string_pretty(&rows).unwrap_or_default()
             );
         }
-        PlanFormat::Table => {
+        PlanFormat::Table | PlanFormat::Github | PlanFormat::Slurm => {
             let mut lines = vec![[
                 "#".to_string(),
                 "id".to_string(),
@@ -155,11 +194,24 @@ fn print_plan(cells: &[experiment::matrix::Cell], format: PlanFormat) {
 }
 
 fn print_env(env: &serde_json::Value) {
-    let get = |k: &str| env.get(k).map(|v| match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    });
-    for key in ["hostname", "os", "kernel", "cpu_model", "cores", "memory_total_kib", "rustc", "braggrun_version", "build_git_commit", "git_commit"] {
+    let get = |k: &str| {
+        env.get(k).map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
+    for key in [
+        "hostname",
+        "os",
+        "kernel",
+        "cpu_model",
+        "cores",
+        "memory_total_kib",
+        "rustc",
+        "braggrun_version",
+        "build_git_commit",
+        "git_commit",
+    ] {
         if let Some(v) = get(key) {
             println!("{key:<18} {v}");
         }
@@ -209,12 +261,23 @@ pub fn main() -> i32 {
         Cmd::Plan {
             file,
             format,
+            shards,
             sets,
             only,
             allow_large,
-        } => match experiment::run::load_and_plan(&file, &sets, &only, allow_large) {
+        } => match experiment::shard::check_shards(shards)
+            .and_then(|_| experiment::run::load_and_plan(&file, &sets, &only, allow_large))
+        {
             Ok((_, cells)) => {
-                print_plan(&cells, format);
+                match format {
+                    PlanFormat::Github => {
+                        println!("{}", experiment::shard::github_matrix(shards, cells.len()))
+                    }
+                    PlanFormat::Slurm => {
+                        println!("{}", experiment::shard::slurm_range(shards, cells.len()))
+                    }
+                    _ => print_plan(&cells, format),
+                }
                 0
             }
             Err(e) => {
@@ -232,6 +295,7 @@ pub fn main() -> i32 {
             require_device,
             sets,
             allow_large,
+            shard,
         } => experiment::run::run(&RunArgs {
             file,
             out,
@@ -242,8 +306,36 @@ pub fn main() -> i32 {
             require_device,
             sets,
             allow_large,
+            shard,
             argv,
         }),
+        Cmd::Merge {
+            out,
+            shards,
+            allow_partial,
+        } => evidence::merge::merge(&evidence::merge::MergeArgs {
+            out,
+            shards,
+            allow_partial,
+            argv,
+        }),
+        Cmd::Compare {
+            a,
+            b,
+            rtol,
+            atol,
+            format,
+        } => evidence::compare::compare(
+            &a,
+            &b,
+            rtol,
+            atol,
+            match format {
+                CompareFormat::Table => evidence::compare::Format::Table,
+                CompareFormat::Json => evidence::compare::Format::Json,
+                CompareFormat::Markdown => evidence::compare::Format::Markdown,
+            },
+        ),
         Cmd::Verify { bundle } => match evidence::verify(&bundle) {
             Ok(rep) => {
                 for f in &rep.missing {

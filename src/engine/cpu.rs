@@ -30,7 +30,7 @@ impl Extract for f64 {}
 impl Extract for f32 {}
 impl<const N: usize> Extract for DualSVec64<N> {
     fn eps64(&self, i: usize) -> f64 {
-        self.eps.clone().unwrap_generic(Const::<N>, U1)[i]
+        self.eps.unwrap_generic(Const::<N>, U1)[i]
     }
     fn seeded(x: f64, dir: usize) -> Self {
         DualSVec64::<N>::from_re(x).derivative(dir)
@@ -38,7 +38,7 @@ impl<const N: usize> Extract for DualSVec64<N> {
 }
 impl<const N: usize> Extract for DualSVec32<N> {
     fn eps64(&self, i: usize) -> f64 {
-        self.eps.clone().unwrap_generic(Const::<N>, U1)[i] as f64
+        self.eps.unwrap_generic(Const::<N>, U1)[i] as f64
     }
     fn seeded(x: f64, dir: usize) -> Self {
         DualSVec32::<N>::from_re(x as f32).derivative(dir)
@@ -49,11 +49,13 @@ impl<const N: usize> Extract for DualSVec32<N> {
 pub fn render(sim: &Simulation, opts: &RenderOptions) -> Result<Rendered, EngineError> {
     let roi = check_roi(sim, opts.roi)?;
     for p in &opts.derivatives {
-        sim.base_value(*p).map_err(|e| EngineError::Failed(e.to_string()))?;
+        sim.base_value(*p)
+            .map_err(|e| EngineError::Failed(e.to_string()))?;
     }
     let mut base = sim.setup.base_values();
     for (p, d) in &opts.shifts {
-        sim.base_value(*p).map_err(|e| EngineError::Failed(e.to_string()))?;
+        sim.base_value(*p)
+            .map_err(|e| EngineError::Failed(e.to_string()))?;
         base.set(*p, base.get(*p) + d);
     }
     let n = sim.fpixels() * sim.spixels();
@@ -61,8 +63,16 @@ pub fn render(sim: &Simulation, opts: &RenderOptions) -> Result<Rendered, Engine
     let mut derivatives: Vec<(Param, Vec<f64>)> = vec![];
     if opts.derivatives.is_empty() {
         image = match opts.dtype {
-            Dtype::F64 => to_f64(&render_generic::<f64>(sim, roi, &ParamValues::from_f64(&base))),
-            Dtype::F32 => to_f64(&render_generic::<f32>(sim, roi, &ParamValues::from_f64(&base))),
+            Dtype::F64 => to_f64(&render_generic::<f64>(
+                sim,
+                roi,
+                &ParamValues::from_f64(&base),
+            )),
+            Dtype::F32 => to_f64(&render_generic::<f32>(
+                sim,
+                roi,
+                &ParamValues::from_f64(&base),
+            )),
         };
     } else {
         for chunk in opts.derivatives.chunks(MAX_DIRECTIONS) {
@@ -87,7 +97,11 @@ pub fn render(sim: &Simulation, opts: &RenderOptions) -> Result<Rendered, Engine
 /// The ROI to render: the option's, else the configuration's; inside the detector.
 pub fn check_roi(sim: &Simulation, roi: Option<[u32; 4]>) -> Result<[u32; 4], EngineError> {
     let r = roi.unwrap_or(sim.roi());
-    if r[0] > r[1] || r[2] > r[3] || r[1] as usize >= sim.fpixels() || r[3] as usize >= sim.spixels() {
+    if r[0] > r[1]
+        || r[2] > r[3]
+        || r[1] as usize >= sim.fpixels()
+        || r[3] as usize >= sim.spixels()
+    {
         return Err(EngineError::Failed(format!(
             "roi {:?} is not inside the {} x {} detector",
             r,
@@ -104,7 +118,12 @@ fn to_f64<T: Extract>(v: &[T]) -> Vec<f64> {
 
 macro_rules! chunk_dispatch {
     ($name:ident, $dual:ident) => {
-        fn $name(sim: &Simulation, roi: [u32; 4], base: &ParamValues<f64>, chunk: &[Param]) -> (Vec<f64>, Vec<Vec<f64>>) {
+        fn $name(
+            sim: &Simulation,
+            roi: [u32; 4],
+            base: &ParamValues<f64>,
+            chunk: &[Param],
+        ) -> (Vec<f64>, Vec<Vec<f64>>) {
             match chunk.len() {
                 1 => render_dual::<$dual<1>>(sim, roi, base, chunk),
                 2 => render_dual::<$dual<2>>(sim, roi, base, chunk),
@@ -122,14 +141,21 @@ macro_rules! chunk_dispatch {
 chunk_dispatch!(render_chunk_f64, DualSVec64);
 chunk_dispatch!(render_chunk_f32, DualSVec32);
 
-fn render_dual<T: Extract>(sim: &Simulation, roi: [u32; 4], base: &ParamValues<f64>, dirs: &[Param]) -> (Vec<f64>, Vec<Vec<f64>>) {
+fn render_dual<T: Extract>(
+    sim: &Simulation,
+    roi: [u32; 4],
+    base: &ParamValues<f64>,
+    dirs: &[Param],
+) -> (Vec<f64>, Vec<Vec<f64>>) {
     let mut pv = ParamValues::<T>::from_f64(base);
     for (i, p) in dirs.iter().enumerate() {
         pv.seed(*p, T::seeded(base.get(*p), i));
     }
     let out = render_generic::<T>(sim, roi, &pv);
     let img = to_f64(&out);
-    let ders = (0..dirs.len()).map(|i| out.iter().map(|x| x.eps64(i)).collect()).collect();
+    let ders = (0..dirs.len())
+        .map(|i| out.iter().map(|x| x.eps64(i)).collect())
+        .collect();
     (img, ders)
 }
 
@@ -137,13 +163,20 @@ fn render_dual<T: Extract>(sim: &Simulation, roi: [u32; 4], base: &ParamValues<f
 pub fn render_generic<T: Real>(sim: &Simulation, roi: [u32; 4], pv: &ParamValues<T>) -> Vec<T> {
     let model = Model::build(&sim.setup, sim.hkl.as_ref(), pv);
     let fp = sim.fpixels();
-    let masked = |f: usize, s: usize| sim.mask.as_ref().map(|m| m[s * fp + f] == 0).unwrap_or(false);
+    let masked = |f: usize, s: usize| {
+        sim.mask
+            .as_ref()
+            .map(|m| m[s * fp + f] == 0)
+            .unwrap_or(false)
+    };
     let pixels: Vec<(usize, usize)> = (roi[2] as usize..=roi[3] as usize)
         .flat_map(|s| (roi[0] as usize..=roi[1] as usize).map(move |f| (f, s)))
         .filter(|(f, s)| !masked(*f, *s))
         .collect();
     // the pixel holding the image's first executed phi sweep (c-parity carryover)
-    let first = pixels.iter().position(|(f, s)| model.pixel_has_sweep(*f, *s));
+    let first = pixels
+        .iter()
+        .position(|(f, s)| model.pixel_has_sweep(*f, *s));
     let mut values: Vec<(T, Option<usize>)> = pixels
         .par_iter()
         .enumerate()
@@ -158,7 +191,11 @@ pub fn render_generic<T: Real>(sim: &Simulation, roi: [u32; 4], pv: &ParamValues
             .enumerate()
             .map(|(j, (f, s))| {
                 let i = p + j;
-                let mode = if j == 0 { FMode::SwitchAt(e) } else { FMode::Nearest };
+                let mode = if j == 0 {
+                    FMode::SwitchAt(e)
+                } else {
+                    FMode::Nearest
+                };
                 model.pixel(*f, *s, Some(i) == first, mode)
             })
             .collect();

@@ -136,7 +136,10 @@ impl Rendered {
         out
     }
     pub fn derivative(&self, p: Param) -> Option<&[f64]> {
-        self.derivatives.iter().find(|(q, _)| *q == p).map(|(_, d)| d.as_slice())
+        self.derivatives
+            .iter()
+            .find(|(q, _)| *q == p)
+            .map(|(_, d)| d.as_slice())
     }
 }
 
@@ -152,7 +155,11 @@ pub enum EngineError {
 }
 
 /// Render on the given device.
-pub fn render(sim: &Simulation, device: Device, opts: &RenderOptions) -> Result<Rendered, EngineError> {
+pub fn render(
+    sim: &Simulation,
+    device: Device,
+    opts: &RenderOptions,
+) -> Result<Rendered, EngineError> {
     match device {
         Device::Cpu => cpu::render(sim, opts),
         Device::Cuda(ordinal) => cuda::render(sim, ordinal, opts),

@@ -11,7 +11,9 @@
 //! the engine's device description are in `timing.json`, results.csv and
 //! results.json.
 
+pub mod compare;
 pub mod env;
+pub mod merge;
 pub mod report;
 
 use crate::experiment::probes::Status;

@@ -277,6 +277,36 @@ pub fn write_summary(
     env: &Value,
     extra_failures: &[String],
 ) -> Result<(), String> {
+    write_summary_with(
+        bundle,
+        exp,
+        rows,
+        commands,
+        env,
+        extra_failures,
+        &SummaryNotes::default(),
+    )
+}
+
+/// Extra content of summary.md: notes under the verdict (shard, merge) and
+/// plots in the bundle root (relative paths) to link.
+#[derive(Debug, Clone, Default)]
+pub struct SummaryNotes {
+    pub lines: Vec<String>,
+    pub plots: Vec<String>,
+}
+
+/// [`write_summary`] with notes and plots; cells' PNGs are linked too.
+#[allow(clippy::too_many_arguments)]
+pub fn write_summary_with(
+    bundle: &Path,
+    exp: &Experiment,
+    rows: &[Row],
+    commands: &str,
+    env: &Value,
+    extra_failures: &[String],
+    notes: &SummaryNotes,
+) -> Result<(), String> {
     let t = Tally::of(rows);
     let verdict = if extra_failures.is_empty() {
         t.verdict()
@@ -296,6 +326,9 @@ pub fn write_summary(
     ));
     for f in extra_failures {
         s.push_str(&format!("\n- {f}\n"));
+    }
+    for l in &notes.lines {
+        s.push_str(&format!("\n{l}\n"));
     }
     for r in rows.iter().filter(|r| r.record.status != Status::Pass) {
         let c = &r.record;
@@ -388,6 +421,7 @@ pub fn write_summary(
         }
     }
 
+    super::merge::pictures_section(&mut s, rows, &notes.plots);
     s.push_str("\n## All cells\n\n");
     s.push_str("| cell | probe | device | dtype | param | ROI (f0 f1 s0 s1) | status | loss | grad_ad | grad_fd | abs_err | rel_err | seconds | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
@@ -462,6 +496,13 @@ pub fn write_summary(
                 c.reference, c.min_correlation, c.max_sum_ratio_err, c.max_rel_diff
             ),
             ProbeSpec::Simulate(c) => format!("png scale {:?}", c.png_scale),
+            ProbeSpec::Benchmark(b) => format!(
+                "{} warm-up render(s), {} timed repeat(s), {} derivative direction(s), threads {}",
+                b.warmup,
+                b.repeats,
+                crate::experiment::bench::derivative_params(b).len(),
+                b.threads.map(|t| t.to_string()).unwrap_or_else(|| "job share".into())
+            ),
         };
         s.push_str(&format!(
             "- probe {i}: `{}` ({}): {settings}\n",
@@ -510,6 +551,7 @@ pub fn write_summary(
                 .unwrap_or("unknown")
         ));
     }
+    super::merge::shard_env_lines(&mut s, env);
     s.push_str("- details in `env.json`\n");
 
     s.push_str("\n## Commands\n\n```sh\n");

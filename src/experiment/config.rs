@@ -119,6 +119,8 @@ pub enum ProbeSpec {
     Parity(ParityProbe),
     /// Render and save the float image and a PNG.
     Simulate(SimulateProbe),
+    /// Time warm renders: median/min/max seconds and pixel-samples per second.
+    Benchmark(BenchmarkProbe),
 }
 
 impl ProbeSpec {
@@ -128,6 +130,7 @@ impl ProbeSpec {
             ProbeSpec::PhiCache(_) => "phi-cache",
             ProbeSpec::Parity(_) => "parity",
             ProbeSpec::Simulate(_) => "simulate",
+            ProbeSpec::Benchmark(_) => "benchmark",
         }
     }
     pub fn explicit_name(&self) -> Option<&str> {
@@ -136,13 +139,15 @@ impl ProbeSpec {
             ProbeSpec::PhiCache(p) => p.name.as_deref(),
             ProbeSpec::Parity(p) => p.name.as_deref(),
             ProbeSpec::Simulate(p) => p.name.as_deref(),
+            ProbeSpec::Benchmark(p) => p.name.as_deref(),
         }
     }
     /// The name used in cell ids (default: the kind).
     pub fn name(&self) -> String {
         self.explicit_name().unwrap_or(self.kind()).to_string()
     }
-    pub const KINDS: &'static [&'static str] = &["gradcheck", "phi-cache", "parity", "simulate"];
+    pub const KINDS: &'static [&'static str] =
+        &["gradcheck", "phi-cache", "parity", "simulate", "benchmark"];
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -291,6 +296,41 @@ impl Default for SimulateProbe {
             name: None,
             png_scale: PngScale::Sqrt,
             require_nonzero: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BenchmarkProbe {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Timed warm renders (after the first, untimed-for-median, render).
+    pub repeats: usize,
+    /// Renders before timing, the first included (it pays any kernel compile).
+    pub warmup: usize,
+    /// Parameters to carry as derivative directions ...
+    pub derivatives: Vec<crate::physics::params::Param>,
+    /// ... or the first N of the parameter list.
+    pub derivative_count: usize,
+    /// CPU threads for this cell (default: the job's share of the cores).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// FAIL below this throughput (absent: measurement only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_pixel_samples_per_s: Option<f64>,
+}
+
+impl Default for BenchmarkProbe {
+    fn default() -> Self {
+        BenchmarkProbe {
+            name: None,
+            repeats: 5,
+            warmup: 1,
+            derivatives: vec![],
+            derivative_count: 0,
+            threads: None,
+            min_pixel_samples_per_s: None,
         }
     }
 }

@@ -383,6 +383,7 @@ pub fn resolve(
             "phi-cache" => ProbeSpec::PhiCache(typed_with(&t, &shown, &prefix, origin)?),
             "parity" => ProbeSpec::Parity(typed_with(&t, &shown, &prefix, origin)?),
             "simulate" => ProbeSpec::Simulate(typed_with(&t, &shown, &prefix, origin)?),
+            "benchmark" => ProbeSpec::Benchmark(typed_with(&t, &shown, &prefix, origin)?),
             other => {
                 return Err(InputError(format!(
                     "{shown}: {prefix}.kind: unknown probe kind '{other}'; valid: {}",
@@ -474,6 +475,29 @@ fn check_probe_settings(
             pos("max_rel_diff", p.max_rel_diff, true)?;
         }
         ProbeSpec::Simulate(_) => {}
+        ProbeSpec::Benchmark(b) => {
+            if b.repeats == 0 || b.warmup == 0 {
+                return Err(InputError(format!(
+                    "{shown}: {prefix}.repeats and warmup: must be >= 1 (got {} and {})",
+                    b.repeats, b.warmup
+                )));
+            }
+            if b.threads == Some(0) {
+                return Err(InputError(format!(
+                    "{shown}: {prefix}.threads: must be >= 1 (got 0)"
+                )));
+            }
+            if b.derivative_count > crate::physics::params::Param::ALL.len() {
+                return Err(InputError(format!(
+                    "{shown}: {prefix}.derivative_count: at most {} (got {})",
+                    crate::physics::params::Param::ALL.len(),
+                    b.derivative_count
+                )));
+            }
+            if let Some(r) = b.min_pixel_samples_per_s {
+                pos("min_pixel_samples_per_s", r, false)?;
+            }
+        }
     }
     Ok(())
 }

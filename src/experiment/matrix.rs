@@ -636,7 +636,7 @@ pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> 
                     )));
                 }
             }
-            ProbeSpec::Simulate(_) => {}
+            ProbeSpec::Simulate(_) | ProbeSpec::Benchmark(_) => {}
         }
     }
     Ok(())

@@ -20,11 +20,13 @@
 //! after N cells finish (a killed run); `RUNNER_TEST_PANIC_CELL=<id>` makes
 //! that cell panic.
 
+pub mod bench;
 pub mod config;
 pub mod load;
 pub mod matrix;
 pub mod probes;
 pub mod run;
+pub mod shard;
 
 /// Unusable input: exit code 2, nothing written.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -150,6 +150,8 @@ pub fn run_probe(exp: &Experiment, cell: &Cell, dir: &Path, log: &mut Log) -> Ou
         ProbeSpec::PhiCache(p) => phi_cache(cell, p, log),
         ProbeSpec::Parity(p) => parity(exp, cell, p, dir, log),
         ProbeSpec::Simulate(p) => simulate(exp, cell, p, dir, log),
+        ProbeSpec::Benchmark(b) => prepare(exp, cell, log)
+            .and_then(|sim| super::bench::benchmark(&sim, cell, b, log).map_err(Stop::from)),
     };
     match r {
         Ok(o) => o,
@@ -381,6 +383,16 @@ fn gradcheck(
         ));
     }
     crate::evidence::write_atomic(&dir.join("pixels.csv"), csv.as_bytes()).map_err(Stop::Error)?;
+    let roi_h = img.len() / width.max(1);
+    let mut files = vec!["pixels.csv".to_string()];
+    files.push(log_png(dir, "image.png", &img, width, roi_h)?);
+    files.push(diverging_png(
+        dir,
+        &format!("d_{}.png", p.name()),
+        &dimg,
+        width,
+        roi_h,
+    )?);
 
     let nonzero_pixels = img.iter().filter(|v| **v != 0.0).count();
     let nonzero_derivs = dimg.iter().filter(|v| **v != 0.0).count();
@@ -482,7 +494,7 @@ fn gradcheck(
         abs_err: Some(abs_err),
         rel_err: Some(rel_err),
         details,
-        files: vec!["pixels.csv".into()],
+        files,
         engine: Some(engine_name),
         unavailable: false,
     })
@@ -668,6 +680,27 @@ pub fn read_f32_image(path: &Path) -> Result<Vec<f64>, String> {
         .collect())
 }
 
+/// Write `data` (width x height, fast index innermost) as a log-scale PNG.
+fn log_png(dir: &Path, name: &str, data: &[f64], w: usize, h: usize) -> PResult<String> {
+    crate::io::png_image::write_log_png(data, w, h, &dir.join(name))
+        .map_err(|e| Stop::Error(e.to_string()))?;
+    Ok(name.to_string())
+}
+
+/// Write a signed image as a PNG on a diverging scale centred on 0.
+fn diverging_png(dir: &Path, name: &str, data: &[f64], w: usize, h: usize) -> PResult<String> {
+    crate::io::png_image::write_diverging_png(data, w, h, &dir.join(name))
+        .map_err(|e| Stop::Error(e.to_string()))?;
+    Ok(name.to_string())
+}
+
+fn roi_dims(roi: [u32; 4]) -> (usize, usize) {
+    (
+        (roi[1] - roi[0] + 1) as usize,
+        (roi[3] - roi[2] + 1) as usize,
+    )
+}
+
 fn f32_bytes(img: &[f64]) -> Vec<u8> {
     let mut out = Vec::with_capacity(img.len() * 4);
     for v in img {
@@ -768,6 +801,13 @@ fn parity(
         crate::evidence::write_atomic(&dir.join("image.bin"), &f32_bytes(&r.image))
             .map_err(Stop::Error)?;
         files.push("image.bin".to_string());
+    }
+    let (rw, rh) = roi_dims(cell.effective_roi);
+    if sim_v.len() == rw * rh {
+        let diff: Vec<f64> = sim_v.iter().zip(&ref_v).map(|(a, b)| a - b).collect();
+        files.push(log_png(dir, "image.png", &sim_v, rw, rh)?);
+        files.push(log_png(dir, "reference.png", &ref_v, rw, rh)?);
+        files.push(diverging_png(dir, "diff.png", &diff, rw, rh)?);
     }
     log.line(format!(
         "correlation {corr:.9}, sum ratio {ratio:.9}, max rel diff {max_rel:e}"
@@ -882,7 +922,23 @@ fn simulate(
             )
             .map_err(Stop::Error)?;
             files.push(format!("d_{}.bin", param.name()));
+            files.push(diverging_png(
+                dir,
+                &format!("d_{}.png", param.name()),
+                d,
+                r.fpixels,
+                r.spixels,
+            )?);
         }
+    }
+    if p.png_scale != PngScale::Log {
+        files.push(log_png(
+            dir,
+            "image_log.png",
+            &r.image,
+            r.fpixels,
+            r.spixels,
+        )?);
     }
     let mut failures = Vec::new();
     if vals.iter().any(|v| !v.is_finite()) {

@@ -28,6 +28,8 @@ pub struct RunArgs {
     pub require_device: Vec<String>,
     pub sets: Vec<String>,
     pub allow_large: bool,
+    /// Run only this shard of the planned cells (`--shard K/N`).
+    pub shard: Option<super::shard::Shard>,
     /// The command line as given (commands.txt).
     pub argv: Vec<String>,
 }
@@ -134,6 +136,12 @@ fn device_required(cell: &Cell, require: &[String]) -> bool {
     })
 }
 
+/// The GPU ordinal a `device = "cuda"` cell runs on when `visible` GPUs are
+/// visible: round-robin over the matrix order; None without a GPU.
+pub fn gpu_for_cell(index: usize, visible: usize) -> Option<usize> {
+    (visible > 0).then(|| index % visible)
+}
+
 fn run_cell(
     exp: &Experiment,
     cell: &Cell,
@@ -156,6 +164,23 @@ fn run_cell(
         cell.id,
         threads
     ));
+    // `device = "cuda"` cells are spread over every visible GPU, by cell
+    // index (deterministic, so a re-run lands each cell on the same ordinal).
+    let spread;
+    let cell = match cell.device {
+        Device::Cuda(None) => match gpu_for_cell(cell.index, crate::engine::cuda::device_count()) {
+            None => cell,
+            Some(k) => {
+                let n = crate::engine::cuda::device_count();
+                let mut c = cell.clone();
+                c.device = Device::Cuda(Some(k));
+                log.line(format!("device cuda -> {} ({n} GPU(s) visible)", c.device));
+                spread = c;
+                &spread
+            }
+        },
+        _ => cell,
+    };
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool {
         Some(p) => p.install(|| probes::run_probe(exp, cell, &dir, &mut log)),
         None => probes::run_probe(exp, cell, &dir, &mut log),
@@ -207,8 +232,8 @@ fn remove_stray_temps(dir: &Path) {
     }
 }
 
-/// Create `out/<id>/<timestamp>`; on failure remove what was created.
-fn create_bundle(out: &Path, id: &str) -> Result<PathBuf, InputError> {
+/// Create `out/<id>/<timestamp>[-suffix]`; on failure remove what was created.
+pub fn create_bundle(out: &Path, id: &str, suffix: Option<&str>) -> Result<PathBuf, InputError> {
     let mut created: Vec<PathBuf> = Vec::new();
     let mut p = PathBuf::new();
     let target = out.join(id);
@@ -231,7 +256,10 @@ fn create_bundle(out: &Path, id: &str) -> Result<PathBuf, InputError> {
             target.display()
         )));
     }
-    let ts = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let mut ts = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    if let Some(s) = suffix {
+        ts = format!("{ts}-{s}");
+    }
     let mut bundle = target.join(&ts);
     let mut n = 2;
     while bundle.exists() {
@@ -307,6 +335,21 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         Err(_) => None,
     };
     let (exp, cells) = load_and_plan(&args.file, &args.sets, &args.only, args.allow_large)?;
+    let shard_record = args
+        .shard
+        .map(|s| super::shard::record(&exp.resolved, &cells, s));
+    let cells = match args.shard {
+        Some(s) => super::shard::select(cells, s),
+        None => cells,
+    };
+    if let Some(r) = &shard_record {
+        eprintln!(
+            "runner: shard {}: {} of {} planned cell(s)",
+            r.shard,
+            r.cells.len(),
+            r.planned.len()
+        );
+    }
 
     // The bundle.
     let resolved_text = exp.resolved_toml();
@@ -325,6 +368,24 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
                 "--resume {}: the bundle's experiment.toml differs from the resolved configuration of {} (same file, --set and RUNNER_* variables needed)",
                 b.display(),
                 args.file.display()
+            ))
+            .into());
+        }
+        let old_shard: Option<super::shard::ShardRecord> =
+            std::fs::read_to_string(b.join(super::shard::SHARD_FILE))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+        if old_shard.as_ref().map(|r| &r.shard) != shard_record.as_ref().map(|r| &r.shard) {
+            return Err(InputError(format!(
+                "--resume {}: the bundle is {} but this run is {}",
+                b.display(),
+                old_shard
+                    .map(|r| format!("shard {}", r.shard))
+                    .unwrap_or_else(|| "not a shard".into()),
+                shard_record
+                    .as_ref()
+                    .map(|r| format!("--shard {}", r.shard))
+                    .unwrap_or_else(|| "not sharded".into())
             ))
             .into());
         }
@@ -352,7 +413,8 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         evidence::write_atomic(&b.join("commands.txt"), cmds.as_bytes()).map_err(RunFail::Io)?;
         (b.clone(), todo)
     } else {
-        let bundle = create_bundle(&args.out, exp.id())?;
+        let suffix = args.shard.map(|s| s.suffix());
+        let bundle = create_bundle(&args.out, exp.id(), suffix.as_deref())?;
         let w = |name: &str, bytes: &[u8]| {
             evidence::write_atomic(&bundle.join(name), bytes).map_err(RunFail::Io)
         };
@@ -361,6 +423,9 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
             "commands.txt",
             commands_text(&args.argv, &bundle).as_bytes(),
         )?;
+        if let Some(r) = &shard_record {
+            w(super::shard::SHARD_FILE, &evidence::json_bytes(r))?;
+        }
         (bundle.clone(), (0..cells.len()).collect())
     };
 
@@ -542,13 +607,29 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(env);
-    report::write_summary(
+    let mut notes = report::SummaryNotes::default();
+    if let Some(r) = &shard_record {
+        notes.lines.push(format!(
+            "This is shard {} of experiment `{}`: {} of {} planned cell(s); combine the shards with `runner merge OUT SHARD...` (see `{}`).",
+            r.shard,
+            r.experiment,
+            r.cells.len(),
+            r.planned.len(),
+            super::shard::SHARD_FILE
+        ));
+    }
+    notes.plots = evidence::merge::write_sweep_plots(&bundle, &rows).map_err(RunFail::Io)?;
+    notes
+        .plots
+        .extend(super::bench::write_scaling_plot(&bundle, &rows).map_err(RunFail::Io)?);
+    report::write_summary_with(
         &bundle,
         &exp,
         &rows,
         &commands,
         &env_for_summary,
         &extra_failures,
+        &notes,
     )
     .map_err(RunFail::Io)?;
     evidence::write_manifest(&bundle).map_err(RunFail::Io)?;
@@ -565,4 +646,21 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
     );
     println!("{}", bundle.display());
     Ok(if verdict == "PASS" { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod gpu_assignment_tests {
+    use super::gpu_for_cell;
+
+    #[test]
+    fn cells_spread_over_every_visible_gpu() {
+        assert_eq!(gpu_for_cell(0, 0), None);
+        let two: Vec<usize> = (0..16).map(|i| gpu_for_cell(i, 2).unwrap()).collect();
+        assert_eq!(two.iter().filter(|g| **g == 0).count(), 8);
+        assert_eq!(two.iter().filter(|g| **g == 1).count(), 8);
+        assert!((0..16).all(|i| gpu_for_cell(i, 1) == Some(0)));
+        let four: std::collections::BTreeSet<usize> =
+            (0..16).map(|i| gpu_for_cell(i, 4).unwrap()).collect();
+        assert_eq!(four.len(), 4);
+    }
 }

@@ -2,7 +2,9 @@
 //! MOSFLM A matrix, with misset (spec-a-core "Unit Cell & Orientation").
 
 use super::rotation::rotate_xyz;
-use super::scalar::{c, cross_product, deg2rad, dot_product, magnitude, vector_rescale, Real, Vec3};
+use super::scalar::{
+    c, cross_product, deg2rad, dot_product, magnitude, vector_rescale, Real, Vec3,
+};
 
 /// Real-space (Å) and reciprocal (Å^-1) cell vectors in the lab frame.
 #[derive(Clone, Copy, Debug)]
@@ -45,12 +47,19 @@ pub fn reciprocal_from_cell<T: Real>(cell: [T; 6]) -> ([Vec3<T>; 3], T) {
     let a_star_len = b * cc * alpha.sin() * v_star;
     let b_star_len = cc * a * beta.sin() * v_star;
     let c_star_len = a * b * gamma.sin() * v_star;
-    let cos_alpha_star = clamp_sq((beta.cos() * gamma.cos() - alpha.cos()) / (beta.sin() * gamma.sin()));
-    let cos_beta_star = clamp_sq((gamma.cos() * alpha.cos() - beta.cos()) / (gamma.sin() * alpha.sin()));
-    let cos_gamma_star = clamp_sq((alpha.cos() * beta.cos() - gamma.cos()) / (alpha.sin() * beta.sin()));
+    let cos_alpha_star =
+        clamp_sq((beta.cos() * gamma.cos() - alpha.cos()) / (beta.sin() * gamma.sin()));
+    let cos_beta_star =
+        clamp_sq((gamma.cos() * alpha.cos() - beta.cos()) / (gamma.sin() * alpha.sin()));
+    let cos_gamma_star =
+        clamp_sq((alpha.cos() * beta.cos() - gamma.cos()) / (alpha.sin() * beta.sin()));
     let sin_gamma_star = clamp_unit(cc * v_star / a_star_len / b_star_len);
     let a_star = Vec3([a_star_len, c(0.0), c(0.0)]);
-    let b_star = Vec3([b_star_len * cos_gamma_star, b_star_len * sin_gamma_star, c(0.0)]);
+    let b_star = Vec3([
+        b_star_len * cos_gamma_star,
+        b_star_len * sin_gamma_star,
+        c(0.0),
+    ]);
     let c_star = Vec3([
         c_star_len * cos_beta_star,
         c_star_len * (cos_alpha_star - cos_beta_star * cos_gamma_star) / sin_gamma_star,
@@ -73,7 +82,11 @@ fn clamp_sq<T: Real>(x: T) -> T {
 /// build the real-space vectors and the reciprocal vectors consistent with
 /// them. `user_cell` carries the direct-cell lengths and volume when the
 /// cell came from `-cell` (C then forces |b* x c*| = a / V_cell etc.).
-pub fn finish_cell<T: Real>(recip: [Vec3<T>; 3], misset_rad: [T; 3], user_cell: Option<([T; 3], T)>) -> CellVectors<T> {
+pub fn finish_cell<T: Real>(
+    recip: [Vec3<T>; 3],
+    misset_rad: [T; 3],
+    user_cell: Option<([T; 3], T)>,
+) -> CellVectors<T> {
     let [mx, my, mz] = misset_rad;
     let a_star = rotate_xyz(&recip[0], mx, my, mz);
     let b_star = rotate_xyz(&recip[1], mx, my, mz);
@@ -142,19 +155,30 @@ mod tests {
     fn reciprocal_identities_triclinic() {
         let cell = [70.0, 80.0, 90.0, 75.0, 85.0, 95.0];
         let (recip, v) = reciprocal_from_cell(cell);
-        let cv = finish_cell(recip, [10f64.to_radians(), 20f64.to_radians(), 30f64.to_radians()], Some(([70.0, 80.0, 90.0], v)));
+        let cv = finish_cell(
+            recip,
+            [10f64.to_radians(), 20f64.to_radians(), 30f64.to_radians()],
+            Some(([70.0, 80.0, 90.0], v)),
+        );
         let r = [cv.a, cv.b, cv.c];
         let s = [cv.a_star, cv.b_star, cv.c_star];
-        for i in 0..3 {
-            for j in 0..3 {
-                let d = dot_product(&r[i], &s[j]);
-                assert!((d - if i == j { 1.0 } else { 0.0 }).abs() < 5e-4, "{i}{j} {d}");
+        for (i, ri) in r.iter().enumerate() {
+            for (j, sj) in s.iter().enumerate() {
+                let d = dot_product(ri, sj);
+                assert!(
+                    (d - if i == j { 1.0 } else { 0.0 }).abs() < 5e-4,
+                    "{i}{j} {d}"
+                );
             }
         }
         // the user's edge lengths are kept exactly
         let l = edge_lengths(&cv);
         assert!(close(l[0], 70.0, 1e-12) && close(l[1], 80.0, 1e-12) && close(l[2], 90.0, 1e-12));
-        let ang = |x: &Vec3<f64>, y: &Vec3<f64>| (dot_product(x, y) / magnitude(x) / magnitude(y)).acos().to_degrees();
+        let ang = |x: &Vec3<f64>, y: &Vec3<f64>| {
+            (dot_product(x, y) / magnitude(x) / magnitude(y))
+                .acos()
+                .to_degrees()
+        };
         assert!((ang(&cv.b, &cv.c) - 75.0).abs() < 0.05);
         assert!((ang(&cv.a, &cv.c) - 85.0).abs() < 0.05);
         assert!((ang(&cv.a, &cv.b) - 95.0).abs() < 0.05);
@@ -163,6 +187,10 @@ mod tests {
         assert!((dot_product(&o.a, &o.a_star) - 1.0).abs() < 1e-14);
         assert!(dot_product(&o.a, &o.b_star).abs() < 1e-14);
         // V = a . (b x c) for the vectors C ends up with, to the same 2e-4
-        assert!(close(dot_product(&cv.a, &cross_product(&cv.b, &cv.c)), cv.v_cell, 5e-4));
+        assert!(close(
+            dot_product(&cv.a, &cross_product(&cv.b, &cv.c)),
+            cv.v_cell,
+            5e-4
+        ));
     }
 }

@@ -33,10 +33,10 @@ pub fn cos_pi_reduced<T: Real>(r: T) -> T {
         4.058712126416768,
         -1.3352627688545893,
         0.2353306303588932,
-        -0.025806891390014061,
+        -0.025_806_891_390_014_06,
         0.0019295743094039231,
-        -0.00010463810492484570,
-        4.3030695870329470e-6,
+        -0.000_104_638_104_924_845_7,
+        4.303_069_587_032_947e-6,
         -1.3878952462213773e-7,
     ];
     let r2 = r * r;
@@ -124,7 +124,8 @@ pub fn f_latt<T: Real>(
                         (Some(nw), true) => {
                             // value and d/dh in one scalar dual pass, then the
                             // chain rule onto every direction of h
-                            let d = sincg_pi_whole_n(num_dual::Dual64::from(x.val()).derivative(), nw);
+                            let d =
+                                sincg_pi_whole_n(num_dual::Dual64::from(x.val()).derivative(), nw);
                             lift(x, d.re, d.eps)
                         }
                         (None, _) => sincg(pi * x, n[i]),
@@ -136,7 +137,10 @@ pub fn f_latt<T: Real>(
         LatticeShape::Round => {
             let (dh, dk, dl) = (h - nearest(h), k - nearest(k), l - nearest(l));
             let hrad_sqr = dh * dh * n[0] * n[0] + dk * dk * n[1] * n[1] + dl * dl * n[2] * n[2];
-            n[0] * n[1] * n[2] * c::<T>(0.723601254558268) * sinc3(pi * (hrad_sqr * c::<T>(fudge)).sqrt())
+            n[0] * n[1]
+                * n[2]
+                * c::<T>(0.723601254558268)
+                * sinc3(pi * (hrad_sqr * c::<T>(fudge)).sqrt())
         }
         LatticeShape::Gauss | LatticeShape::Tophat => {
             let (dh, dk, dl) = (h - nearest(h), k - nearest(k), l - nearest(l));
@@ -190,7 +194,11 @@ mod tests {
                 // digits within 1e-9 of an integer; the reduced form does not)
                 let k = h.round();
                 let r = h - k;
-                let sign = if (k as i64 * (n as i64 - 1)) % 2 == 0 { 1.0 } else { -1.0 };
+                let sign = if (k as i64 * (n as i64 - 1)) % 2 == 0 {
+                    1.0
+                } else {
+                    -1.0
+                };
                 let a = sign * sincg(std::f64::consts::PI * r, n as f64);
                 let b = sincg_pi_whole_n(h, n);
                 assert!((a - b).abs() <= 1e-11 * n as f64, "n {n} h {h}: {a} vs {b}");
@@ -200,7 +208,11 @@ mod tests {
         }
         // derivative with respect to h agrees
         let h = 2.37f64;
-        let a = sincg(Dual64::from(std::f64::consts::PI) * Dual64::from(h).derivative(), Dual64::from(5.0)).eps;
+        let a = sincg(
+            Dual64::from(std::f64::consts::PI) * Dual64::from(h).derivative(),
+            Dual64::from(5.0),
+        )
+        .eps;
         let b = sincg_pi_whole_n(Dual64::from(h).derivative(), 5).eps;
         assert!((a - b).abs() < 1e-10 * a.abs(), "{a} {b}");
     }

@@ -84,7 +84,9 @@ impl Simulation {
         if !self.setup.applicable[p as usize] {
             return Err(setup::invalid(
                 "param",
-                format!("'{p}' does not apply: the cell comes from a MOSFLM matrix, not crystal.cell"),
+                format!(
+                    "'{p}' does not apply: the cell comes from a MOSFLM matrix, not crystal.cell"
+                ),
             ));
         }
         Ok(self.setup.user[p as usize])

@@ -78,13 +78,22 @@ impl std::str::FromStr for Param {
             .iter()
             .copied()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown parameter '{s}'; valid names: {}", Param::valid_names()))
+            .ok_or_else(|| {
+                format!(
+                    "unknown parameter '{s}'; valid names: {}",
+                    Param::valid_names()
+                )
+            })
     }
 }
 
 impl Param {
     pub fn valid_names() -> String {
-        Param::ALL.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+        Param::ALL
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -111,7 +120,10 @@ impl<T: Real> ParamValues<T> {
         for (o, b) in v.iter_mut().zip(base.v.iter()) {
             *o = T::cst(*b);
         }
-        ParamValues { v, live: [false; 26] }
+        ParamValues {
+            v,
+            live: [false; 26],
+        }
     }
     /// Set a parameter to a value that carries a derivative direction.
     pub fn seed(&mut self, p: Param, x: T) {

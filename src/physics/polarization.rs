@@ -5,7 +5,12 @@ use super::scalar::{c, cross_product, dot_product, unitize, Real, Vec3};
 /// 0.5 (1 + cos^2 2θ - K cos 2ψ sin^2 2θ). C skips ψ when K = 0; computing
 /// it always gives the same value and the right derivative with respect to K.
 #[inline(always)]
-pub fn polarization_factor<T: Real>(kahn_factor: T, incident: &Vec3<T>, diffracted: &Vec3<T>, axis: &Vec3<T>) -> T {
+pub fn polarization_factor<T: Real>(
+    kahn_factor: T,
+    incident: &Vec3<T>,
+    diffracted: &Vec3<T>,
+    axis: &Vec3<T>,
+) -> T {
     let cos2theta = dot_product(incident, diffracted);
     let cos2theta_sqr = cos2theta * cos2theta;
     let sin2theta_sqr = c::<T>(1.0) - cos2theta_sqr;
@@ -14,7 +19,8 @@ pub fn polarization_factor<T: Real>(kahn_factor: T, incident: &Vec3<T>, diffract
     let e_out = dot_product(diffracted, &e_in);
     let b_out = dot_product(diffracted, &b_in);
     let psi = -b_out.atan2(e_out);
-    c::<T>(0.5) * (c::<T>(1.0) + cos2theta_sqr - kahn_factor * (c::<T>(2.0) * psi).cos() * sin2theta_sqr)
+    c::<T>(0.5)
+        * (c::<T>(1.0) + cos2theta_sqr - kahn_factor * (c::<T>(2.0) * psi).cos() * sin2theta_sqr)
 }
 
 #[cfg(test)]

@@ -367,9 +367,12 @@ mod tests {
     fn umat2misset_inverts_xyz_rotation() {
         // Build R = Rz Ry Rx for known angles and recover them.
         let (x, y, z): (f64, f64, f64) = (0.1, -0.2, 0.3);
-        let rx = nalgebra::Matrix3::new(1.0, 0.0, 0.0, 0.0, x.cos(), -x.sin(), 0.0, x.sin(), x.cos());
-        let ry = nalgebra::Matrix3::new(y.cos(), 0.0, y.sin(), 0.0, 1.0, 0.0, -y.sin(), 0.0, y.cos());
-        let rz = nalgebra::Matrix3::new(z.cos(), -z.sin(), 0.0, z.sin(), z.cos(), 0.0, 0.0, 0.0, 1.0);
+        let rx =
+            nalgebra::Matrix3::new(1.0, 0.0, 0.0, 0.0, x.cos(), -x.sin(), 0.0, x.sin(), x.cos());
+        let ry =
+            nalgebra::Matrix3::new(y.cos(), 0.0, y.sin(), 0.0, 1.0, 0.0, -y.sin(), 0.0, y.cos());
+        let rz =
+            nalgebra::Matrix3::new(z.cos(), -z.sin(), 0.0, z.sin(), z.cos(), 0.0, 0.0, 0.0, 1.0);
         let r = rz * ry * rx;
         let mut u = [0.0; 9];
         for i in 0..3 {
@@ -388,7 +391,10 @@ mod tests {
             let n = 4000;
             let s: f64 = (0..n).map(|_| p.poidev(mean) as f64).sum();
             let m = s / n as f64;
-            assert!((m - mean as f64).abs() < 5.0 * (mean as f64 / n as f64).sqrt() + 1e-3, "{mean} {m}");
+            assert!(
+                (m - mean as f64).abs() < 5.0 * (mean as f64 / n as f64).sqrt() + 1e-3,
+                "{mean} {m}"
+            );
         }
     }
 }

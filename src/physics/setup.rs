@@ -125,7 +125,10 @@ impl Setup {
     }
 
     pub fn base_values(&self) -> ParamValues<f64> {
-        ParamValues { v: self.user, live: [false; 26] }
+        ParamValues {
+            v: self.user,
+            live: [false; 26],
+        }
     }
 }
 
@@ -200,9 +203,18 @@ fn auto_steps(mut range: f64, mut step: f64, mut count: i64, nominal: f64) -> (i
     }
 }
 
+/// A resolved setup with its HKL grid and detector mask.
+pub type Resolved = (Setup, Option<HklGrid>, Option<Vec<u16>>);
+
 /// Resolve a configuration. Files are read relative to `base_dir`.
-pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGrid>, Option<Vec<u16>>), SetupError> {
-    let path = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base_dir.join(p) };
+pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError> {
+    let path = |p: &PathBuf| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            base_dir.join(p)
+        }
+    };
     let cr = &cfg.crystal;
     let bm = &cfg.beam;
     let det = &cfg.detector;
@@ -225,14 +237,20 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
     };
     if bm.flux != 0.0 && bm.exposure > 0.0 && beamsize >= 0.0 {
         if beamsize == 0.0 {
-            return Err(invalid("beam.beamsize_mm", "must be > 0 when beam.flux is given (got 0)"));
+            return Err(invalid(
+                "beam.beamsize_mm",
+                "must be > 0 when beam.flux is given (got 0)",
+            ));
         }
         fluence = bm.flux * bm.exposure / beamsize / beamsize;
     }
     let polarization = finite("beam.polarization", bm.polarization)?;
     let dmin = finite("beam.dmin_a", bm.dmin_a)? * 1e-10;
     if dmin < 0.0 {
-        return Err(invalid("beam.dmin_a", format!("must be >= 0 (got {})", bm.dmin_a)));
+        return Err(invalid(
+            "beam.dmin_a",
+            format!("must be >= 0 (got {})", bm.dmin_a),
+        ));
     }
     let water_size = finite("beam.water_um", bm.water_um)? / 1e6;
 
@@ -255,10 +273,16 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
     let fpixels = (detsize_f / pixel_size - 0.5).ceil() as i64;
     let spixels = (detsize_s / pixel_size - 0.5).ceil() as i64;
     if fpixels < 1 || spixels < 1 {
-        return Err(invalid("detector", format!("detector has no pixels ({fpixels} x {spixels})")));
+        return Err(invalid(
+            "detector",
+            format!("detector has no pixels ({fpixels} x {spixels})"),
+        ));
     }
     if fpixels * spixels > 1 << 28 {
-        return Err(invalid("detector", format!("{fpixels} x {spixels} pixels is too large")));
+        return Err(invalid(
+            "detector",
+            format!("{fpixels} x {spixels} pixels is too large"),
+        ));
     }
     let (fpixels, spixels) = (fpixels as usize, spixels as usize);
     let roi = match det.roi {
@@ -302,8 +326,16 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         Some(o) => (finite("detector.orgy", o)? - 0.5) * pixel_size,
         None => detsize_s / 2.0,
     };
-    let xclose = if xclose_user.is_nan() { fclose } else { xclose_user };
-    let yclose = if yclose_user.is_nan() { sclose } else { yclose_user };
+    let xclose = if xclose_user.is_nan() {
+        fclose
+    } else {
+        xclose_user
+    };
+    let yclose = if yclose_user.is_nan() {
+        sclose
+    } else {
+        yclose_user
+    };
 
     // conventions
     let conv = det.convention;
@@ -326,7 +358,12 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
             if ybeam.is_nan() {
                 ybeam = (detsize_s - pixel_size) / 2.0;
             }
-            (beam, fdet, sdet, odet) = ([0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]);
+            (beam, fdet, sdet, odet) = (
+                [0.0, 0.0, 1.0],
+                [1.0, 0.0, 0.0],
+                [0.0, -1.0, 0.0],
+                [0.0, 0.0, 1.0],
+            );
             (tt_axis, polar, spindle) = ([-1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]);
             fbeam = xbeam;
             sbeam = detsize_s - ybeam;
@@ -339,9 +376,18 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
             if ybeam.is_nan() {
                 ybeam = (detsize_f + pixel_size) / 2.0;
             }
-            (beam, odet, fdet, sdet) = ([1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]);
+            (beam, odet, fdet, sdet) = (
+                [1.0, 0.0, 0.0],
+                [1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0],
+                [0.0, -1.0, 0.0],
+            );
             (tt_axis, polar, spindle) = ([0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]);
-            let half = if conv == Convention::Mosflm { 0.5 * pixel_size } else { 0.0 };
+            let half = if conv == Convention::Mosflm {
+                0.5 * pixel_size
+            } else {
+                0.0
+            };
             fbeam = ybeam + half;
             sbeam = xbeam + half;
             pivot = Pivot::Beam;
@@ -353,7 +399,12 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
             if ybeam.is_nan() {
                 ybeam = yclose;
             }
-            (beam, fdet, sdet, odet) = ([0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]);
+            (beam, fdet, sdet, odet) = (
+                [0.0, 0.0, 1.0],
+                [1.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0],
+                [0.0, 0.0, 1.0],
+            );
             if conv == Convention::Xds {
                 (tt_axis, polar, spindle) = ([1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]);
             } else {
@@ -374,11 +425,13 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
             sbeam = ybeam;
             fclose = xbeam;
             sclose = ybeam;
-            pivot = det.pivot.unwrap_or(if close_distance.is_some() || det.twotheta_deg != 0.0 {
-                Pivot::Sample
-            } else {
-                Pivot::Beam
-            });
+            pivot = det
+                .pivot
+                .unwrap_or(if close_distance.is_some() || det.twotheta_deg != 0.0 {
+                    Pivot::Sample
+                } else {
+                    Pivot::Beam
+                });
         }
     }
     // user axes override the convention's (C reaches these only through CUSTOM)
@@ -409,7 +462,9 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
             if m != 1.0 {
                 // C: a non-unit normal is regenerated from fast x slow
                 notes.push("auto-generating odet_vector = fdet x sdet".into());
-                unitize(&cross_product(&Vec3::cst(fdet), &Vec3::cst(sdet))).0 .0
+                unitize(&cross_product(&Vec3::cst(fdet), &Vec3::cst(sdet)))
+                    .0
+                     .0
             } else {
                 u.0
             }
@@ -431,7 +486,12 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         None => -1.0,
     };
     let mut phisteps = match gon.phisteps {
-        Some(n) if n < 0 => return Err(invalid("goniometer.phisteps", format!("must be >= 0 (got {n})"))),
+        Some(n) if n < 0 => {
+            return Err(invalid(
+                "goniometer.phisteps",
+                format!("must be >= 0 (got {n})"),
+            ))
+        }
         Some(n) => n,
         None => -1,
     };
@@ -468,10 +528,15 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         }
     }
     if phisteps > 100_000 {
-        return Err(invalid("goniometer.phisteps", format!("{phisteps} phi steps is too many")));
+        return Err(invalid(
+            "goniometer.phisteps",
+            format!("{phisteps} phi steps is too many"),
+        ));
     }
     let phisteps = phisteps.max(1) as usize;
-    let phi_zero: Vec<bool> = (0..phisteps).map(|i| phi0 + phistep * i as f64 == 0.0).collect();
+    let phi_zero: Vec<bool> = (0..phisteps)
+        .map(|i| phi0 + phistep * i as f64 == 0.0)
+        .collect();
     if cfg.phi_carryover == PhiCarryover::Spec && phisteps > 1 && phi_zero.iter().any(|z| *z) {
         notes.push(format!(
             "note: phi step {} is exactly 0 with {} phi steps; nanoBragg.c would reuse the previous rotation there (its phi-carryover quirk). Add -phi_carryover c-parity (TOML: phi_carryover = \"c-parity\") to reproduce C's image.",
@@ -514,19 +579,42 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         Some(d) => finite("beam.dispstep_pct", d)? / 100.0,
         None => -1.0,
     };
-    let (dispsteps, dispersion, dispstep) = auto_steps(dispersion, dispstep, count("beam.dispsteps", bm.dispsteps)?, 1.0);
+    let (dispsteps, dispersion, dispstep) = auto_steps(
+        dispersion,
+        dispstep,
+        count("beam.dispsteps", bm.dispsteps)?,
+        1.0,
+    );
 
     let source_distance = 10.0;
     let mut sources = vec![];
     if let Some(sf) = &bm.source_file {
         let rows = crate::io::sources::read_sources(&path(sf))?;
         for r in rows {
-            let x = if r[0].is_nan() { -source_distance * beam[0] } else { r[0] };
-            let y = if r[1].is_nan() { -source_distance * beam[1] } else { r[1] };
-            let z = if r[2].is_nan() { -source_distance * beam[2] } else { r[2] };
+            let x = if r[0].is_nan() {
+                -source_distance * beam[0]
+            } else {
+                r[0]
+            };
+            let y = if r[1].is_nan() {
+                -source_distance * beam[1]
+            } else {
+                r[1]
+            };
+            let z = if r[2].is_nan() {
+                -source_distance * beam[2]
+            } else {
+                r[2]
+            };
             let (u, m) = unitize(&Vec3::<f64>::cst([x, y, z]));
             if m == 0.0 {
-                return Err(invalid("beam.source_file", format!("{}: a source at the sample position has no direction", sf.display())));
+                return Err(invalid(
+                    "beam.source_file",
+                    format!(
+                        "{}: a source at the sample position has no direction",
+                        sf.display()
+                    ),
+                ));
             }
             sources.push(Source {
                 dir: u.0,
@@ -541,8 +629,13 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
             for v in 0..vdivsteps {
                 let hdiv = hdivstep * h as f64 - hdivrange / 2.0;
                 let vdiv = vdivstep * v as f64 - vdivrange / 2.0;
-                let mut test = (hdiv * hdiv - hdivstep * hdivstep / 4.0 * (1 - hdivsteps % 2) as f64) / hdivrange / hdivrange;
-                test += (vdiv * vdiv - vdivstep * vdivstep / 4.0 * (1 - vdivsteps % 2) as f64) / vdivrange / vdivrange;
+                let mut test = (hdiv * hdiv
+                    - hdivstep * hdivstep / 4.0 * (1 - hdivsteps % 2) as f64)
+                    / hdivrange
+                    / hdivrange;
+                test += (vdiv * vdiv - vdivstep * vdivstep / 4.0 * (1 - vdivsteps % 2) as f64)
+                    / vdivrange
+                    / vdivrange;
                 if bm.round_div && test * 4.0 > 1.1 {
                     continue;
                 }
@@ -561,7 +654,10 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         }
     }
     if sources.is_empty() {
-        return Err(invalid("beam", "no sources: the divergence grid and dispersion leave nothing to sample"));
+        return Err(invalid(
+            "beam",
+            "no sources: the divergence grid and dispersion leave nothing to sample",
+        ));
     }
 
     // ---- detector thickness ----
@@ -575,10 +671,7 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
             mu = 1.0 / (positive("detector.attenuation_depth_um", depth)? * 1e-6);
         }
     }
-    let mut thicksteps = match det.thicksteps {
-        Some(n) => n,
-        None => -1,
-    };
+    let mut thicksteps = det.thicksteps.unwrap_or(-1);
     let mut thickstep;
     if thicksteps <= 0 {
         if thick < 0.0 {
@@ -608,7 +701,10 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         thickstep = 0.0;
     }
     if thicksteps > 10_000 {
-        return Err(invalid("detector.thicksteps", format!("{thicksteps} is too many")));
+        return Err(invalid(
+            "detector.thicksteps",
+            format!("{thicksteps} is too many"),
+        ));
     }
 
     // ---- mosaic ----
@@ -617,7 +713,12 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         None => -1.0,
     };
     let mut domains = match cr.mosaic_domains {
-        Some(n) if n > 100_000 => return Err(invalid("crystal.mosaic_domains", format!("{n} is too many"))),
+        Some(n) if n > 100_000 => {
+            return Err(invalid(
+                "crystal.mosaic_domains",
+                format!("{n} is too many"),
+            ))
+        }
         Some(n) => n,
         None => -1,
     };
@@ -639,26 +740,40 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         domains = 1;
     }
     let mut mrng = Ran1::new(-cr.mosaic_seed);
-    let mosaic_deviates: Vec<UmatDeviates> = (0..domains).map(|_| UmatDeviates::draw(&mut mrng)).collect();
+    let mosaic_deviates: Vec<UmatDeviates> = (0..domains)
+        .map(|_| UmatDeviates::draw(&mut mrng))
+        .collect();
 
     // ---- crystal ----
     let cell_source = match (&cr.cell, &cr.mosflm_matrix) {
         (Some(_), Some(_)) => {
-            return Err(invalid("crystal", "give either crystal.cell or crystal.mosflm_matrix, not both"));
+            return Err(invalid(
+                "crystal",
+                "give either crystal.cell or crystal.mosflm_matrix, not both",
+            ));
         }
         (None, None) => {
-            return Err(invalid("crystal.cell", "no unit cell: give crystal.cell (a b c alpha beta gamma) or crystal.mosflm_matrix"));
+            return Err(invalid(
+                "crystal.cell",
+                "no unit cell: give crystal.cell (a b c alpha beta gamma) or crystal.mosflm_matrix",
+            ));
         }
         (Some(cell), None) => {
             for (i, name) in ["a", "b", "c"].iter().enumerate() {
                 if !(cell[i].is_finite() && cell[i] > 0.0) {
-                    return Err(invalid("crystal.cell", format!("edge {name} must be > 0 (got {})", cell[i])));
+                    return Err(invalid(
+                        "crystal.cell",
+                        format!("edge {name} must be > 0 (got {})", cell[i]),
+                    ));
                 }
             }
             for (i, name) in ["alpha", "beta", "gamma"].iter().enumerate() {
                 let a = cell[3 + i];
                 if !(a.is_finite() && a > 0.0 && a < 180.0) {
-                    return Err(invalid("crystal.cell", format!("angle {name} must be in (0, 180) degrees (got {a})")));
+                    return Err(invalid(
+                        "crystal.cell",
+                        format!("angle {name} must be in (0, 180) degrees (got {a})"),
+                    ));
                 }
             }
             let (al, be, ga) = (cell[3], cell[4], cell[5]);
@@ -674,15 +789,26 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
     };
     let misset_rad: [f64; 3] = if cr.misset_random {
         if cr.misset_deg.is_some() {
-            return Err(invalid("crystal.misset_deg", "give either misset_deg or misset_random, not both"));
+            return Err(invalid(
+                "crystal.misset_deg",
+                "give either misset_deg or misset_random, not both",
+            ));
         }
         let seed = cr.misset_seed.or(cfg.seed).ok_or_else(|| {
-            invalid("crystal.misset_seed", "misset_random needs crystal.misset_seed (or seed) for a reproducible orientation")
+            invalid(
+                "crystal.misset_seed",
+                "misset_random needs crystal.misset_seed (or seed) for a reproducible orientation",
+            )
         })?;
         let mut r = Ran1::new(-seed);
         let u = super::rng::mosaic_rotation_umat(90.0, &mut r);
         let m = umat2misset(&u);
-        notes.push(format!("random misset angles: {} {} {} deg", m[0] * RTD, m[1] * RTD, m[2] * RTD));
+        notes.push(format!(
+            "random misset angles: {} {} {} deg",
+            m[0] * RTD,
+            m[1] * RTD,
+            m[2] * RTD
+        ));
         m
     } else {
         let m = cr.misset_deg.unwrap_or([0.0; 3]);
@@ -693,7 +819,10 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
     };
     for (i, n) in cr.n_cells.iter().enumerate() {
         if !(n.is_finite() && *n > 0.0) {
-            return Err(invalid(&format!("crystal.n_cells[{i}]"), format!("must be > 0 (got {n})")));
+            return Err(invalid(
+                &format!("crystal.n_cells[{i}]"),
+                format!("must be > 0 (got {n})"),
+            ));
         }
     }
     let fudge = finite("crystal.fudge", cr.fudge)?;
@@ -709,28 +838,46 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         internal[p as usize] = i;
         scale[p as usize] = s;
     };
-    match (&cell_source, &cr.cell) {
-        (CellSource::Cell, Some(cell)) => {
-            set(Param::CellA, cell[0], cell[0], 1.0);
-            set(Param::CellB, cell[1], cell[1], 1.0);
-            set(Param::CellC, cell[2], cell[2], 1.0);
-            set(Param::CellAlpha, cell[3], cell[3], 1.0);
-            set(Param::CellBeta, cell[4], cell[4], 1.0);
-            set(Param::CellGamma, cell[5], cell[5], 1.0);
+    if let (CellSource::Cell, Some(cell)) = (&cell_source, &cr.cell) {
+        for (i, p) in [
+            Param::CellA,
+            Param::CellB,
+            Param::CellC,
+            Param::CellAlpha,
+            Param::CellBeta,
+            Param::CellGamma,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            set(p, cell[i], cell[i], 1.0);
         }
-        _ => {}
     }
     let misset_deg_user = match cr.misset_deg {
         Some(m) if !cr.misset_random => m,
-        _ => [misset_rad[0] * RTD, misset_rad[1] * RTD, misset_rad[2] * RTD],
+        _ => [
+            misset_rad[0] * RTD,
+            misset_rad[1] * RTD,
+            misset_rad[2] * RTD,
+        ],
     };
     set(Param::MissetX, misset_deg_user[0], misset_rad[0], 1.0 / RTD);
     set(Param::MissetY, misset_deg_user[1], misset_rad[1], 1.0 / RTD);
     set(Param::MissetZ, misset_deg_user[2], misset_rad[2], 1.0 / RTD);
     set(Param::PhiStart, gon.phi_start_deg, phi0, 1.0 / RTD);
     // internal value of osc_range is the phi step; d step / d osc = 1/phisteps
-    set(Param::OscRange, osc * RTD, phistep, 1.0 / RTD / phisteps as f64);
-    set(Param::MosaicSpread, mosaic_spread * RTD, mosaic_spread, 1.0 / RTD);
+    set(
+        Param::OscRange,
+        osc * RTD,
+        phistep,
+        1.0 / RTD / phisteps as f64,
+    );
+    set(
+        Param::MosaicSpread,
+        mosaic_spread * RTD,
+        mosaic_spread,
+        1.0 / RTD,
+    );
     set(Param::NA, cr.n_cells[0], cr.n_cells[0], 1.0);
     set(Param::NB, cr.n_cells[1], cr.n_cells[1], 1.0);
     set(Param::NC, cr.n_cells[2], cr.n_cells[2], 1.0);
@@ -738,19 +885,50 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         Some(cd) => set(Param::Distance, det.close_distance_mm.unwrap(), cd, 1e-3),
         None => set(Param::Distance, det.distance_mm, distance, 1e-3),
     }
-    let (pf, ps) = if pivot == Pivot::Beam { (fbeam, sbeam) } else { (fclose, sclose) };
+    let (pf, ps) = if pivot == Pivot::Beam {
+        (fbeam, sbeam)
+    } else {
+        (fclose, sclose)
+    };
     set(Param::BeamCenterF, pf * 1000.0, pf, 1e-3);
     set(Param::BeamCenterS, ps * 1000.0, ps, 1e-3);
-    set(Param::DetectorRotX, det.rot_deg[0], det.rot_deg[0] / RTD, 1.0 / RTD);
-    set(Param::DetectorRotY, det.rot_deg[1], det.rot_deg[1] / RTD, 1.0 / RTD);
-    set(Param::DetectorRotZ, det.rot_deg[2], det.rot_deg[2] / RTD, 1.0 / RTD);
-    set(Param::Twotheta, det.twotheta_deg, det.twotheta_deg / RTD, 1.0 / RTD);
+    set(
+        Param::DetectorRotX,
+        det.rot_deg[0],
+        det.rot_deg[0] / RTD,
+        1.0 / RTD,
+    );
+    set(
+        Param::DetectorRotY,
+        det.rot_deg[1],
+        det.rot_deg[1] / RTD,
+        1.0 / RTD,
+    );
+    set(
+        Param::DetectorRotZ,
+        det.rot_deg[2],
+        det.rot_deg[2] / RTD,
+        1.0 / RTD,
+    );
+    set(
+        Param::Twotheta,
+        det.twotheta_deg,
+        det.twotheta_deg / RTD,
+        1.0 / RTD,
+    );
     set(Param::Wavelength, wavelength_user, lambda0, 1e-10);
     set(Param::Fluence, fluence, fluence, 1.0);
     set(Param::Polarization, polarization, polarization, 1.0);
     set(Param::DefaultF, default_f, default_f, 1.0);
     if matches!(cell_source, CellSource::Matrix(_)) {
-        for p in [Param::CellA, Param::CellB, Param::CellC, Param::CellAlpha, Param::CellBeta, Param::CellGamma] {
+        for p in [
+            Param::CellA,
+            Param::CellB,
+            Param::CellC,
+            Param::CellAlpha,
+            Param::CellBeta,
+            Param::CellGamma,
+        ] {
             applicable[p as usize] = false;
         }
     }
@@ -819,7 +997,10 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         if beamsize >= 0.0 {
             for (i, axis) in [(1, "high"), (2, "wide")] {
                 if beamsize < sample[i] {
-                    setup.notes.push(format!("clipping sample ({} m {axis}) with beam ({beamsize} m)", sample[i]));
+                    setup.notes.push(format!(
+                        "clipping sample ({} m {axis}) with beam ({beamsize} m)",
+                        sample[i]
+                    ));
                     sample[i] = beamsize;
                 }
             }
@@ -850,9 +1031,19 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         recommended = 1;
     }
     let oversample = match det.oversample {
-        Some(o) if o > 64 => return Err(invalid("detector.oversample", format!("{o} is too many subpixels per side (max 64)"))),
+        Some(o) if o > 64 => {
+            return Err(invalid(
+                "detector.oversample",
+                format!("{o} is too many subpixels per side (max 64)"),
+            ))
+        }
         Some(o) if o > 0 => o,
-        Some(o) if o < 0 => return Err(invalid("detector.oversample", format!("must be >= 1 (got {o})"))),
+        Some(o) if o < 0 => {
+            return Err(invalid(
+                "detector.oversample",
+                format!("must be >= 1 (got {o})"),
+            ))
+        }
         _ => recommended.min(64),
     };
     setup.oversample = oversample as usize;
@@ -869,7 +1060,8 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         ));
     }
     let auto_interp = n.iter().any(|x| *x <= 2.0);
-    setup.interpolate = hkl.as_ref().map(|h| h.count > 0).unwrap_or(false) && cr.interpolate.unwrap_or(auto_interp);
+    setup.interpolate =
+        hkl.as_ref().map(|h| h.count > 0).unwrap_or(false) && cr.interpolate.unwrap_or(auto_interp);
 
     // ---- mask ----
     let mask = match &det.mask_file {
@@ -878,7 +1070,12 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
             if img.fpixels != fpixels || img.spixels != spixels {
                 return Err(invalid(
                     "detector.mask_file",
-                    format!("{}: mask is {} x {} but the detector is {fpixels} x {spixels}", m.display(), img.fpixels, img.spixels),
+                    format!(
+                        "{}: mask is {} x {} but the detector is {fpixels} x {spixels}",
+                        m.display(),
+                        img.fpixels,
+                        img.spixels
+                    ),
                 ));
             }
             Some(img.data)
@@ -886,13 +1083,21 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<(Setup, Option<HklGri
         None => None,
     };
 
-    setup.steps = setup.sources.len() * setup.mosaic_deviates.len() * phisteps * setup.oversample * setup.oversample;
+    setup.steps = setup.sources.len()
+        * setup.mosaic_deviates.len()
+        * phisteps
+        * setup.oversample
+        * setup.oversample;
     Ok((setup, hkl, mask))
 }
 
 /// Cell vectors (Å, lab frame, after misset) from parameter values.
 pub fn crystal_cell<T: Real>(s: &Setup, pv: &ParamValues<T>) -> super::cell::CellVectors<T> {
-    let misset = [s.iv(Param::MissetX, pv), s.iv(Param::MissetY, pv), s.iv(Param::MissetZ, pv)];
+    let misset = [
+        s.iv(Param::MissetX, pv),
+        s.iv(Param::MissetY, pv),
+        s.iv(Param::MissetZ, pv),
+    ];
     match &s.cell_source {
         CellSource::Cell => {
             let cell = [
@@ -909,7 +1114,11 @@ pub fn crystal_cell<T: Real>(s: &Setup, pv: &ParamValues<T>) -> super::cell::Cel
         CellSource::Matrix(m) => {
             // remove λ from the A matrix: scale by 1e-10/λ0 (λ0 in metres)
             let k = c::<T>(1e-10) / s.iv(Param::Wavelength, pv);
-            let recip = [Vec3::<T>::cst(m[0]).scale(k), Vec3::cst(m[1]).scale(k), Vec3::cst(m[2]).scale(k)];
+            let recip = [
+                Vec3::<T>::cst(m[0]).scale(k),
+                Vec3::cst(m[1]).scale(k),
+                Vec3::cst(m[2]).scale(k),
+            ];
             finish_cell(recip, misset, None)
         }
     }
@@ -934,11 +1143,19 @@ pub struct DetectorGeometry<T> {
 pub fn detector_geometry<T: Real>(s: &Setup, pv: &ParamValues<T>) -> DetectorGeometry<T> {
     use super::rotation::{rotate_axis, rotate_xyz};
     use super::scalar::dot_product;
-    let (rx, ry, rz) = (s.iv(Param::DetectorRotX, pv), s.iv(Param::DetectorRotY, pv), s.iv(Param::DetectorRotZ, pv));
+    let (rx, ry, rz) = (
+        s.iv(Param::DetectorRotX, pv),
+        s.iv(Param::DetectorRotY, pv),
+        s.iv(Param::DetectorRotZ, pv),
+    );
     let twotheta = s.iv(Param::Twotheta, pv);
     let beam = Vec3::<T>::cst(s.beam);
     let tt_axis = Vec3::<T>::cst(s.twotheta_axis);
-    let (f0, s0, o0) = (Vec3::<T>::cst(s.fdet0), Vec3::<T>::cst(s.sdet0), Vec3::<T>::cst(s.odet0));
+    let (f0, s0, o0) = (
+        Vec3::<T>::cst(s.fdet0),
+        Vec3::<T>::cst(s.sdet0),
+        Vec3::<T>::cst(s.odet0),
+    );
     let mut ratio = dot_product(&beam, &rotate_xyz(&o0, rx, ry, rz));
     if ratio.val() == 0.0 {
         ratio = c(f64::MIN_POSITIVE);

@@ -10,7 +10,9 @@ use super::polarization::polarization_factor;
 use super::rng::{axis_angle_umat, mosaic_rotation_angle};
 use super::rotation::{rotate_axis, rotate_umat};
 use super::scalar::{c, dot_product, magnitude, unitize, Real, Vec3};
-use super::setup::{crystal_cell, detector_geometry, water_background, DetectorGeometry, Setup, R_E_SQR};
+use super::setup::{
+    crystal_cell, detector_geometry, water_background, DetectorGeometry, Setup, R_E_SQR,
+};
 use super::structure_factors::HklGrid;
 
 /// Orientation (a, b, c in metres) for one phi step and mosaic domain.
@@ -79,7 +81,11 @@ impl<'a, T: Real> Model<'a, T> {
         let rotated: Vec<Orientation<T>> = (0..setup.phisteps)
             .map(|i| {
                 let phi = phi0 + phistep * c::<T>(i as f64);
-                [rotate_axis(&a0, &spindle, phi), rotate_axis(&b0, &spindle, phi), rotate_axis(&c0, &spindle, phi)]
+                [
+                    rotate_axis(&a0, &spindle, phi),
+                    rotate_axis(&b0, &spindle, phi),
+                    rotate_axis(&c0, &spindle, phi),
+                ]
             })
             .collect();
         let base = [a0, b0, c0];
@@ -126,7 +132,11 @@ impl<'a, T: Real> Model<'a, T> {
             for p in &phis {
                 for u in &umats {
                     if setup.mosaic_on {
-                        out.push([rotate_umat(&p[0], u), rotate_umat(&p[1], u), rotate_umat(&p[2], u)]);
+                        out.push([
+                            rotate_umat(&p[0], u),
+                            rotate_umat(&p[1], u),
+                            rotate_umat(&p[2], u),
+                        ]);
                     } else {
                         out.push(*p);
                     }
@@ -138,11 +148,20 @@ impl<'a, T: Real> Model<'a, T> {
         let orient_rest = with_mosaic(phi_orient(false));
 
         let fluence = setup.iv(Param::Fluence, pv);
-        let n = [setup.iv(Param::NA, pv), setup.iv(Param::NB, pv), setup.iv(Param::NC, pv)];
-        let live = [pv.live[Param::NA as usize], pv.live[Param::NB as usize], pv.live[Param::NC as usize]];
+        let n = [
+            setup.iv(Param::NA, pv),
+            setup.iv(Param::NB, pv),
+            setup.iv(Param::NC, pv),
+        ];
+        let live = [
+            pv.live[Param::NA as usize],
+            pv.live[Param::NB as usize],
+            pv.live[Param::NC as usize],
+        ];
         let n_whole: [Option<u32>; 3] = std::array::from_fn(|i| {
             let v = n[i].val();
-            (!live[i] && v.fract() == 0.0 && v >= 1.0 && v <= super::lattice::MAX_WHOLE_N as f64).then_some(v as u32)
+            (!live[i] && v.fract() == 0.0 && v >= 1.0 && v <= super::lattice::MAX_WHOLE_N as f64)
+                .then_some(v as u32)
         });
         Model {
             setup,
@@ -165,7 +184,14 @@ impl<'a, T: Real> Model<'a, T> {
 
     /// Position of a subpixel centre in the lab frame (metres).
     #[inline(always)]
-    fn subpixel_position(&self, fpixel: usize, spixel: usize, sub_f: usize, sub_s: usize, odet: f64) -> Vec3<T> {
+    fn subpixel_position(
+        &self,
+        fpixel: usize,
+        spixel: usize,
+        sub_f: usize,
+        sub_s: usize,
+        odet: f64,
+    ) -> Vec3<T> {
         let s = self.setup;
         let sub = s.pixel_size / s.oversample as f64;
         let fdet = sub * (fpixel * s.oversample + sub_f) as f64 + sub / 2.0;
@@ -194,7 +220,8 @@ impl<'a, T: Real> Model<'a, T> {
         for t in 0..s.thicksteps {
             for ss in 0..s.oversample {
                 for sf in 0..s.oversample {
-                    let pos = self.subpixel_position(fpixel, spixel, sf, ss, t as f64 * s.thickstep);
+                    let pos =
+                        self.subpixel_position(fpixel, spixel, sf, ss, t as f64 * s.thickstep);
                     let (d, _) = unitize(&pos);
                     for (inc, lambda) in &self.sources {
                         if !self.dmin_skips(&d, inc, *lambda) {
@@ -222,7 +249,13 @@ impl<'a, T: Real> Model<'a, T> {
     /// executed phi sweep. Returns the pixel value and, when interpolating,
     /// the index of the first structure-factor evaluation that fell outside the
     /// HKL grid.
-    pub fn pixel(&self, fpixel: usize, spixel: usize, first_sweep: bool, fmode: FMode) -> (T, Option<usize>) {
+    pub fn pixel(
+        &self,
+        fpixel: usize,
+        spixel: usize,
+        first_sweep: bool,
+        fmode: FMode,
+    ) -> (T, Option<usize>) {
         let s = self.setup;
         let zero = c::<T>(0.0);
         let one = c::<T>(1.0);
@@ -264,15 +297,35 @@ impl<'a, T: Real> Model<'a, T> {
                             }
                         }
                         if polar.val() == 0.0 || s.oversample_polar {
-                            polar = polarization_factor(self.kahn, incident, &diffracted, &self.polar_vector);
+                            polar = polarization_factor(
+                                self.kahn,
+                                incident,
+                                &diffracted,
+                                &self.polar_vector,
+                            );
                         }
-                        let orient = if first { &self.orient_first } else { &self.orient_rest };
+                        let orient = if first {
+                            &self.orient_first
+                        } else {
+                            &self.orient_rest
+                        };
                         first = false;
                         for o in orient.iter().take(s.phisteps * ndom) {
                             let h = dot_product(&o[0], &scattering);
                             let k = dot_product(&o[1], &scattering);
                             let l = dot_product(&o[2], &scattering);
-                            let fl = f_latt(s.shape, h, k, l, &self.n, s.n_gt1, self.n_whole, self.lifted, &self.recip, s.fudge);
+                            let fl = f_latt(
+                                s.shape,
+                                h,
+                                k,
+                                l,
+                                &self.n,
+                                s.n_gt1,
+                                self.n_whole,
+                                self.lifted,
+                                &self.recip,
+                                s.fudge,
+                            );
                             if fl.val() == 0.0 && s.water_size == 0.0 {
                                 continue;
                             }
@@ -320,7 +373,11 @@ impl<'a, T: Real> Model<'a, T> {
         };
         if interp && self.setup.interpolate {
             let (hv, kv, lv) = (h.val(), k.val(), l.val());
-            let (h_range, k_range, l_range) = ((g.h_max - g.h_min + 1) as f64, (g.k_max - g.k_min + 1) as f64, (g.l_max - g.l_min + 1) as f64);
+            let (h_range, k_range, l_range) = (
+                (g.h_max - g.h_min + 1) as f64,
+                (g.k_max - g.k_min + 1) as f64,
+                (g.l_max - g.l_min + 1) as f64,
+            );
             let out = (hv - g.h_min as f64 + 3.0) > h_range
                 || (hv - 2.0) < g.h_min as f64
                 || (kv - g.k_min as f64 + 3.0) > k_range
@@ -334,7 +391,11 @@ impl<'a, T: Real> Model<'a, T> {
                 *oor = Some(eval);
             }
         }
-        let (h0, k0, l0) = ((h.val() - 0.5).ceil() as i32, (k.val() - 0.5).ceil() as i32, (l.val() - 0.5).ceil() as i32);
+        let (h0, k0, l0) = (
+            (h.val() - 0.5).ceil() as i32,
+            (k.val() - 0.5).ceil() as i32,
+            (l.val() - 0.5).ceil() as i32,
+        );
         match g.get(h0, k0, l0) {
             Some(f) if g.count > 0 => c(f),
             _ => self.default_f,
@@ -345,7 +406,11 @@ impl<'a, T: Real> Model<'a, T> {
 /// Tricubic Lagrange interpolation on the 4x4x4 neighbourhood floor(x)-1 ..
 /// floor(x)+2 (C's polin3: along l, then k, then h).
 pub fn interpolate_f<T: Real>(g: &HklGrid, h: T, k: T, l: T) -> T {
-    let (hf, kf, lf) = (h.val().floor() as i32, k.val().floor() as i32, l.val().floor() as i32);
+    let (hf, kf, lf) = (
+        h.val().floor() as i32,
+        k.val().floor() as i32,
+        l.val().floor() as i32,
+    );
     let mut over_k = [c::<T>(0.0); 4];
     let mut over_h = [c::<T>(0.0); 4];
     for (i1, hh) in (hf - 1..=hf + 2).enumerate() {
@@ -362,10 +427,14 @@ pub fn interpolate_f<T: Real>(g: &HklGrid, h: T, k: T, l: T) -> T {
 #[inline(always)]
 pub fn polint<T: Real>(x0: i32, ya: &[T; 4], x: T) -> T {
     let xa: [T; 4] = std::array::from_fn(|i| c((x0 + i as i32) as f64));
-    let t0 = (x - xa[1]) * (x - xa[2]) * (x - xa[3]) * ya[0] / ((xa[0] - xa[1]) * (xa[0] - xa[2]) * (xa[0] - xa[3]));
-    let t1 = (x - xa[0]) * (x - xa[2]) * (x - xa[3]) * ya[1] / ((xa[1] - xa[0]) * (xa[1] - xa[2]) * (xa[1] - xa[3]));
-    let t2 = (x - xa[0]) * (x - xa[1]) * (x - xa[3]) * ya[2] / ((xa[2] - xa[0]) * (xa[2] - xa[1]) * (xa[2] - xa[3]));
-    let t3 = (x - xa[0]) * (x - xa[1]) * (x - xa[2]) * ya[3] / ((xa[3] - xa[0]) * (xa[3] - xa[1]) * (xa[3] - xa[2]));
+    let t0 = (x - xa[1]) * (x - xa[2]) * (x - xa[3]) * ya[0]
+        / ((xa[0] - xa[1]) * (xa[0] - xa[2]) * (xa[0] - xa[3]));
+    let t1 = (x - xa[0]) * (x - xa[2]) * (x - xa[3]) * ya[1]
+        / ((xa[1] - xa[0]) * (xa[1] - xa[2]) * (xa[1] - xa[3]));
+    let t2 = (x - xa[0]) * (x - xa[1]) * (x - xa[3]) * ya[2]
+        / ((xa[2] - xa[0]) * (xa[2] - xa[1]) * (xa[2] - xa[3]));
+    let t3 = (x - xa[0]) * (x - xa[1]) * (x - xa[2]) * ya[3]
+        / ((xa[3] - xa[0]) * (xa[3] - xa[1]) * (xa[3] - xa[2]));
     t0 + t1 + t2 + t3
 }
 

@@ -18,7 +18,8 @@ pub struct HklGrid {
 
 impl HklGrid {
     pub fn new(min: [i32; 3], max: [i32; 3], fill: f64) -> Self {
-        let n = ((max[0] - min[0] + 1) * (max[1] - min[1] + 1) * (max[2] - min[2] + 1)).max(0) as usize;
+        let n =
+            ((max[0] - min[0] + 1) * (max[1] - min[1] + 1) * (max[2] - min[2] + 1)).max(0) as usize;
         HklGrid {
             h_min: min[0],
             h_max: max[0],
@@ -34,11 +35,17 @@ impl HklGrid {
     fn index(&self, h: i32, k: i32, l: i32) -> usize {
         let kr = (self.k_max - self.k_min + 1) as usize;
         let lr = (self.l_max - self.l_min + 1) as usize;
-        ((h - self.h_min) as usize * kr + (k - self.k_min) as usize) * lr + (l - self.l_min) as usize
+        ((h - self.h_min) as usize * kr + (k - self.k_min) as usize) * lr
+            + (l - self.l_min) as usize
     }
     #[inline(always)]
     pub fn contains(&self, h: i32, k: i32, l: i32) -> bool {
-        h >= self.h_min && h <= self.h_max && k >= self.k_min && k <= self.k_max && l >= self.l_min && l <= self.l_max
+        h >= self.h_min
+            && h <= self.h_max
+            && k >= self.k_min
+            && k <= self.k_max
+            && l >= self.l_min
+            && l <= self.l_max
     }
     pub fn set(&mut self, h: i32, k: i32, l: i32, f: f64) {
         let i = self.index(h, k, l);

@@ -853,6 +853,10 @@ fn launch_image<R: GpuReal>(
         .clamp(BLOCK as usize * 8, MAX_LAUNCH_PIXELS)
         .min(cap);
     let chunk = chunk.div_ceil(BLOCK as usize) * BLOCK as usize;
+    let timed = Some(dsys::CUevent_flags::CU_EVENT_DEFAULT);
+    let ev_start = stream
+        .record_event(timed)
+        .map_err(drv("recording a timing event"))?;
     launch_range(
         &stream, &k.render, &params, &d_model, &d_hkl, &d_pix, &mut d_out, &mut d_oor, 0, npix,
         chunk,
@@ -875,10 +879,16 @@ fn launch_image<R: GpuReal>(
             )?;
         }
     }
+    let ev_end = stream
+        .record_event(timed)
+        .map_err(drv("recording a timing event"))?;
     let out = stream
         .clone_dtoh(&d_out)
         .map_err(drv("reading back the image"))?;
     stream.synchronize().map_err(drv("rendering"))?;
+    if let Ok(ms) = ev_start.elapsed_ms(&ev_end) {
+        KERNEL_SECONDS.with(|k| k.set(k.get() + ms as f64 / 1000.0));
+    }
     Ok(out.into_iter().map(|x| x.to()).collect())
 }
 
@@ -897,6 +907,16 @@ fn run_dual<const N: usize>(
     run_image(g, sim, pixels, &pv, N, dtype)
 }
 
+thread_local! {
+    static KERNEL_SECONDS: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
+}
+
+/// GPU time of the kernels of this thread's last `render` (CUDA events around
+/// the launches: no host work, no transfers), seconds.
+pub fn last_kernel_seconds() -> f64 {
+    KERNEL_SECONDS.with(|k| k.get())
+}
+
 /// Render with the CUDA engine on GPU `ordinal` (None: 0). Same options and
 /// result as the CPU engine; derivatives in passes of up to 8 directions.
 pub fn render(
@@ -905,6 +925,7 @@ pub fn render(
     opts: &RenderOptions,
 ) -> Result<Rendered, EngineError> {
     probe_libraries().map_err(EngineError::Unavailable)?;
+    KERNEL_SECONDS.with(|k| k.set(0.0));
     let roi = check_roi(sim, opts.roi)?;
     for p in &opts.derivatives {
         sim.base_value(*p)

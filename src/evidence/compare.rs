@@ -1,0 +1,371 @@
+//! `runner compare A B`: two bundles of one experiment, cell by cell: status
+//! and the numbers of result.json (loss, grad_ad, grad_fd, abs_err, rel_err)
+//! side by side with their absolute and relative change; cells whose status
+//! changed come first. Exit 1 when a status got worse (PASS to
+//! FAIL/ERROR/SKIPPED, SKIPPED to FAIL/ERROR, a cell of A missing from B) or a
+//! value moved past the tolerance (|b - a| > atol + rtol |a|, or a value
+//! appeared or vanished); 0 otherwise; 2 when the bundles cannot be compared.
+
+use super::CellRecord;
+use crate::experiment::probes::Status;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Markdown,
+}
+
+const QUANTITIES: [&str; 5] = ["loss", "grad_ad", "grad_fd", "abs_err", "rel_err"];
+
+fn value(c: &CellRecord, q: &str) -> Option<f64> {
+    match q {
+        "loss" => c.loss,
+        "grad_ad" => c.grad_ad,
+        "grad_fd" => c.grad_fd,
+        "abs_err" => c.abs_err,
+        "rel_err" => c.rel_err,
+        _ => None,
+    }
+}
+
+fn rank(s: Status) -> u8 {
+    match s {
+        Status::Pass => 2,
+        Status::Skipped => 1,
+        Status::Fail | Status::Error => 0,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ValueChange {
+    pub quantity: String,
+    pub a: Option<f64>,
+    pub b: Option<f64>,
+    pub abs_change: Option<f64>,
+    pub rel_change: Option<f64>,
+    /// Moved past the tolerance (or appeared / vanished).
+    pub moved: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CellChange {
+    pub id: String,
+    pub status_a: Option<String>,
+    pub status_b: Option<String>,
+    /// same, better, worse, added (only in B), removed (only in A).
+    pub status_change: String,
+    pub values: Vec<ValueChange>,
+    pub regression: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub experiment: String,
+    pub a: String,
+    pub b: String,
+    pub rtol: f64,
+    pub atol: f64,
+    pub regressions: usize,
+    pub status_changes: usize,
+    pub moved_values: usize,
+    pub cells: Vec<CellChange>,
+}
+
+fn experiment_id(bundle: &Path) -> Result<String, String> {
+    let p = bundle.join("experiment.toml");
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| format!("{}: not a bundle ({e})", bundle.display()))?;
+    let t: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+    t.get("experiment")
+        .and_then(|e| e.get("id"))
+        .and_then(|v| v.as_str())
+        .map(|s| s.to_string())
+        .ok_or_else(|| format!("{}: no experiment.id", p.display()))
+}
+
+fn records(bundle: &Path) -> Result<BTreeMap<String, CellRecord>, String> {
+    let mut out = BTreeMap::new();
+    let dir = bundle.join("cells");
+    let rd = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path().join("result.json");
+        if let Ok(text) = std::fs::read_to_string(&p) {
+            let r: CellRecord =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            out.insert(e.file_name().to_string_lossy().to_string(), r);
+        }
+    }
+    Ok(out)
+}
+
+/// Compare two bundles.
+pub fn compare_bundles(a: &Path, b: &Path, rtol: f64, atol: f64) -> Result<Comparison, String> {
+    if rtol.is_nan() || atol.is_nan() || rtol < 0.0 || atol < 0.0 {
+        return Err(format!(
+            "--rtol {rtol} --atol {atol}: tolerances must be >= 0"
+        ));
+    }
+    let (ea, eb) = (experiment_id(a)?, experiment_id(b)?);
+    if ea != eb {
+        return Err(format!(
+            "bundles of different experiments: {} is '{ea}', {} is '{eb}'",
+            a.display(),
+            b.display()
+        ));
+    }
+    let (ra, rb) = (records(a)?, records(b)?);
+    let mut ids: Vec<&String> = ra.keys().chain(rb.keys()).collect();
+    ids.sort();
+    ids.dedup();
+    let mut cells = Vec::new();
+    for id in ids {
+        let (ca, cb) = (ra.get(id), rb.get(id));
+        let status_change = match (ca, cb) {
+            (Some(x), Some(y)) if x.status == y.status => "same",
+            (Some(x), Some(y)) if rank(y.status) < rank(x.status) => "worse",
+            (Some(_), Some(_)) => "better",
+            (None, Some(_)) => "added",
+            (Some(_), None) => "removed",
+            (None, None) => "same",
+        };
+        let mut values = Vec::new();
+        for q in QUANTITIES {
+            let (va, vb) = (ca.and_then(|c| value(c, q)), cb.and_then(|c| value(c, q)));
+            if va.is_none() && vb.is_none() {
+                continue;
+            }
+            let (abs_change, rel_change, moved) = match (va, vb) {
+                (Some(x), Some(y)) => {
+                    let d = y - x;
+                    let rel = if x != 0.0 {
+                        Some(d / x.abs())
+                    } else if d == 0.0 {
+                        Some(0.0)
+                    } else {
+                        None
+                    };
+                    let same = x == y || (x.is_nan() && y.is_nan());
+                    // NaN beyond the tolerance counts as moved.
+                    let within = d.abs() <= atol + rtol * x.abs();
+                    (Some(d), rel, !same && !within)
+                }
+                // Only in one bundle: moved if both cells exist.
+                _ => (None, None, ca.is_some() && cb.is_some()),
+            };
+            values.push(ValueChange {
+                quantity: q.to_string(),
+                a: va,
+                b: vb,
+                abs_change,
+                rel_change,
+                moved,
+            });
+        }
+        let regression =
+            matches!(status_change, "worse" | "removed") || values.iter().any(|v| v.moved);
+        cells.push(CellChange {
+            id: id.clone(),
+            status_a: ca.map(|c| c.status.as_str().to_string()),
+            status_b: cb.map(|c| c.status.as_str().to_string()),
+            status_change: status_change.to_string(),
+            values,
+            regression,
+        });
+    }
+    // Status changes first (worse, removed, better, added), then the rest; by id within.
+    let order = |c: &CellChange| match c.status_change.as_str() {
+        "worse" => 0,
+        "removed" => 1,
+        "better" => 2,
+        "added" => 3,
+        _ => 4,
+    };
+    cells.sort_by(|x, y| order(x).cmp(&order(y)).then(x.id.cmp(&y.id)));
+    Ok(Comparison {
+        experiment: ea,
+        a: a.display().to_string(),
+        b: b.display().to_string(),
+        rtol,
+        atol,
+        regressions: cells.iter().filter(|c| c.regression).count(),
+        status_changes: cells.iter().filter(|c| c.status_change != "same").count(),
+        moved_values: cells
+            .iter()
+            .map(|c| c.values.iter().filter(|v| v.moved).count())
+            .sum(),
+        cells,
+    })
+}
+
+fn num(x: Option<f64>) -> String {
+    match x {
+        Some(v) => format!("{v:.9e}"),
+        None => "-".into(),
+    }
+}
+
+fn change(x: Option<f64>) -> String {
+    match x {
+        Some(v) => format!("{v:+.3e}"),
+        None => "-".into(),
+    }
+}
+
+fn rows_of(c: &Comparison) -> Vec<[String; 7]> {
+    let mut rows = Vec::new();
+    for cell in &c.cells {
+        let flag = |m: bool| if m { "MOVED" } else { "" };
+        let st = format!(
+            "{} -> {}",
+            cell.status_a.as_deref().unwrap_or("(absent)"),
+            cell.status_b.as_deref().unwrap_or("(absent)")
+        );
+        rows.push([
+            cell.id.clone(),
+            "status".into(),
+            cell.status_a.clone().unwrap_or_else(|| "(absent)".into()),
+            cell.status_b.clone().unwrap_or_else(|| "(absent)".into()),
+            if cell.status_change == "same" {
+                String::new()
+            } else {
+                st
+            },
+            String::new(),
+            match cell.status_change.as_str() {
+                "worse" | "removed" => "WORSE".into(),
+                "same" => String::new(),
+                other => other.to_uppercase(),
+            },
+        ]);
+        for v in &cell.values {
+            rows.push([
+                String::new(),
+                v.quantity.clone(),
+                num(v.a),
+                num(v.b),
+                change(v.abs_change),
+                change(v.rel_change),
+                flag(v.moved).into(),
+            ]);
+        }
+    }
+    rows
+}
+
+const HEAD: [&str; 7] = [
+    "cell",
+    "quantity",
+    "A",
+    "B",
+    "abs change",
+    "rel change",
+    "flag",
+];
+
+/// Render a comparison.
+pub fn render(c: &Comparison, format: Format) -> String {
+    let verdict = if c.regressions > 0 {
+        format!(
+            "REGRESSION: {} cell(s) got worse or moved past atol {:e} + rtol {:e} |A| ({} status change(s), {} moved value(s))",
+            c.regressions, c.atol, c.rtol, c.status_changes, c.moved_values
+        )
+    } else {
+        format!(
+            "OK: no status got worse and no value moved past atol {:e} + rtol {:e} |A| ({} cell(s), {} status change(s))",
+            c.atol,
+            c.rtol,
+            c.cells.len(),
+            c.status_changes
+        )
+    };
+    let worse: Vec<&str> = c
+        .cells
+        .iter()
+        .filter(|x| x.regression)
+        .map(|x| x.id.as_str())
+        .collect();
+    match format {
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(c).unwrap_or_default();
+            s.push('\n');
+            s
+        }
+        Format::Markdown => {
+            let mut s = format!(
+                "# Compare `{}`: {}\n\n- A: `{}`\n- B: `{}`\n",
+                c.experiment, verdict, c.a, c.b
+            );
+            if !worse.is_empty() {
+                s.push_str(&format!("- regressions: `{}`\n", worse.join("`, `")));
+            }
+            s.push_str(&format!(
+                "\n| {} |\n|{}\n",
+                HEAD.join(" | "),
+                "---|".repeat(7)
+            ));
+            for r in rows_of(c) {
+                let cells: Vec<String> = r
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        if i == 0 && !x.is_empty() {
+                            format!("`{x}`")
+                        } else {
+                            x.replace('|', "\\|")
+                        }
+                    })
+                    .collect();
+                s.push_str(&format!("| {} |\n", cells.join(" | ")));
+            }
+            s
+        }
+        Format::Table => {
+            let mut all = vec![HEAD.map(|h| h.to_string())];
+            all.extend(rows_of(c));
+            let mut w = [0usize; 7];
+            for r in &all {
+                for (i, x) in r.iter().enumerate() {
+                    w[i] = w[i].max(x.chars().count());
+                }
+            }
+            let mut s = format!(
+                "compare {} (experiment {}):\n  A {}\n  B {}\n",
+                verdict, c.experiment, c.a, c.b
+            );
+            if !worse.is_empty() {
+                s.push_str(&format!("regressions: {}\n", worse.join(", ")));
+            }
+            for r in &all {
+                let mut line = String::new();
+                for (i, x) in r.iter().enumerate() {
+                    line.push_str(&format!("{:<width$}  ", x, width = w[i]));
+                }
+                s.push_str(line.trim_end());
+                s.push('\n');
+            }
+            s
+        }
+    }
+}
+
+/// `runner compare`; returns the exit code.
+pub fn compare(a: &Path, b: &Path, rtol: f64, atol: f64, format: Format) -> i32 {
+    match compare_bundles(a, b, rtol, atol) {
+        Ok(c) => {
+            print!("{}", render(&c, format));
+            if c.regressions > 0 {
+                1
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            eprintln!("error: runner compare: {e}");
+            2
+        }
+    }
+}

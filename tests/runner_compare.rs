@@ -1,0 +1,206 @@
+//! `runner compare A B`: regressions between two bundles of one experiment.
+
+use assert_cmd::Command;
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn runner() -> Command {
+    let mut c = Command::cargo_bin("runner").unwrap();
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUNNER_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+const SMALL: &str = r#"
+[experiment]
+id = "compare-small"
+
+[model]
+phi_carryover = "c-parity"
+seed = 1
+
+[model.crystal]
+cell = [100.0, 100.0, 100.0, 90.0, 90.0, 90.0]
+n_cells = [5.0, 5.0, 5.0]
+mosaic_spread_deg = 0.0
+mosaic_domains = 1
+default_f = 100.0
+
+[model.beam]
+wavelength_a = 6.2
+
+[model.detector]
+convention = "mosflm"
+pixel_size_mm = 0.1
+fpixels = 16
+spixels = 16
+distance_mm = 100.0
+xbeam_mm = 0.8
+ybeam_mm = 0.8
+roi = [0, 1, 7, 8]
+
+[model.goniometer]
+phi_start_deg = 0.0
+osc_deg = 0.1
+phisteps = 10
+
+[matrix]
+param = ["cell_a", "distance"]
+
+[[probe]]
+kind = "gradcheck"
+
+[[probe]]
+kind = "simulate"
+"#;
+
+fn run_cmd(mut c: Command) -> (i32, String, String) {
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn run(file: &Path, out: &Path) -> PathBuf {
+    let mut c = runner();
+    c.arg("run").arg(file).arg("--out").arg(out);
+    let (code, stdout, stderr) = run_cmd(c);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    PathBuf::from(stdout.trim_end().lines().last().unwrap())
+}
+
+fn compare(a: &Path, b: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut c = runner();
+    c.arg("compare").arg(a).arg(b).args(extra);
+    run_cmd(c)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Edit one top-level line of a result.json as text (re-serialising the
+/// whole file could move other floats in their last bit).
+fn edit_result(bundle: &Path, cell: &str, key: &str, f: impl Fn(&str) -> String) {
+    let p = bundle.join("cells").join(cell).join("result.json");
+    let text = fs::read_to_string(&p).unwrap();
+    let prefix = format!("  \"{key}\": ");
+    let mut hit = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| match l.strip_prefix(&prefix) {
+            Some(v) if !hit => {
+                hit = true;
+                let (v, comma) = v.strip_suffix(',').map(|v| (v, ",")).unwrap_or((v, ""));
+                format!("{prefix}{}{comma}", f(v))
+            }
+            _ => l.to_string(),
+        })
+        .collect();
+    assert!(hit, "{key} in {}", p.display());
+    fs::write(&p, out.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn compare_names_regressions_and_passes_identical_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("small.toml");
+    fs::write(&file, SMALL).unwrap();
+    let a = run(&file, &tmp.path().join("a"));
+    let b = run(&file, &tmp.path().join("b"));
+
+    // Two runs of the same experiment: nothing moved.
+    let (code, stdout, stderr) = compare(&a, &b, &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    for cell in [
+        "gradcheck-cpu-float64-cell_a",
+        "gradcheck-cpu-float64-distance",
+        "simulate-cpu-float64-cell_a",
+        "simulate-cpu-float64-distance",
+    ] {
+        assert!(stdout.contains(cell), "every cell listed: {cell}\n{stdout}");
+    }
+
+    // A perturbed copy: one value edited, one status flipped.
+    let p = tmp.path().join("perturbed");
+    copy_dir(&a, &p);
+    edit_result(&p, "simulate-cpu-float64-distance", "loss", |v| {
+        format!("{:?}", v.parse::<f64>().unwrap() * (1.0 + 1e-6))
+    });
+    edit_result(&p, "gradcheck-cpu-float64-distance", "status", |_| {
+        "\"FAIL\"".into()
+    });
+    let (code, stdout, stderr) = compare(&a, &p, &[]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stdout.contains("REGRESSION"), "{stdout}");
+    let table = &stdout[stdout.find("quantity").unwrap()..];
+    let flipped = table.find("gradcheck-cpu-float64-distance").unwrap();
+    let unchanged = table.find("gradcheck-cpu-float64-cell_a").unwrap();
+    assert!(flipped < unchanged, "status changes first:\n{stdout}");
+    assert!(stdout.contains("PASS -> FAIL"), "{stdout}");
+    assert!(stdout.contains("MOVED"), "{stdout}");
+    let regressions = stdout
+        .lines()
+        .find(|l| l.starts_with("regressions:"))
+        .unwrap();
+    assert!(
+        regressions.contains("gradcheck-cpu-float64-distance")
+            && regressions.contains("simulate-cpu-float64-distance")
+            && !regressions.contains("cell_a"),
+        "{regressions}"
+    );
+
+    // A looser tolerance lets the 1e-6 move pass; the status change still fails.
+    let (code, stdout, _) = compare(&a, &p, &["--rtol", "1e-5", "--format", "json"]);
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["regressions"], 1);
+    assert_eq!(v["cells"][0]["id"], "gradcheck-cpu-float64-distance");
+    assert_eq!(v["cells"][0]["status_change"], "worse");
+    assert_eq!(v["cells"].as_array().unwrap().len(), 4);
+
+    // Only the value: exit 1 with the default tolerance, 0 with a looser one.
+    edit_result(&p, "gradcheck-cpu-float64-distance", "status", |_| {
+        "\"PASS\"".into()
+    });
+    assert_eq!(compare(&a, &p, &[]).0, 1);
+    let (code, stdout, _) = compare(&a, &p, &["--rtol", "1e-5", "--format", "markdown"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.starts_with("# Compare `compare-small`: OK"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| cell | quantity | A | B |"), "{stdout}");
+    // PASS -> SKIPPED is worse too.
+    edit_result(&p, "simulate-cpu-float64-cell_a", "status", |_| {
+        "\"SKIPPED\"".into()
+    });
+    let (code, stdout, _) = compare(&a, &p, &["--rtol", "1e-5"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("PASS -> SKIPPED"), "{stdout}");
+
+    // Bundles of different experiments are refused.
+    let other = tmp.path().join("other.toml");
+    fs::write(&other, SMALL.replace("compare-small", "compare-other")).unwrap();
+    let o = run(&other, &tmp.path().join("o"));
+    let (code, _, stderr) = compare(&a, &o, &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("different experiments"), "{stderr}");
+    let (code, _, stderr) = compare(&a, &tmp.path().join("nope"), &[]);
+    assert_eq!(code, 2, "{stderr}");
+}
