@@ -288,6 +288,8 @@ pub struct SimulateProbe {
     pub png_scale: PngScale,
     /// Fail when the image is all zero.
     pub require_nonzero: bool,
+    /// Write the float images and PNGs (false: numbers only, for big sweeps).
+    pub save_images: bool,
 }
 
 impl Default for SimulateProbe {
@@ -296,6 +298,7 @@ impl Default for SimulateProbe {
             name: None,
             png_scale: PngScale::Sqrt,
             require_nonzero: false,
+            save_images: true,
         }
     }
 }

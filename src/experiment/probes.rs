@@ -890,11 +890,14 @@ fn simulate(
         shifts: vec![],
     };
     let r = render(&sim, cell.device, &opts, log, "image")?;
-    crate::evidence::write_atomic(&dir.join("image.bin"), &f32_bytes(&r.image))
-        .map_err(Stop::Error)?;
-    let png = png_bytes(&r.image, r.fpixels, r.spixels, p.png_scale).map_err(Stop::Error)?;
-    crate::evidence::write_atomic(&dir.join("image.png"), &png).map_err(Stop::Error)?;
-    let mut files = vec!["image.bin".to_string(), "image.png".to_string()];
+    let mut files = vec![];
+    if p.save_images {
+        crate::evidence::write_atomic(&dir.join("image.bin"), &f32_bytes(&r.image))
+            .map_err(Stop::Error)?;
+        let png = png_bytes(&r.image, r.fpixels, r.spixels, p.png_scale).map_err(Stop::Error)?;
+        crate::evidence::write_atomic(&dir.join("image.png"), &png).map_err(Stop::Error)?;
+        files.extend(["image.bin".to_string(), "image.png".to_string()]);
+    }
     let vals = r.roi_values(&r.image);
     let loss: f64 = vals.iter().sum();
     let max = vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -916,22 +919,26 @@ fn simulate(
     if let Some(param) = cell.param {
         if let Some(d) = r.derivative(param) {
             grad_ad = Some(r.roi_values(d).iter().sum::<f64>());
-            crate::evidence::write_atomic(
-                &dir.join(format!("d_{}.bin", param.name())),
-                &f32_bytes(d),
-            )
-            .map_err(Stop::Error)?;
-            files.push(format!("d_{}.bin", param.name()));
-            files.push(diverging_png(
-                dir,
-                &format!("d_{}.png", param.name()),
-                d,
-                r.fpixels,
-                r.spixels,
-            )?);
+            if !p.save_images {
+                // numbers only
+            } else {
+                crate::evidence::write_atomic(
+                    &dir.join(format!("d_{}.bin", param.name())),
+                    &f32_bytes(d),
+                )
+                .map_err(Stop::Error)?;
+                files.push(format!("d_{}.bin", param.name()));
+                files.push(diverging_png(
+                    dir,
+                    &format!("d_{}.png", param.name()),
+                    d,
+                    r.fpixels,
+                    r.spixels,
+                )?);
+            }
         }
     }
-    if p.png_scale != PngScale::Log {
+    if p.save_images && p.png_scale != PngScale::Log {
         files.push(log_png(
             dir,
             "image_log.png",
