@@ -6,20 +6,8 @@ use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-fn runner() -> Command {
-    let mut c = Command::cargo_bin("runner").unwrap();
-    // Keep the test hermetic: no RUNNER_* overrides from the caller.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RUNNER_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::*;
 
 /// A small, fast experiment: the M2h.3 geometry on a 16x16 detector, CPU only,
 /// three parameters and two probes, the phi-cache probe for cell_a only (4 cells).

@@ -5,15 +5,8 @@ use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-fn runner() -> Command {
-    let mut c = Command::cargo_bin("runner").unwrap();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RUNNER_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+mod common;
+use common::*;
 
 const SMALL: &str = r#"
 [experiment]

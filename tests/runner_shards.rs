@@ -9,19 +9,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-fn runner() -> Command {
-    let mut c = Command::cargo_bin("runner").unwrap();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RUNNER_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::*;
 
 /// 8 cells: two probes x two parameters x a model axis (N), 16x16 detector.
 const SWEEP: &str = r#"

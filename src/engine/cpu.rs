@@ -48,16 +48,7 @@ impl<const N: usize> Extract for DualSVec32<N> {
 /// Render with the CPU engine.
 pub fn render(sim: &Simulation, opts: &RenderOptions) -> Result<Rendered, EngineError> {
     let roi = check_roi(sim, opts.roi)?;
-    for p in &opts.derivatives {
-        sim.base_value(*p)
-            .map_err(|e| EngineError::Failed(e.to_string()))?;
-    }
-    let mut base = sim.setup.base_values();
-    for (p, d) in &opts.shifts {
-        sim.base_value(*p)
-            .map_err(|e| EngineError::Failed(e.to_string()))?;
-        base.set(*p, base.get(*p) + d);
-    }
+    let base = super::base_with_shifts(sim, opts)?;
     let n = sim.fpixels() * sim.spixels();
     let mut image = vec![0.0; n];
     let mut derivatives: Vec<(Param, Vec<f64>)> = vec![];
@@ -141,16 +132,22 @@ macro_rules! chunk_dispatch {
 chunk_dispatch!(render_chunk_f64, DualSVec64);
 chunk_dispatch!(render_chunk_f32, DualSVec32);
 
+/// Parameter values in T with `dirs[i]` seeded as derivative direction i.
+pub fn seeded_values<T: Extract>(base: &ParamValues<f64>, dirs: &[Param]) -> ParamValues<T> {
+    let mut pv = ParamValues::<T>::from_f64(base);
+    for (i, p) in dirs.iter().enumerate() {
+        pv.seed(*p, T::seeded(base.get(*p), i));
+    }
+    pv
+}
+
 fn render_dual<T: Extract>(
     sim: &Simulation,
     roi: [u32; 4],
     base: &ParamValues<f64>,
     dirs: &[Param],
 ) -> (Vec<f64>, Vec<Vec<f64>>) {
-    let mut pv = ParamValues::<T>::from_f64(base);
-    for (i, p) in dirs.iter().enumerate() {
-        pv.seed(*p, T::seeded(base.get(*p), i));
-    }
+    let pv = seeded_values::<T>(base, dirs);
     let out = render_generic::<T>(sim, roi, &pv);
     let img = to_f64(&out);
     let ders = (0..dirs.len())

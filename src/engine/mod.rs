@@ -154,6 +154,28 @@ pub enum EngineError {
     Failed(String),
 }
 
+/// The parameter values a render uses: the base point plus `opts.shifts`,
+/// after checking that every parameter it names (derivative or shift)
+/// applies to this simulation.
+pub fn base_with_shifts(
+    sim: &Simulation,
+    opts: &RenderOptions,
+) -> Result<crate::physics::params::ParamValues<f64>, EngineError> {
+    for p in opts
+        .derivatives
+        .iter()
+        .chain(opts.shifts.iter().map(|(p, _)| p))
+    {
+        sim.base_value(*p)
+            .map_err(|e| EngineError::Failed(e.to_string()))?;
+    }
+    let mut base = sim.setup.base_values();
+    for (p, d) in &opts.shifts {
+        base.set(*p, base.get(*p) + d);
+    }
+    Ok(base)
+}
+
 /// Render on the given device.
 pub fn render(
     sim: &Simulation,

@@ -904,10 +904,7 @@ fn run_dual<const N: usize>(
     dirs: &[Param],
     dtype: Dtype,
 ) -> Result<Vec<f64>, EngineError> {
-    let mut pv = ParamValues::<DualSVec64<N>>::from_f64(base);
-    for (i, p) in dirs.iter().enumerate() {
-        pv.seed(*p, <DualSVec64<N> as Extract>::seeded(base.get(*p), i));
-    }
+    let pv = super::cpu::seeded_values::<DualSVec64<N>>(base, dirs);
     run_image(g, sim, pixels, &pv, N, dtype)
 }
 
@@ -931,16 +928,7 @@ pub fn render(
     probe_libraries().map_err(EngineError::Unavailable)?;
     KERNEL_SECONDS.with(|k| k.set(0.0));
     let roi = check_roi(sim, opts.roi)?;
-    for p in &opts.derivatives {
-        sim.base_value(*p)
-            .map_err(|e| EngineError::Failed(e.to_string()))?;
-    }
-    let mut base = sim.setup.base_values();
-    for (p, d) in &opts.shifts {
-        sim.base_value(*p)
-            .map_err(|e| EngineError::Failed(e.to_string()))?;
-        base.set(*p, base.get(*p) + d);
-    }
+    let base = super::base_with_shifts(sim, opts)?;
     guarded(|| {
         let g = gpu(ordinal.unwrap_or(0))?;
         let pixels = pixel_list(sim, roi);
