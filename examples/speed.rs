@@ -11,8 +11,24 @@ fn main() {
     let threads: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
     let nder: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
     let npix: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let dtype = if args.get(4).map(|s| s == "f32").unwrap_or(false) {
+        Dtype::F32
+    } else {
+        Dtype::F64
+    };
+    let ftz = args.get(5).map(|s| s == "ftz").unwrap_or(false);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
+        .start_handler(move |_| {
+            if ftz {
+                // flush-to-zero and denormals-are-zero: a test for denormal stalls
+                #[cfg(target_arch = "x86_64")]
+                #[allow(deprecated)]
+                unsafe {
+                    std::arch::x86_64::_mm_setcsr(std::arch::x86_64::_mm_getcsr() | 0x8040)
+                };
+            }
+        })
         .build_global()
         .unwrap();
     let mut c = SimConfig::default();
@@ -27,7 +43,7 @@ fn main() {
     c.goniometer.phisteps = Some(10);
     c.goniometer.osc_deg = Some(0.1);
     let sim = Simulation::prepare(&c, std::path::Path::new(".")).unwrap();
-    let mut o = RenderOptions::new(Dtype::F64);
+    let mut o = RenderOptions::new(dtype);
     o.derivatives = Param::ALL[..nder].to_vec();
     let t = Instant::now();
     let r = render(&sim, Device::Cpu, &o).unwrap();

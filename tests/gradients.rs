@@ -226,3 +226,38 @@ fn cell_parameters_do_not_apply_to_a_matrix() {
     assert!(e.contains("cell_a"), "{e}");
     assert!(sim.base_value(Param::Wavelength).is_ok());
 }
+
+#[test]
+fn float32_derivatives_match_float64() {
+    let sim = Simulation::prepare(&triclinic_case(), Path::new(".")).unwrap();
+    for params in [
+        vec![Param::CellA],
+        vec![
+            Param::CellA,
+            Param::Distance,
+            Param::Wavelength,
+            Param::MissetX,
+        ],
+    ] {
+        let mut o64 = RenderOptions::new(Dtype::F64);
+        o64.derivatives = params.clone();
+        let mut o32 = RenderOptions::new(Dtype::F32);
+        o32.derivatives = params.clone();
+        let a = render(&sim, Device::Cpu, &o64).unwrap();
+        let b = render(&sim, Device::Cpu, &o32).unwrap();
+        for p in &params {
+            let (da, db) = (a.derivative(*p).unwrap(), b.derivative(*p).unwrap());
+            let max = da.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            let worst = da
+                .iter()
+                .zip(db)
+                .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                max > 0.0 && worst <= 1e-3 * max,
+                "{p} ({} directions): {:e} of max",
+                params.len(),
+                worst / max
+            );
+        }
+    }
+}

@@ -34,7 +34,7 @@ pub struct Model<'a, T> {
     pub n: [T; 3],
     /// N as a whole number when it is one and carries no derivative (fast sincg).
     pub n_whole: [Option<u32>; 3],
-    /// Three or more parameters carry derivatives: scalar functions of h, k, l are
+    /// Enough parameters carry derivatives (`lift_threshold`): scalar functions of h, k, l are
     /// evaluated once in a scalar dual and lifted (see `lattice::lift`).
     pub lifted: bool,
     pub kahn: T,
@@ -42,6 +42,17 @@ pub struct Model<'a, T> {
     /// r_e^2 · fluence / steps
     pub scale: T,
     pub i_bg: T,
+}
+
+/// Derivative directions from which sincg is lifted (see `lattice::lift`):
+/// measured, f64 duals gain from 3 directions on; float32 duals from 1
+/// (DualSVec32<1> arithmetic on the CPU is 6x slower than DualSVec64<1>).
+fn lift_threshold<T: Real>() -> usize {
+    if std::mem::size_of::<T::Primitive>() == 4 {
+        1
+    } else {
+        3
+    }
 }
 
 /// How structure factors are looked up for a pixel (see [`FMode`] users).
@@ -174,7 +185,7 @@ impl<'a, T: Real> Model<'a, T> {
             recip: [cell.a_star, cell.b_star, cell.c_star],
             n,
             n_whole,
-            lifted: pv.live.iter().filter(|l| **l).count() >= 3,
+            lifted: pv.live.iter().filter(|l| **l).count() >= lift_threshold::<T>(),
             kahn: setup.iv(Param::Polarization, pv),
             default_f: setup.iv(Param::DefaultF, pv),
             scale: c::<T>(R_E_SQR) * fluence / c::<T>(setup.steps as f64),
