@@ -6,45 +6,20 @@ use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+#[macro_use]
 mod common;
 use common::*;
 
 /// A small, fast experiment: the M2h.3 geometry on a 16x16 detector, CPU only,
 /// three parameters and two probes, the phi-cache probe for cell_a only (4 cells).
-const TINY: &str = r#"
+const TINY: &str = concat!(
+    r#"
 [experiment]
 id = "tiny"
 title = "tiny"
-
-[model]
-phi_carryover = "c-parity"
-seed = 1
-
-[model.crystal]
-cell = [100.0, 100.0, 100.0, 90.0, 90.0, 90.0]
-n_cells = [5.0, 5.0, 5.0]
-mosaic_spread_deg = 0.0
-mosaic_domains = 1
-default_f = 100.0
-
-[model.beam]
-wavelength_a = 6.2
-
-[model.detector]
-convention = "mosflm"
-pixel_size_mm = 0.1
-fpixels = 16
-spixels = 16
-distance_mm = 100.0
-xbeam_mm = 0.8
-ybeam_mm = 0.8
-roi = [0, 1, 7, 8]
-
-[model.goniometer]
-phi_start_deg = 0.0
-osc_deg = 0.1
-phisteps = 10
-
+"#,
+    small_model!(),
+    r#"
 [matrix]
 device = ["cpu"]
 dtype = ["float64"]
@@ -59,7 +34,8 @@ expected_grad = 3.9976002
 
 [[probe]]
 kind = "gradcheck"
-"#;
+"#
+);
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

@@ -5,42 +5,17 @@ use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+#[macro_use]
 mod common;
 use common::*;
 
-const SMALL: &str = r#"
+const SMALL: &str = concat!(
+    r#"
 [experiment]
 id = "compare-small"
-
-[model]
-phi_carryover = "c-parity"
-seed = 1
-
-[model.crystal]
-cell = [100.0, 100.0, 100.0, 90.0, 90.0, 90.0]
-n_cells = [5.0, 5.0, 5.0]
-mosaic_spread_deg = 0.0
-mosaic_domains = 1
-default_f = 100.0
-
-[model.beam]
-wavelength_a = 6.2
-
-[model.detector]
-convention = "mosflm"
-pixel_size_mm = 0.1
-fpixels = 16
-spixels = 16
-distance_mm = 100.0
-xbeam_mm = 0.8
-ybeam_mm = 0.8
-roi = [0, 1, 7, 8]
-
-[model.goniometer]
-phi_start_deg = 0.0
-osc_deg = 0.1
-phisteps = 10
-
+"#,
+    small_model!(),
+    r#"
 [matrix]
 param = ["cell_a", "distance"]
 
@@ -49,7 +24,8 @@ kind = "gradcheck"
 
 [[probe]]
 kind = "simulate"
-"#;
+"#
+);
 
 fn run_cmd(mut c: Command) -> (i32, String, String) {
     let out = c.output().unwrap();

@@ -9,44 +9,19 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+#[macro_use]
 mod common;
 use common::*;
 
 /// 8 cells: two probes x two parameters x a model axis (N), 16x16 detector.
-const SWEEP: &str = r#"
+const SWEEP: &str = concat!(
+    r#"
 [experiment]
 id = "sweep-small"
 title = "small sweep for sharding tests"
-
-[model]
-phi_carryover = "c-parity"
-seed = 1
-
-[model.crystal]
-cell = [100.0, 100.0, 100.0, 90.0, 90.0, 90.0]
-n_cells = [5.0, 5.0, 5.0]
-mosaic_spread_deg = 0.0
-mosaic_domains = 1
-default_f = 100.0
-
-[model.beam]
-wavelength_a = 6.2
-
-[model.detector]
-convention = "mosflm"
-pixel_size_mm = 0.1
-fpixels = 16
-spixels = 16
-distance_mm = 100.0
-xbeam_mm = 0.8
-ybeam_mm = 0.8
-roi = [0, 1, 7, 8]
-
-[model.goniometer]
-phi_start_deg = 0.0
-osc_deg = 0.1
-phisteps = 10
-
+"#,
+    small_model!(),
+    r#"
 [matrix]
 param = ["cell_a", "distance"]
 "model.crystal.n_cells" = [[4.0, 4.0, 4.0], [5.0, 5.0, 5.0]]
@@ -57,7 +32,8 @@ require_nonzero = false
 
 [[probe]]
 kind = "simulate"
-"#;
+"#
+);
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

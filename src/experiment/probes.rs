@@ -129,6 +129,21 @@ type PResult<T> = Result<T, Stop>;
 /// Test hook: a cell with this id panics (to exercise panic capture).
 pub const PANIC_CELL_ENV: &str = "RUNNER_TEST_PANIC_CELL";
 
+/// PASS when no check failed, else FAIL; logged with the failures.
+fn verdict(failures: &[String], log: &mut Log) -> Status {
+    let status = if failures.is_empty() {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    if failures.is_empty() {
+        log.line(status.as_str());
+    } else {
+        log.line(format!("{}: {}", status.as_str(), failures.join("; ")));
+    }
+    status
+}
+
 /// Run the cell's probe, writing its files into `dir`.
 pub fn run_probe(exp: &Experiment, cell: &Cell, dir: &Path, log: &mut Log) -> Outcome {
     let probe = &exp.resolved.probe[cell.probe_index];
@@ -467,20 +482,7 @@ fn gradcheck(
     log.line(format!(
         "loss {loss:e}; grad_ad {grad_ad:e}; grad_fd {grad_fd:e}; reference {ref_grad:e}; abs_err {abs_err:e}; rel_err {rel_err:e}"
     ));
-    let status = if failures.is_empty() {
-        Status::Pass
-    } else {
-        Status::Fail
-    };
-    log.line(format!(
-        "{}{}",
-        status.as_str(),
-        if failures.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", failures.join("; "))
-        }
-    ));
+    let status = verdict(&failures, log);
     Ok(Outcome {
         status,
         reason: if failures.is_empty() {
@@ -631,20 +633,7 @@ fn phi_cache(cell: &Cell, p: &PhiCacheProbe, log: &mut Log) -> PResult<Outcome> 
             p.fd_atol + p.fd_rtol * grad_fd.abs()
         ));
     }
-    let status = if failures.is_empty() {
-        Status::Pass
-    } else {
-        Status::Fail
-    };
-    log.line(format!(
-        "{}{}",
-        status.as_str(),
-        if failures.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", failures.join("; "))
-        }
-    ));
+    let status = verdict(&failures, log);
     Ok(Outcome {
         status,
         reason: if failures.is_empty() {
@@ -812,20 +801,7 @@ fn parity(
     log.line(format!(
         "correlation {corr:.9}, sum ratio {ratio:.9}, max rel diff {max_rel:e}"
     ));
-    let status = if failures.is_empty() {
-        Status::Pass
-    } else {
-        Status::Fail
-    };
-    log.line(format!(
-        "{}{}",
-        status.as_str(),
-        if failures.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", failures.join("; "))
-        }
-    ));
+    let status = verdict(&failures, log);
     Ok(Outcome {
         status,
         reason: if failures.is_empty() {

@@ -18,3 +18,41 @@ pub fn runner() -> Command {
 pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The [model] section of the small test experiments: the M2h.3 geometry
+/// (cubic 100 Å, N 5, c-parity, 0.1° in 10 phi steps, λ 6.2 Å) on a 16x16
+/// detector with a 2x2 ROI.
+macro_rules! small_model {
+    () => {
+        r#"
+[model]
+phi_carryover = "c-parity"
+seed = 1
+
+[model.crystal]
+cell = [100.0, 100.0, 100.0, 90.0, 90.0, 90.0]
+n_cells = [5.0, 5.0, 5.0]
+mosaic_spread_deg = 0.0
+mosaic_domains = 1
+default_f = 100.0
+
+[model.beam]
+wavelength_a = 6.2
+
+[model.detector]
+convention = "mosflm"
+pixel_size_mm = 0.1
+fpixels = 16
+spixels = 16
+distance_mm = 100.0
+xbeam_mm = 0.8
+ybeam_mm = 0.8
+roi = [0, 1, 7, 8]
+
+[model.goniometer]
+phi_start_deg = 0.0
+osc_deg = 0.1
+phisteps = 10
+"#
+    };
+}
