@@ -21,9 +21,11 @@ use braggrun::engine::{render, Device, Dtype, RenderOptions, Rendered};
 use braggrun::physics::params::Param;
 use braggrun::physics::Simulation;
 use libtest_mimic::{Arguments, Failed, Trial};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
+mod common;
+use common::{golden_cases, golden_dir, GoldenCase};
 
 const F64_TOL: f64 = 1e-10;
 const F32_CORR: f64 = 0.99999;
@@ -35,38 +37,7 @@ const DERIVS: [Param; 4] = [
     Param::Wavelength,
 ];
 
-struct Case {
-    case: String,
-    run: String,
-    args: Vec<String>,
-}
-
-/// tests/golden of the working directory when there is one (a copied test
-/// binary run from another checkout), else of the crate that built it.
-fn golden_dir() -> PathBuf {
-    let here = Path::new("tests/golden");
-    if here.join("cases.tsv").is_file() {
-        return here.to_path_buf();
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-fn cases() -> Vec<Case> {
-    let text =
-        std::fs::read_to_string(golden_dir().join("cases.tsv")).expect("tests/golden/cases.tsv");
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let cols: Vec<&str> = l.split('\t').collect();
-            Case {
-                case: cols[0].into(),
-                run: cols[1].into(),
-                args: cols[5].split_whitespace().map(String::from).collect(),
-            }
-        })
-        .collect()
-}
+type Case = GoldenCase;
 
 fn simulation(c: &Case) -> Result<Simulation, Failed> {
     let mut args = c.args.clone();
@@ -521,7 +492,7 @@ fn main() {
             Box::new(move || extra(name, args, dirs, *cap)),
         ));
     }
-    for c in cases() {
+    for c in golden_cases() {
         let c = Arc::new(c);
         let name = format!("{}/{}", c.case, c.run);
         let (c1, c2, c3) = (c.clone(), c.clone(), c.clone());

@@ -6,35 +6,10 @@ use braggrun::cli::nanobragg::parse_args;
 use braggrun::engine::{render, Device, Dtype, RenderOptions};
 use braggrun::physics::config::PhiCarryover;
 use braggrun::physics::Simulation;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-struct Case {
-    case: String,
-    run: String,
-    file: String,
-    args: Vec<String>,
-}
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(golden_dir().join("cases.tsv")).unwrap();
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let cols: Vec<&str> = l.split('\t').collect();
-            Case {
-                case: cols[0].into(),
-                run: cols[1].into(),
-                file: cols[4].into(),
-                args: cols[5].split_whitespace().map(String::from).collect(),
-            }
-        })
-        .collect()
-}
+mod common;
+use common::{golden_cases, golden_dir};
 
 fn read_f32(path: &Path) -> Vec<f64> {
     let b = std::fs::read(path).unwrap();
@@ -81,7 +56,7 @@ fn has_phi0_multistep(args: &[String]) -> bool {
 
 fn run_all(mode: PhiCarryover) {
     let mut failures = vec![];
-    for c in cases() {
+    for c in golden_cases() {
         let mut args = c.args.clone();
         if mode == PhiCarryover::CParity {
             args.extend(["-phi_carryover".to_string(), "c-parity".to_string()]);

@@ -160,16 +160,7 @@ fn render_dual<T: Extract>(
 pub fn render_generic<T: Real>(sim: &Simulation, roi: [u32; 4], pv: &ParamValues<T>) -> Vec<T> {
     let model = Model::build(&sim.setup, sim.hkl.as_ref(), pv);
     let fp = sim.fpixels();
-    let masked = |f: usize, s: usize| {
-        sim.mask
-            .as_ref()
-            .map(|m| m[s * fp + f] == 0)
-            .unwrap_or(false)
-    };
-    let pixels: Vec<(usize, usize)> = (roi[2] as usize..=roi[3] as usize)
-        .flat_map(|s| (roi[0] as usize..=roi[1] as usize).map(move |f| (f, s)))
-        .filter(|(f, s)| !masked(*f, *s))
-        .collect();
+    let pixels = super::roi_pixels(sim, roi);
     // the pixel holding the image's first executed phi sweep (c-parity carryover)
     let first = pixels
         .iter()

@@ -154,6 +154,23 @@ pub enum EngineError {
     Failed(String),
 }
 
+/// Pixels of the ROI in C loop order (slow outer, fast inner), masked ones
+/// skipped: the pixels both engines render, in the order the phi carryover
+/// and the interpolation switch-off follow.
+pub fn roi_pixels(sim: &Simulation, roi: [u32; 4]) -> Vec<(usize, usize)> {
+    let fp = sim.fpixels();
+    let masked = |f: usize, s: usize| {
+        sim.mask
+            .as_ref()
+            .map(|m| m[s * fp + f] == 0)
+            .unwrap_or(false)
+    };
+    (roi[2] as usize..=roi[3] as usize)
+        .flat_map(|s| (roi[0] as usize..=roi[1] as usize).map(move |f| (f, s)))
+        .filter(|(f, s)| !masked(*f, *s))
+        .collect()
+}
+
 /// The parameter values a render uses: the base point plus `opts.shifts`,
 /// after checking that every parameter it names (derivative or shift)
 /// applies to this simulation.

@@ -88,6 +88,16 @@ impl std::str::FromStr for Param {
 }
 
 impl Param {
+    /// The six unit-cell parameters (a, b, c, alpha, beta, gamma).
+    pub const CELL: [Param; 6] = [
+        Param::CellA,
+        Param::CellB,
+        Param::CellC,
+        Param::CellAlpha,
+        Param::CellBeta,
+        Param::CellGamma,
+    ];
+
     pub fn valid_names() -> String {
         Param::ALL
             .iter()

@@ -839,17 +839,7 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
         scale[p as usize] = s;
     };
     if let (CellSource::Cell, Some(cell)) = (&cell_source, &cr.cell) {
-        for (i, p) in [
-            Param::CellA,
-            Param::CellB,
-            Param::CellC,
-            Param::CellAlpha,
-            Param::CellBeta,
-            Param::CellGamma,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, p) in Param::CELL.into_iter().enumerate() {
             set(p, cell[i], cell[i], 1.0);
         }
     }
@@ -921,14 +911,7 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
     set(Param::Polarization, polarization, polarization, 1.0);
     set(Param::DefaultF, default_f, default_f, 1.0);
     if matches!(cell_source, CellSource::Matrix(_)) {
-        for p in [
-            Param::CellA,
-            Param::CellB,
-            Param::CellC,
-            Param::CellAlpha,
-            Param::CellBeta,
-            Param::CellGamma,
-        ] {
+        for p in Param::CELL {
             applicable[p as usize] = false;
         }
     }
@@ -1100,14 +1083,7 @@ pub fn crystal_cell<T: Real>(s: &Setup, pv: &ParamValues<T>) -> super::cell::Cel
     ];
     match &s.cell_source {
         CellSource::Cell => {
-            let cell = [
-                s.iv(Param::CellA, pv),
-                s.iv(Param::CellB, pv),
-                s.iv(Param::CellC, pv),
-                s.iv(Param::CellAlpha, pv),
-                s.iv(Param::CellBeta, pv),
-                s.iv(Param::CellGamma, pv),
-            ];
+            let cell = Param::CELL.map(|p| s.iv(p, pv));
             let (recip, v_cell) = reciprocal_from_cell(cell);
             finish_cell(recip, misset, Some(([cell[0], cell[1], cell[2]], v_cell)))
         }

@@ -1,8 +1,8 @@
 //! Helpers shared by the runner's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use assert_cmd::Command;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The built `runner`, with no RUNNER_* overrides from the caller (hermetic).
 pub fn runner() -> Command {
@@ -55,4 +55,40 @@ osc_deg = 0.1
 phisteps = 10
 "#
     };
+}
+
+/// One row of tests/golden/cases.tsv: a nanoBragg.c image and its flags.
+pub struct GoldenCase {
+    pub case: String,
+    pub run: String,
+    pub file: String,
+    pub args: Vec<String>,
+}
+
+/// tests/golden of the working directory when there is one (a copied test
+/// binary run from another checkout), else of the crate that built it.
+pub fn golden_dir() -> PathBuf {
+    let here = Path::new("tests/golden");
+    if here.join("cases.tsv").is_file() {
+        return here.to_path_buf();
+    }
+    manifest_dir().join("tests/golden")
+}
+
+pub fn golden_cases() -> Vec<GoldenCase> {
+    let text =
+        std::fs::read_to_string(golden_dir().join("cases.tsv")).expect("tests/golden/cases.tsv");
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            GoldenCase {
+                case: cols[0].into(),
+                run: cols[1].into(),
+                file: cols[4].into(),
+                args: cols[5].split_whitespace().map(String::from).collect(),
+            }
+        })
+        .collect()
 }

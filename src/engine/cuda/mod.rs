@@ -724,21 +724,6 @@ fn params_for<T>(
     p
 }
 
-/// Pixels of the ROI in C loop order (slow outer, fast inner), masked ones skipped.
-fn pixel_list(sim: &Simulation, roi: [u32; 4]) -> Vec<(usize, usize)> {
-    let fp = sim.fpixels();
-    let masked = |f: usize, s: usize| {
-        sim.mask
-            .as_ref()
-            .map(|m| m[s * fp + f] == 0)
-            .unwrap_or(false)
-    };
-    (roi[2] as usize..=roi[3] as usize)
-        .flat_map(|s| (roi[0] as usize..=roi[1] as usize).map(move |f| (f, s)))
-        .filter(|(f, s)| !masked(*f, *s))
-        .collect()
-}
-
 /// Render the pixel list in scalar T on the GPU: (1 + nd) values per pixel.
 fn run_image<T: Extract>(
     g: &Gpu,
@@ -931,7 +916,7 @@ pub fn render(
     let base = super::base_with_shifts(sim, opts)?;
     guarded(|| {
         let g = gpu(ordinal.unwrap_or(0))?;
-        let pixels = pixel_list(sim, roi);
+        let pixels = super::roi_pixels(sim, roi);
         let (fp, n) = (sim.fpixels(), sim.fpixels() * sim.spixels());
         let mut image = vec![0.0; n];
         let mut derivatives: Vec<(Param, Vec<f64>)> = vec![];
