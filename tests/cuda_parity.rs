@@ -16,8 +16,9 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 use braggrun::cli::nanobragg::parse_args;
-use braggrun::engine::cuda::{self, PtxSource};
+use braggrun::engine::cuda::{self, KernelVariant, PtxSource};
 use braggrun::engine::{render, Device, Dtype, RenderOptions, Rendered};
+use braggrun::physics::config::LatticeShape;
 use braggrun::physics::params::Param;
 use braggrun::physics::Simulation;
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -190,9 +191,17 @@ fn phi_cache() -> Result<(), Failed> {
 /// re-run after the first out-of-range lookup, curved detector, point pixel,
 /// oversampling flags, detector thickness, water, round and top-hat shapes,
 /// derivatives with respect to N, more than 8 directions), and images split
-/// over many launches (`launch cap`). Name, arguments, derivative directions,
-/// pixels per launch (0: default).
+/// over many launches (`launch cap`), and a mask (pixels rendered from a
+/// list). Name, arguments, derivative directions, pixels per launch (0:
+/// default).
 const EXTRA: &[(&str, &str, &[Param], usize)] = &[
+    (
+        "masked-roi",
+        "-default_F 100 -cell 70 80 90 75 85 95 -misset 10 20 30 -lambda 1.5 -N 4 -distance 80 -pixel 0.1 -detpixels 96 \
+         -phi 0 -osc 1 -phisteps 2 -mosaic 0.5 -mosaic_dom 2 -roi 10 80 5 90 -mask MASK",
+        &[Param::CellA, Param::Distance],
+        1000,
+    ),
     (
         "interpolate-rerun",
         "-cell 70 80 90 75 85 95 -misset 10 20 30 -lambda 1.0 -N 5 -distance 30 -pixel 0.1 -detpixels 128 -mosflm \
@@ -255,11 +264,23 @@ const EXTRA: &[(&str, &str, &[Param], usize)] = &[
 ];
 
 fn extra_sim(args: &str) -> Result<Simulation, Failed> {
+    let masked = args.ends_with("-mask MASK");
+    let args = args.trim_end_matches("-mask MASK");
     let mut v: Vec<String> = args.split_whitespace().map(String::from).collect();
     v.extend(["-phi_carryover".to_string(), "c-parity".to_string()]);
     let parsed = parse_args(&v).map_err(|e| Failed::from(e.to_string()))?;
-    Simulation::prepare(&parsed.config, &golden_dir().join("inputs"))
-        .map_err(|e| Failed::from(e.to_string()))
+    let mut sim = Simulation::prepare(&parsed.config, &golden_dir().join("inputs"))
+        .map_err(|e| Failed::from(e.to_string()))?;
+    if masked {
+        // "-mask MASK": mask one pixel in five, in a pattern (no file needed)
+        let (fp, sp) = (sim.fpixels(), sim.spixels());
+        sim.mask = Some(
+            (0..fp * sp)
+                .map(|i| u16::from((i % fp * 7 + i / fp * 3) % 5 != 0))
+                .collect(),
+        );
+    }
+    Ok(sim)
 }
 
 /// CPU only: the extra cases parse, prepare and render non-zero images (runs
@@ -367,10 +388,14 @@ fn anchor() -> Result<(), Failed> {
     Ok(())
 }
 
-fn compile(dtype: Dtype, dirs: usize, cc: (i32, i32)) -> Result<(), Failed> {
-    let i = cuda::compile_kernel(dtype, dirs, cc).map_err(|e| Failed::from(e.to_string()))?;
+fn compile(v: KernelVariant, cc: (i32, i32)) -> Result<(), Failed> {
+    let i = cuda::compile_kernel(v, cc).map_err(|e| Failed::from(e.to_string()))?;
     println!(
-        "cuda_parity: kernel {dtype} x {dirs} directions for compute_{}{}: {:?} in {:.3} s (key {})",
+        "cuda_parity: kernel {} x {} directions, {:?}, interpolate {} for compute_{}{}: {:?} in {:.3} s (key {})",
+        v.dtype,
+        v.directions,
+        v.shape,
+        v.interpolate,
         cc.0,
         cc.1,
         i.source,
@@ -408,7 +433,7 @@ fn main() {
                 (Dtype::F64, 3),
                 (Dtype::F64, 1),
             ] {
-                match cuda::prepare_kernel(None, dt, n) {
+                match cuda::prepare_kernel(None, KernelVariant::new(dt, n)) {
                     Ok(i) => {
                         let src = match i.source {
                             PtxSource::Compiled => "compiled by NVRTC",
@@ -423,7 +448,7 @@ fn main() {
                         );
                         if i.source != PtxSource::Compiled {
                             // how long the memory cache takes, for the record
-                            if let Ok(j) = cuda::prepare_kernel(None, dt, n) {
+                            if let Ok(j) = cuda::prepare_kernel(None, KernelVariant::new(dt, n)) {
                                 eprintln!(
                                     "cuda_parity: kernel {dt} x {n}: again: {:?} in {:.6} s",
                                     j.source, j.ptx_seconds
@@ -458,19 +483,38 @@ fn main() {
     }
 
     let mut trials = vec![];
-    // NVRTC only (no GPU needed)
-    for (dt, n) in [
-        (Dtype::F64, 0),
-        (Dtype::F32, 0),
-        (Dtype::F64, 8),
-        (Dtype::F32, 8),
-    ] {
+    // NVRTC only (no GPU needed): the default variants, and every shape
+    // and interpolation with the most directions
+    let mut variants = vec![];
+    for dt in [Dtype::F64, Dtype::F32] {
+        variants.push(KernelVariant::new(dt, 0));
+        for shape in [
+            LatticeShape::Square,
+            LatticeShape::Round,
+            LatticeShape::Gauss,
+            LatticeShape::Tophat,
+        ] {
+            variants.push(KernelVariant {
+                shape,
+                interpolate: shape == LatticeShape::Square,
+                ..KernelVariant::new(dt, 8)
+            });
+        }
+    }
+    for v in variants {
         let ignored = nvrtc.is_err();
         let reason = nvrtc.clone().err();
+        let name = format!(
+            "nvrtc_compiles/{}/{}/{:?}{}",
+            v.dtype,
+            v.directions,
+            v.shape,
+            if v.interpolate { "/interpolate" } else { "" }
+        );
         trials.push(
-            Trial::test(format!("nvrtc_compiles/{dt}/{n}"), move || match reason {
+            Trial::test(name, move || match reason {
                 Some(r) => Err(format!("not run: {r}").into()),
-                None => compile(dt, n, cc),
+                None => compile(v, cc),
             })
             .with_ignored_flag(ignored),
         );

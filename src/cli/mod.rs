@@ -228,7 +228,20 @@ fn print_env(env: &serde_json::Value) {
 }
 
 /// Entry point; returns the process exit code.
+/// Diagnostics on stderr, filtered by RUST_LOG (e.g. `RUST_LOG=braggrun=debug`
+/// for the CUDA engine's per-render timings); silent by default.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
 pub fn main() -> i32 {
+    init_logging();
     let argv: Vec<String> = std::env::args().collect();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,

@@ -38,7 +38,7 @@ pub enum PhiCarryover {
 }
 
 /// Lattice transform of the crystal shape (spec-a-core "Lattice factor").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LatticeShape {
     /// Parallelepiped: product of sincg (`-square_xtal`, default).

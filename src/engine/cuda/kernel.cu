@@ -4,7 +4,7 @@
 //
 // Compiled at run time by NVRTC (src/engine/cuda/mod.rs) once per
 // (precision, number of derivative directions) with
-//   -DREAL=double|float  -DNDIR=0..8
+//   -DREAL=double|float  -DNDIR=0..8  -DSHAPE=0..3  -DINTERPOLATE=0|1
 // Everything per image (detector frame, sources, orientations for every phi
 // step and mosaic domain, reciprocal vectors, scales) is computed on the host
 // by Model::build exactly as the CPU engine does and uploaded as value +
@@ -17,6 +17,15 @@
 #endif
 #ifndef NDIR
 #define NDIR 0
+#endif
+// Compiled in, not branched on (mod.rs KernelVariant): the lattice shape
+// (0 square, 1 round, 2 gauss, 3 tophat) and tricubic interpolation of the
+// structure factors. A kernel holds only the code its renders take.
+#ifndef SHAPE
+#define SHAPE 0
+#endif
+#ifndef INTERPOLATE
+#define INTERPOLATE 0
 #endif
 
 typedef REAL R;
@@ -246,11 +255,11 @@ struct Params {
     int oversample_omega;
     int oversample_thick;
     int oversample_polar;
-    int shape;  // 0 square, 1 round, 2 gauss, 3 tophat
+    int shape;  // 0 square, 1 round, 2 gauss, 3 tophat (the kernel uses SHAPE)
     int n_gt1[3];
     int n_whole[3];  // N as a whole number (fast sincg) when it carries no derivative, else 0
     int lifted;  // three or more live parameters: sincg lifted from a scalar dual
-    int interpolate;
+    int interpolate;  // (the kernel uses INTERPOLATE)
     int has_hkl;
     int hkl_count_pos;
     int h_min, h_max, k_min, k_max, l_min, l_max;
@@ -258,6 +267,8 @@ struct Params {
     int nearest_mode;  // 0: interpolate; 1: re-run (nearest, SwitchAt for switch_pixel)
     int switch_pixel;
     int switch_eval;
+    int pix_list;  // 1: pixels from the list (a mask); 0: the ROI rectangle below, row by row
+    int roi_f0, roi_s0, roi_nf;
 };
 
 // Model buffer layout, in scalars of NV = 1 + NDIR values each.
@@ -338,21 +349,43 @@ __device__ __forceinline__ Dual<S, N> cos_pi_reduced(const Dual<S, N>& r) {
     return acc;
 }
 
-// nearest integer, ties to even, by the 1.5 2^52 trick (lattice.rs round_half_even)
-__device__ __forceinline__ double round_half_even(double x) {
+// nearest integer k of x, ties to even, and whether k is odd: adding
+// 1.5 2^52 (double) or 1.5 2^23 (float) leaves k in the low mantissa bits
+// (lattice.rs round_half_even). Two adds and a bit test, all in the
+// precision at hand: no conversion instruction (those issue at a sixteenth
+// of the FP32 rate and were the float kernel's bottleneck).
+__device__ __forceinline__ double round_half_even(double x, bool* odd) {
     const double M = 6755399441055744.0;
-    if (fabs(x) < 2251799813685248.0) return __dsub_rn(__dadd_rn(x, M), M);
-    return round(x);
+    if (fabs(x) < 2251799813685248.0) {
+        double t = __dadd_rn(x, M);
+        *odd = (__double2loint(t) & 1) != 0;
+        return __dsub_rn(t, M);
+    }
+    double k = round(x);
+    *odd = fmod(k, 2.0) != 0.0;
+    return k;
+}
+__device__ __forceinline__ float round_half_even(float x, bool* odd) {
+    const float M = 12582912.0f;
+    if (fabsf(x) < 4194304.0f) {
+        float t = __fadd_rn(x, M);
+        *odd = (__float_as_int(t) & 1) != 0;
+        return __fsub_rn(t, M);
+    }
+    float k = rintf(x);
+    *odd = fmodf(k, 2.0f) != 0.0f;
+    return k;
 }
 
 // sincg(pi h, N) for a whole number N: U_{N-1}(cos pi h), the Chebyshev
 // polynomial of the second kind (lattice.rs sincg_pi_whole_n)
 template <typename S, int N>
 __device__ __forceinline__ Dual<S, N> sincg_pi_whole_n(const Dual<S, N>& h, int n) {
-    double k = round_half_even((double)h.re);
-    Dual<S, N> r = h - cst<S, N>((S)k);
+    bool odd;
+    S k = round_half_even(h.re, &odd);
+    Dual<S, N> r = h - cst<S, N>(k);
     Dual<S, N> cx = cos_pi_reduced(r);
-    if ((((long long)k) & 1LL) == 1LL) cx = -cx;
+    if (odd) cx = -cx;
     Dual<S, N> two_c = cx + cx;
     Dual<S, N> u_prev = cst<S, N>(S(1)), u = two_c;
     if (n == 1) return u_prev;
@@ -370,7 +403,7 @@ __device__ __forceinline__ T lift(const T& x, double v, double dv) { return C(v)
 __device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, const T& k, const T& l) {
     T pi = C(3.141592653589793);
     T n0 = ld(mdl, M_N), n1 = ld(mdl, M_N + 1), n2 = ld(mdl, M_N + 2);
-    if (P.shape == 0) {
+    if (SHAPE == 0) {
         T f = C(1.0);
         const T* xs[3] = {&h, &k, &l};
         const T* ns[3] = {&n0, &n1, &n2};
@@ -381,7 +414,7 @@ __device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, cons
             int nw = P.n_whole[i];
             if (nw > 0 && !P.lifted) {
                 f = f * sincg_pi_whole_n(x, nw);
-            } else if (nw > 0) {
+            } else if (NDIR > 0 && nw > 0) {
                 // value and d/dh in one scalar dual pass, then the chain rule
                 // onto every direction of h
                 Dual<double, 1> xd;
@@ -396,7 +429,7 @@ __device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, cons
         return f;
     }
     T dh = h - nearest(h), dk = k - nearest(k), dl = l - nearest(l);
-    if (P.shape == 1) {
+    if (SHAPE == 1) {
         T hrad_sqr = dh * dh * n0 * n0 + dk * dk * n1 * n1 + dl * dl * n2 * n2;
         return n0 * n1 * n2 * C(0.723601254558268) * sinc3(pi * d_sqrt(hrad_sqr * C(P.fudge)));
     }
@@ -405,7 +438,7 @@ __device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, cons
     T nn = n0 * n0 * n1 * n1 * n2 * n2;
     T rad_star_sqr = dot_product(d, d) * nn;
     T nvol = n0 * n1 * n2;
-    if (P.shape == 2) return nvol * d_exp(-(rad_star_sqr / C(0.63) * C(P.fudge)));
+    if (SHAPE == 2) return nvol * d_exp(-(rad_star_sqr / C(0.63) * C(P.fudge)));
     if ((double)rad_star_sqr.re * P.fudge < 0.3969) return nvol;
     return C(0.0);
 }
@@ -451,7 +484,7 @@ __device__ T f_cell(const Params& P, const double* __restrict__ g, const T& defa
                     bool interp, int* oor, int eval) {
     if (!P.has_hkl) return default_f;
     double hv = (double)h.re, kv = (double)k.re, lv = (double)l.re;
-    if (interp && P.interpolate) {
+    if (INTERPOLATE && interp) {
         double h_range = (double)(P.h_max - P.h_min + 1), k_range = (double)(P.k_max - P.k_min + 1),
                l_range = (double)(P.l_max - P.l_min + 1);
         bool out = (hv - (double)P.h_min + 3.0) > h_range || (hv - 2.0) < (double)P.h_min ||
@@ -579,12 +612,15 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
     return test;
 }
 
-// One thread per pixel of the list [start, start + count). pix holds (fast,
-// slow) pairs in C loop order; out holds NV values per pixel (value, then the
-// derivatives); oor the first out-of-range structure-factor evaluation (-1 none).
+// One thread per pixel of [start, start + count) of the npix pixels: the
+// ROI rectangle in C loop order (slow outer, fast inner), or the list pix of
+// (fast, slow) pairs when a mask leaves holes. out holds NV planes of npix
+// values (the image, then each derivative), so that for a whole detector a
+// plane is the image itself; oor (only with interpolation) the first
+// out-of-range structure-factor evaluation (-1 none).
 extern "C" __global__ void render_pixels(const Params P, const R* __restrict__ mdl, const double* __restrict__ hkl,
-                                         const int* __restrict__ pix, int start, int count, R* __restrict__ out,
-                                         int* __restrict__ oor) {
+                                         const int* __restrict__ pix, int start, int count, int npix,
+                                         R* __restrict__ out, int* __restrict__ oor) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= count) return;
     int g = start + i;
@@ -597,12 +633,20 @@ extern "C" __global__ void render_pixels(const Params P, const R* __restrict__ m
             mode = 1;
         }
     }
+    int fpixel, spixel;
+    if (P.pix_list) {
+        fpixel = pix[2 * g];
+        spixel = pix[2 * g + 1];
+    } else {
+        fpixel = P.roi_f0 + g % P.roi_nf;
+        spixel = P.roi_s0 + g / P.roi_nf;
+    }
     int o = -1;
-    T v = pixel(P, mdl, hkl, pix[2 * g], pix[2 * g + 1], g == P.first_pixel, mode, sw, &o);
-    out[(long long)g * NV] = v.re;
+    T v = pixel(P, mdl, hkl, fpixel, spixel, g == P.first_pixel, mode, sw, &o);
+    out[g] = v.re;
 #pragma unroll
-    for (int j = 0; j < NDIR; j++) out[(long long)g * NV + 1 + j] = v.eps[j];
-    oor[g] = o;
+    for (int j = 0; j < NDIR; j++) out[(long long)(j + 1) * npix + g] = v.eps[j];
+    if (INTERPOLATE && P.has_hkl) oor[g] = o;
 }
 
 // The published M2h.3 phi-cache arithmetic (REFERENCE.md), one thread, in

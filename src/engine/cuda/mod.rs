@@ -24,8 +24,9 @@ use crate::physics::params::{Param, ParamValues};
 use crate::physics::simulator::Model;
 use crate::physics::Simulation;
 use cudarc::driver::{
-    result as dresult, sys as dsys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream,
-    DeviceRepr, DriverError, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    result as dresult, sys as dsys, CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice,
+    CudaStream, DeviceRepr, DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg,
+    ValidAsZeroBits,
 };
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use num_dual::DualSVec64;
@@ -33,6 +34,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -54,8 +56,7 @@ const LAUNCH_BUDGET: f64 = 1e10;
 /// the GPU several times, or heavy pixels leave most of it idle.
 const MIN_LAUNCH_PIXELS: usize = 1 << 16;
 const MAX_LAUNCH_PIXELS: usize = 1 << 20;
-static LAUNCH_CAP: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(MAX_LAUNCH_PIXELS);
+static LAUNCH_CAP: AtomicUsize = AtomicUsize::new(MAX_LAUNCH_PIXELS);
 
 /// Cap the number of pixels per kernel launch (rounded up to whole blocks;
 /// default 2^20; 0 restores it). Results do not depend on it; tests use a
@@ -66,7 +67,7 @@ pub fn set_max_launch_pixels(n: usize) {
     } else {
         n.min(MAX_LAUNCH_PIXELS)
     };
-    LAUNCH_CAP.store(n, std::sync::atomic::Ordering::Relaxed);
+    LAUNCH_CAP.store(n, Ordering::Relaxed);
 }
 
 // ---------------------------------------------------------------------------
@@ -272,9 +273,13 @@ impl Gpu {
     }
 }
 
-fn gpu(ordinal: usize) -> Result<Arc<Gpu>, EngineError> {
+fn opened() -> &'static Mutex<HashMap<usize, Arc<Gpu>>> {
     static GPUS: OnceLock<Mutex<HashMap<usize, Arc<Gpu>>>> = OnceLock::new();
-    let mut map = lock(GPUS.get_or_init(Default::default));
+    GPUS.get_or_init(Default::default)
+}
+
+fn gpu(ordinal: usize) -> Result<Arc<Gpu>, EngineError> {
+    let mut map = lock(opened());
     if let Some(g) = map.get(&ordinal) {
         return Ok(g.clone());
     }
@@ -286,11 +291,18 @@ fn gpu(ordinal: usize) -> Result<Arc<Gpu>, EngineError> {
             format!("cuda:{ordinal} requested but {n} GPU(s) are visible")
         }));
     }
+    let t0 = Instant::now();
     let ctx = CudaContext::new(ordinal).map_err(drv("creating a CUDA context"))?;
     let name = ctx.name().map_err(drv("reading the GPU's name"))?;
     let cc = ctx
         .compute_capability()
         .map_err(drv("reading the compute capability"))?;
+    keep_pool_memory(ctx.cu_device());
+    tracing::debug!(
+        target: "braggrun::cuda",
+        "opened cuda:{ordinal} {name} in {:.3} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     let g = Arc::new(Gpu {
         ordinal,
         ctx,
@@ -299,6 +311,46 @@ fn gpu(ordinal: usize) -> Result<Arc<Gpu>, EngineError> {
     });
     map.insert(ordinal, g.clone());
     Ok(g)
+}
+
+/// Let the stream-ordered allocator keep freed memory: by default it hands
+/// it back to the driver at every synchronisation, and each render would
+/// map its buffers afresh. Best effort: an error leaves the default.
+fn keep_pool_memory(dev: dsys::CUdevice) {
+    let _ = catch_unwind(|| unsafe {
+        let mut pool = std::mem::MaybeUninit::<dsys::CUmemoryPool>::uninit();
+        if dsys::cuDeviceGetDefaultMemPool(pool.as_mut_ptr(), dev) == dsys::CUresult::CUDA_SUCCESS {
+            let mut keep: u64 = u64::MAX;
+            let _ = dsys::cuMemPoolSetAttribute(
+                pool.assume_init(),
+                dsys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                &mut keep as *mut u64 as *mut std::ffi::c_void,
+            );
+        }
+    });
+}
+
+/// GPU `ordinal`, opened, with a kernel variant compiled.
+/// The first time, NVRTC compiles on a second thread while the driver
+/// creates the context (each takes a large part of a second): a fresh
+/// process reaches its first image sooner.
+fn gpu_with_kernel(ordinal: usize, variant: KernelVariant) -> Result<Arc<Gpu>, EngineError> {
+    if let Some(g) = lock(opened()).get(&ordinal) {
+        return Ok(g.clone());
+    }
+    let n = raw_device_count()?;
+    if ordinal >= n {
+        return gpu(ordinal);
+    }
+    let dev = dresult::device::get(ordinal as i32).map_err(drv("opening a GPU"))?;
+    let cc = compute_capability(dev)?;
+    std::thread::scope(|s| {
+        // its outcome is cached; loading the kernel later reports any error
+        let compile = s.spawn(move || catch_unwind(|| get_ptx(variant, cc)));
+        let g = gpu(ordinal);
+        let _ = compile.join();
+        g
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -315,11 +367,52 @@ pub enum PtxSource {
     MemoryCache,
 }
 
+/// Which kernel: precision, number of derivative directions, and the
+/// features compiled in rather than branched on at run time (the lattice
+/// shape and tricubic interpolation: leaving out the code a render never
+/// takes makes the kernel smaller, quicker to compile and lighter on
+/// registers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KernelVariant {
+    pub dtype: Dtype,
+    pub directions: usize,
+    pub shape: LatticeShape,
+    pub interpolate: bool,
+}
+
+impl KernelVariant {
+    /// Square crystal, nearest-neighbour structure factors: the default model.
+    pub fn new(dtype: Dtype, directions: usize) -> Self {
+        KernelVariant {
+            dtype,
+            directions,
+            shape: LatticeShape::Square,
+            interpolate: false,
+        }
+    }
+    /// The kernel that renders `sim`.
+    pub fn of(sim: &Simulation, dtype: Dtype, directions: usize) -> Self {
+        KernelVariant {
+            dtype,
+            directions,
+            shape: sim.setup.shape,
+            interpolate: sim.hkl.is_some() && sim.setup.interpolate,
+        }
+    }
+    fn shape_code(&self) -> i32 {
+        match self.shape {
+            LatticeShape::Square => 0,
+            LatticeShape::Round => 1,
+            LatticeShape::Gauss => 2,
+            LatticeShape::Tophat => 3,
+        }
+    }
+}
+
 /// What preparing a kernel did.
 #[derive(Debug, Clone)]
 pub struct KernelInfo {
-    pub dtype: Dtype,
-    pub directions: usize,
+    pub variant: KernelVariant,
     /// NVRTC options (they are part of the cache key)
     pub options: Vec<String>,
     /// sha256 key of the PTX cache
@@ -331,27 +424,42 @@ pub struct KernelInfo {
     pub load_seconds: f64,
 }
 
-/// The NVRTC options for a (precision, directions) pair on a device of
-/// compute capability `cc`. Accurate math: no fast-math; float64 also
-/// without FMA contraction, so each operation rounds as the CPU's does.
-pub fn nvrtc_options(dtype: Dtype, directions: usize, cc: (i32, i32)) -> Vec<String> {
+/// The NVRTC options for a kernel variant on a device of compute
+/// capability `cc`. Accurate math: no fast-math; float64 also without FMA
+/// contraction, so each operation rounds as the CPU's does.
+pub fn nvrtc_options(v: KernelVariant, cc: (i32, i32)) -> Vec<String> {
     let mut o = vec![
         format!("--gpu-architecture=compute_{}{}", cc.0, cc.1),
         format!(
             "-DREAL={}",
-            if dtype == Dtype::F64 {
+            if v.dtype == Dtype::F64 {
                 "double"
             } else {
                 "float"
             }
         ),
-        format!("-DNDIR={directions}"),
+        format!("-DNDIR={}", v.directions),
+        format!("-DSHAPE={}", v.shape_code()),
+        format!("-DINTERPOLATE={}", v.interpolate as i32),
     ];
-    if dtype == Dtype::F64 {
+    if v.dtype == Dtype::F64 {
         o.push("--fmad=false".into());
+    }
+    // for experiments: extra NVRTC options (part of the cache key)
+    if let Ok(extra) = std::env::var("BRAGGRUN_NVRTC_OPTIONS") {
+        o.extend(extra.split_whitespace().map(String::from));
+    }
+    // NVRTC 12.4+: leave out the runtime-API declarations the kernel never
+    // uses (it includes no header), to shorten a cold compile
+    if nvrtc_version().is_some_and(|v| v >= (12, 4)) && !NO_MINIMAL.load(Ordering::Relaxed) {
+        o.push(MINIMAL.into());
     }
     o
 }
+
+const MINIMAL: &str = "-minimal";
+/// Set when an NVRTC refused `-minimal`: compile without it from then on.
+static NO_MINIMAL: AtomicBool = AtomicBool::new(false);
 
 /// The on-disk PTX cache folder.
 pub fn ptx_cache_dir() -> Option<PathBuf> {
@@ -391,17 +499,27 @@ fn ptx_memory() -> &'static Mutex<HashMap<String, Slot<String>>> {
 }
 
 /// PTX text for the options: memory cache, else disk cache, else NVRTC.
-fn get_ptx(
-    dtype: Dtype,
-    directions: usize,
-    cc: (i32, i32),
+fn get_ptx(variant: KernelVariant, cc: (i32, i32)) -> Result<(String, KernelInfo), EngineError> {
+    let options = nvrtc_options(variant, cc);
+    let minimal = options.iter().any(|o| o == MINIMAL);
+    match get_ptx_with(variant, options) {
+        Err(e) if minimal => {
+            tracing::debug!(target: "braggrun::cuda", "compiling again without {MINIMAL}: {e}");
+            NO_MINIMAL.store(true, Ordering::Relaxed);
+            get_ptx_with(variant, nvrtc_options(variant, cc))
+        }
+        r => r,
+    }
+}
+
+fn get_ptx_with(
+    variant: KernelVariant,
+    options: Vec<String>,
 ) -> Result<(String, KernelInfo), EngineError> {
-    let options = nvrtc_options(dtype, directions, cc);
     let key = cache_key(&options);
     let t0 = Instant::now();
     let info = |source: PtxSource, t: f64| KernelInfo {
-        dtype,
-        directions,
+        variant,
         options: options.clone(),
         key: key.clone(),
         source,
@@ -462,18 +580,19 @@ fn get_ptx(
 
 /// Compile (or find in the caches) the kernel for a device of compute
 /// capability `cc`; needs NVRTC only, no GPU.
-pub fn compile_kernel(
-    dtype: Dtype,
-    directions: usize,
-    cc: (i32, i32),
-) -> Result<KernelInfo, EngineError> {
+pub fn compile_kernel(variant: KernelVariant, cc: (i32, i32)) -> Result<KernelInfo, EngineError> {
+    check_directions(variant.directions)?;
+    probe_nvrtc().map_err(EngineError::Unavailable)?;
+    guarded(|| get_ptx(variant, cc).map(|(_, i)| i))
+}
+
+fn check_directions(directions: usize) -> Result<(), EngineError> {
     if directions > MAX_DIRECTIONS {
         return Err(EngineError::Failed(format!(
             "at most {MAX_DIRECTIONS} directions per kernel"
         )));
     }
-    probe_nvrtc().map_err(EngineError::Unavailable)?;
-    guarded(|| get_ptx(dtype, directions, cc).map(|(_, i)| i))
+    Ok(())
 }
 
 /// The loaded kernels of one module.
@@ -484,19 +603,16 @@ struct Kernels {
     info: KernelInfo,
 }
 
-/// The kernels for (dtype, directions) loaded on `g`, and whether this call loaded them.
-fn kernels(g: &Gpu, dtype: Dtype, directions: usize) -> Result<(Arc<Kernels>, bool), EngineError> {
-    type Loaded = Mutex<HashMap<(usize, Dtype, usize), Slot<Arc<Kernels>>>>;
+/// The kernels of a variant loaded on `g`, and whether this call loaded them.
+fn kernels(g: &Gpu, variant: KernelVariant) -> Result<(Arc<Kernels>, bool), EngineError> {
+    type Loaded = Mutex<HashMap<(usize, KernelVariant), Slot<Arc<Kernels>>>>;
     static LOADED: OnceLock<Loaded> = OnceLock::new();
-    let entry = slot(
-        LOADED.get_or_init(Default::default),
-        (g.ordinal, dtype, directions),
-    );
+    let entry = slot(LOADED.get_or_init(Default::default), (g.ordinal, variant));
     let mut loaded = lock(&entry);
     if let Some(k) = loaded.as_ref() {
         return Ok((k.clone(), false));
     }
-    let (ptx, mut info) = get_ptx(dtype, directions, g.cc)?;
+    let (ptx, mut info) = get_ptx(variant, g.cc)?;
     let t0 = Instant::now();
     let module = g
         .ctx
@@ -519,25 +635,20 @@ fn kernels(g: &Gpu, dtype: Dtype, directions: usize) -> Result<(Arc<Kernels>, bo
     Ok((k, true))
 }
 
-/// Get the kernel for (dtype, directions) ready on a GPU (ordinal None:
-/// 0): compile or read the cached PTX and load it. Reports where the PTX
-/// came from and how long each part took; a second call in the same process
-/// reports the memory cache.
+/// Get a kernel variant ready on a GPU (ordinal None: 0): compile or read
+/// the cached PTX and load it. Reports where the PTX came from and how long
+/// each part took; a second call in the same process reports the memory
+/// cache.
 pub fn prepare_kernel(
     ordinal: Option<usize>,
-    dtype: Dtype,
-    directions: usize,
+    variant: KernelVariant,
 ) -> Result<KernelInfo, EngineError> {
-    if directions > MAX_DIRECTIONS {
-        return Err(EngineError::Failed(format!(
-            "at most {MAX_DIRECTIONS} directions per kernel"
-        )));
-    }
+    check_directions(variant.directions)?;
     probe_libraries().map_err(EngineError::Unavailable)?;
     guarded(|| {
-        let g = gpu(ordinal.unwrap_or(0))?;
+        let g = gpu_with_kernel(ordinal.unwrap_or(0), variant)?;
         let t0 = Instant::now();
-        let (k, loaded_now) = kernels(&g, dtype, directions)?;
+        let (k, loaded_now) = kernels(&g, variant)?;
         let mut i = k.info.clone();
         if !loaded_now {
             i.source = PtxSource::MemoryCache;
@@ -593,11 +704,15 @@ struct Params {
     nearest_mode: i32,
     switch_pixel: i32,
     switch_eval: i32,
+    pix_list: i32,
+    roi_f0: i32,
+    roi_s0: i32,
+    roi_nf: i32,
 }
 unsafe impl DeviceRepr for Params {}
 
 /// The floating type the kernel computes in.
-trait GpuReal: DeviceRepr + ValidAsZeroBits + Copy + Default + Unpin + 'static {
+trait GpuReal: DeviceRepr + ValidAsZeroBits + Copy + Default + Unpin + Send + Sync + 'static {
     fn of(x: f64) -> Self;
     fn to(self) -> f64;
 }
@@ -697,12 +812,7 @@ fn params_for<T>(
         oversample_omega: s.oversample_omega as i32,
         oversample_thick: s.oversample_thick as i32,
         oversample_polar: s.oversample_polar as i32,
-        shape: match s.shape {
-            LatticeShape::Square => 0,
-            LatticeShape::Round => 1,
-            LatticeShape::Gauss => 2,
-            LatticeShape::Tophat => 3,
-        },
+        shape: KernelVariant::of(sim, Dtype::F64, 0).shape_code(),
         n_gt1: s.n_gt1.map(|b| b as i32),
         n_whole: model.n_whole.map(|n| n.map(|v| v as i32).unwrap_or(0)),
         lifted: model.lifted as i32,
@@ -724,15 +834,61 @@ fn params_for<T>(
     p
 }
 
-/// Render the pixel list in scalar T on the GPU: (1 + nd) values per pixel.
+/// The pixels a render covers, in C loop order: the ROI rectangle (the
+/// kernel derives each pixel from its index; nothing to upload), or a list
+/// when a mask leaves holes in it.
+enum Pixels {
+    Rect {
+        f0: usize,
+        s0: usize,
+        nf: usize,
+        ns: usize,
+    },
+    List(Vec<(usize, usize)>),
+}
+
+impl Pixels {
+    fn of(sim: &Simulation, roi: [u32; 4]) -> Pixels {
+        if sim.mask.is_some() {
+            return Pixels::List(super::roi_pixels(sim, roi));
+        }
+        let [f0, f1, s0, s1] = roi.map(|v| v as usize);
+        Pixels::Rect {
+            f0,
+            s0,
+            nf: f1 + 1 - f0,
+            ns: s1 + 1 - s0,
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            Pixels::Rect { nf, ns, .. } => nf * ns,
+            Pixels::List(l) => l.len(),
+        }
+    }
+    /// (fast, slow) of the i-th pixel
+    fn get(&self, i: usize) -> (usize, usize) {
+        match self {
+            Pixels::Rect { f0, s0, nf, .. } => (f0 + i % nf, s0 + i / nf),
+            Pixels::List(l) => l[i],
+        }
+    }
+}
+
+/// The pixel planes of a render (the image, then one per direction), each
+/// a full detector image.
+type Planes = Vec<Vec<f64>>;
+
+/// Render the pixels in scalar T on the GPU: 1 + nd full-detector planes.
 fn run_image<T: Extract>(
     g: &Gpu,
     sim: &Simulation,
-    pixels: &[(usize, usize)],
+    pixels: &Pixels,
     pv: &ParamValues<T>,
     nd: usize,
     dtype: Dtype,
-) -> Result<Vec<f64>, EngineError> {
+) -> Result<Planes, EngineError> {
+    let t0 = Instant::now();
     let model = Model::build(&sim.setup, sim.hkl.as_ref(), pv);
     let norient = sim.setup.phisteps * sim.setup.mosaic_deviates.len();
     if model.orient_first.len() != norient || model.orient_rest.len() != norient {
@@ -742,11 +898,26 @@ fn run_image<T: Extract>(
             model.orient_rest.len()
         )));
     }
-    let first = pixels
-        .iter()
-        .position(|(f, s)| model.pixel_has_sweep(*f, *s));
+    let first = (0..pixels.len()).position(|i| {
+        let (f, s) = pixels.get(i);
+        model.pixel_has_sweep(f, s)
+    });
     let flat = flatten(&model, nd);
-    let params = params_for(sim, &model, norient, first);
+    let mut params = params_for(sim, &model, norient, first);
+    match pixels {
+        Pixels::Rect { f0, s0, nf, .. } => {
+            params.roi_f0 = *f0 as i32;
+            params.roi_s0 = *s0 as i32;
+            params.roi_nf = *nf as i32;
+        }
+        Pixels::List(_) => params.pix_list = 1,
+    }
+    tracing::debug!(
+        target: "braggrun::cuda",
+        "model built in {:.3} ms ({} values)",
+        t0.elapsed().as_secs_f64() * 1e3,
+        flat.len()
+    );
     let work = (sim.setup.steps.max(1) * sim.setup.thicksteps.max(1)) as f64;
     match dtype {
         Dtype::F64 => launch_image::<f64>(g, sim, pixels, &flat, params, nd, work),
@@ -769,6 +940,7 @@ fn launch_range<R: GpuReal>(
     chunk: usize,
 ) -> Result<(), EngineError> {
     let mut start = from;
+    let n = npix as i32;
     while start < npix {
         let count = chunk.min(npix - start);
         let cfg = LaunchConfig {
@@ -784,6 +956,7 @@ fn launch_range<R: GpuReal>(
             .arg(pix)
             .arg(&s)
             .arg(&c)
+            .arg(&n)
             .arg(&mut *out)
             .arg(&mut *oor);
         unsafe { b.launch(cfg) }.map_err(drv("launching render_pixels"))?;
@@ -792,27 +965,194 @@ fn launch_range<R: GpuReal>(
     Ok(())
 }
 
+/// This thread's stream on GPU `g`, made once: a render waits only on its
+/// own work, and threads rendering on one GPU run side by side.
+fn stream_for(g: &Gpu) -> Result<Arc<CudaStream>, EngineError> {
+    thread_local! {
+        static STREAMS: std::cell::RefCell<HashMap<usize, Arc<CudaStream>>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    STREAMS.with(|m| {
+        let mut m = m.borrow_mut();
+        if let Some(s) = m.get(&g.ordinal) {
+            return Ok(s.clone());
+        }
+        let s = g.ctx.new_stream().map_err(drv("creating a stream"))?;
+        m.insert(g.ordinal, s.clone());
+        Ok(s)
+    })
+}
+
+/// Elements of each of the two pinned staging buffers a thread keeps per
+/// GPU and precision (8 MiB each).
+fn staging_len<R>() -> usize {
+    (8 << 20) / std::mem::size_of::<R>()
+}
+
+/// Copy `d` back to the host through two pinned (page-locked) buffers, so
+/// that the transfer into one overlaps the copy out of the other, and hand
+/// each piece to `sink(offset, values)`. Pinned memory moves at the bus's
+/// speed; pageable memory is staged by the driver at a fraction of it.
+fn read_back<R: GpuReal>(
+    g: &Gpu,
+    stream: &Arc<CudaStream>,
+    d: &CudaSlice<R>,
+    mut sink: impl FnMut(usize, &[R]),
+) -> Result<(), EngineError> {
+    type Bufs<R> = [PinnedHostSlice<R>; 2];
+    thread_local! {
+        static STAGING: std::cell::RefCell<HashMap<(usize, usize), Box<dyn std::any::Any>>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    let chunk = staging_len::<R>();
+    let key = (g.ordinal, std::mem::size_of::<R>());
+    let mut bufs: Box<Bufs<R>> = match STAGING
+        .with(|m| m.borrow_mut().remove(&key))
+        .and_then(|b| b.downcast::<Bufs<R>>().ok())
+    {
+        Some(b) => b,
+        None => {
+            // flags 0: cached, CPU-readable (the default is write-combined,
+            // which the CPU reads slowly)
+            let alloc = || unsafe { g.ctx.alloc_pinned_with_flags::<R>(chunk, 0) };
+            let a = alloc().map_err(drv("allocating pinned host memory"))?;
+            let b = alloc().map_err(drv("allocating pinned host memory"))?;
+            Box::new([a, b])
+        }
+    };
+    let total = d.len();
+    let pieces = total.div_ceil(chunk);
+    let range = |k: usize| k * chunk..((k + 1) * chunk).min(total);
+    // piece k into buffer k % 2, and an event after it. The destination is
+    // cut to the piece's length: cudarc copies as many bytes as the
+    // destination holds.
+    let issue = |k: usize, buf: &mut PinnedHostSlice<R>| -> Result<CudaEvent, DriverError> {
+        let r = range(k);
+        let dst = &mut buf.as_mut_slice()?[..r.len()];
+        stream.memcpy_dtoh(&d.slice(r), dst)?;
+        stream.record_event(None)
+    };
+    let mut result = Ok(());
+    let mut events: [Option<CudaEvent>; 2] = [None, None];
+    let (mut waited, mut copied) = (0.0, 0.0);
+    for k in 0..pieces {
+        let t = Instant::now();
+        let step = (|| {
+            if k == 0 {
+                events[0] = Some(issue(0, &mut bufs[0])?);
+            }
+            if k + 1 < pieces {
+                events[(k + 1) % 2] = Some(issue(k + 1, &mut bufs[(k + 1) % 2])?);
+            }
+            if let Some(e) = &events[k % 2] {
+                e.synchronize()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = step {
+            result = Err(e);
+            break;
+        }
+        let r = range(k);
+        let t1 = Instant::now();
+        waited += (t1 - t).as_secs_f64();
+        match bufs[k % 2].as_slice() {
+            Ok(vals) => sink(r.start, &vals[..r.len()]),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+        copied += t1.elapsed().as_secs_f64();
+    }
+    tracing::debug!(
+        target: "braggrun::cuda",
+        "read back {total} values in {pieces} pieces: {:.3} ms waiting for transfers, {:.3} ms copying out",
+        waited * 1e3,
+        copied * 1e3
+    );
+    if result.is_err() {
+        // nothing may still be copying into the buffers kept for later
+        let _ = stream.synchronize();
+    }
+    STAGING.with(|m| m.borrow_mut().insert(key, bufs as Box<dyn std::any::Any>));
+    result.map_err(drv("reading back the image"))
+}
+
+/// A zeroed image, written by all threads: its first touch (page faults,
+/// the kernel zeroing each page) then costs a fraction of what one thread
+/// pays, about 4 ms per 8 MB there. It overlaps the kernel.
+fn zeroed_plane(n: usize) -> Vec<f64> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0.0, n));
+    v
+}
+
+/// Put values `offset..` of the kernel's output (plane-major, npix values
+/// per plane) into the full-detector planes.
+fn scatter<R: GpuReal>(
+    planes: &mut [Vec<f64>],
+    pixels: &Pixels,
+    fp: usize,
+    npix: usize,
+    offset: usize,
+    vals: &[R],
+) {
+    use rayon::prelude::*;
+    const PIECE: usize = 1 << 15;
+    let mut done = 0;
+    while done < vals.len() {
+        let (j, i0) = ((offset + done) / npix, (offset + done) % npix);
+        let len = (npix - i0).min(vals.len() - done);
+        let src = &vals[done..done + len];
+        let img = &mut planes[j];
+        match pixels {
+            Pixels::Rect { f0, s0, nf, .. } if *f0 == 0 && *nf == fp => {
+                // whole rows: one contiguous run
+                let dst = &mut img[s0 * fp + i0..s0 * fp + i0 + len];
+                dst.par_chunks_mut(PIECE)
+                    .zip(src.par_chunks(PIECE))
+                    .for_each(|(d, s)| {
+                        for (d, s) in d.iter_mut().zip(s) {
+                            *d = s.to();
+                        }
+                    });
+            }
+            _ => {
+                for (k, v) in src.iter().enumerate() {
+                    let (f, s) = pixels.get(i0 + k);
+                    img[s * fp + f] = v.to();
+                }
+            }
+        }
+        done += len;
+    }
+}
+
 fn launch_image<R: GpuReal>(
     g: &Gpu,
     sim: &Simulation,
-    pixels: &[(usize, usize)],
+    pixels: &Pixels,
     flat: &[f64],
     params: Params,
     nd: usize,
     work: f64,
-) -> Result<Vec<f64>, EngineError> {
+) -> Result<Planes, EngineError> {
     let npix = pixels.len();
     let nv = 1 + nd;
+    let (fp, n) = (sim.fpixels(), sim.fpixels() * sim.spixels());
     if npix == 0 {
-        return Ok(vec![]);
+        return Ok(vec![vec![0.0; n]; nv]);
     }
     let dtype = if std::mem::size_of::<R>() == 8 {
         Dtype::F64
     } else {
         Dtype::F32
     };
-    let (k, _) = kernels(g, dtype, nd)?;
-    let stream = g.ctx.new_stream().map_err(drv("creating a stream"))?;
+    let (k, _) = kernels(g, KernelVariant::of(sim, dtype, nd))?;
+    let t0 = Instant::now();
+    let stream = stream_for(g)?;
     let model_r: Vec<R> = flat.iter().map(|x| R::of(*x)).collect();
     let d_model = stream
         .clone_htod(&model_r)
@@ -824,20 +1164,20 @@ fn launch_image<R: GpuReal>(
     let d_hkl = stream
         .clone_htod(hkl)
         .map_err(drv("uploading the HKL grid"))?;
-    let pix: Vec<i32> = pixels
-        .iter()
-        .flat_map(|(f, s)| [*f as i32, *s as i32])
-        .collect();
+    let pix: Vec<i32> = match pixels {
+        Pixels::List(l) => l.iter().flat_map(|(f, s)| [*f as i32, *s as i32]).collect(),
+        Pixels::Rect { .. } => vec![0],
+    };
     let d_pix = stream
         .clone_htod(&pix)
         .map_err(drv("uploading the pixel list"))?;
-    let mut d_out = stream
-        .alloc_zeros::<R>(npix * nv)
+    // every element is written by the kernel: no memset
+    let mut d_out =
+        unsafe { stream.alloc::<R>(npix * nv) }.map_err(drv("allocating the output image"))?;
+    let track_oor = params.has_hkl != 0 && params.interpolate != 0;
+    let mut d_oor = unsafe { stream.alloc::<i32>(if track_oor { npix } else { 1 }) }
         .map_err(drv("allocating the output image"))?;
-    let mut d_oor = stream
-        .alloc_zeros::<i32>(npix)
-        .map_err(drv("allocating the output image"))?;
-    let cap = LAUNCH_CAP.load(std::sync::atomic::Ordering::Relaxed).max(1);
+    let cap = LAUNCH_CAP.load(Ordering::Relaxed).max(1);
     let chunk = ((LAUNCH_BUDGET / (work * nv as f64)) as usize)
         .clamp(MIN_LAUNCH_PIXELS, MAX_LAUNCH_PIXELS)
         .min(cap);
@@ -850,7 +1190,7 @@ fn launch_image<R: GpuReal>(
         &stream, &k.render, &params, &d_model, &d_hkl, &d_pix, &mut d_out, &mut d_oor, 0, npix,
         chunk,
     )?;
-    if params.has_hkl != 0 && params.interpolate != 0 {
+    if track_oor {
         // C turns interpolation off for good at the first out-of-range
         // lookup: redo the pixels from it on (cpu.rs does the same).
         let oor = stream
@@ -871,24 +1211,38 @@ fn launch_image<R: GpuReal>(
     let ev_end = stream
         .record_event(timed)
         .map_err(drv("recording a timing event"))?;
-    let out = stream
-        .clone_dtoh(&d_out)
-        .map_err(drv("reading back the image"))?;
-    stream.synchronize().map_err(drv("rendering"))?;
+    let t_launch = t0.elapsed().as_secs_f64();
+    let t_alloc = Instant::now();
+    let mut planes: Planes = (0..nv).map(|_| zeroed_plane(n)).collect();
+    tracing::debug!(
+        target: "braggrun::cuda",
+        "{nv} host planes allocated in {:.3} ms",
+        t_alloc.elapsed().as_secs_f64() * 1e3
+    );
+    read_back(g, &stream, &d_out, |offset, vals| {
+        scatter(&mut planes, pixels, fp, npix, offset, vals)
+    })?;
     if let Ok(ms) = ev_start.elapsed_ms(&ev_end) {
         KERNEL_SECONDS.with(|k| k.set(k.get() + ms as f64 / 1000.0));
+        tracing::debug!(
+            target: "braggrun::cuda",
+            "{npix} pixels x {nv} values: upload and launch {:.3} ms, kernels {:.3} ms, total with read-back {:.3} ms",
+            t_launch * 1e3,
+            ms,
+            t0.elapsed().as_secs_f64() * 1e3
+        );
     }
-    Ok(out.into_iter().map(|x| x.to()).collect())
+    Ok(planes)
 }
 
 fn run_dual<const N: usize>(
     g: &Gpu,
     sim: &Simulation,
-    pixels: &[(usize, usize)],
+    pixels: &Pixels,
     base: &ParamValues<f64>,
     dirs: &[Param],
     dtype: Dtype,
-) -> Result<Vec<f64>, EngineError> {
+) -> Result<Planes, EngineError> {
     let pv = super::cpu::seeded_values::<DualSVec64<N>>(base, dirs);
     run_image(g, sim, pixels, &pv, N, dtype)
 }
@@ -915,24 +1269,21 @@ pub fn render(
     let roi = check_roi(sim, opts.roi)?;
     let base = super::base_with_shifts(sim, opts)?;
     guarded(|| {
-        let g = gpu(ordinal.unwrap_or(0))?;
-        let pixels = super::roi_pixels(sim, roi);
-        let (fp, n) = (sim.fpixels(), sim.fpixels() * sim.spixels());
-        let mut image = vec![0.0; n];
+        let t0 = Instant::now();
+        let first_dirs = opts.derivatives.len().min(MAX_DIRECTIONS);
+        let g = gpu_with_kernel(
+            ordinal.unwrap_or(0),
+            KernelVariant::of(sim, opts.dtype, first_dirs),
+        )?;
+        let pixels = Pixels::of(sim, roi);
+        let mut image = vec![];
         let mut derivatives: Vec<(Param, Vec<f64>)> = vec![];
-        let scatter = |vals: &[f64], nv: usize, j: usize| -> Vec<f64> {
-            let mut img = vec![0.0; n];
-            for (i, (f, s)) in pixels.iter().enumerate() {
-                img[s * fp + f] = vals[i * nv + j];
-            }
-            img
-        };
         if opts.derivatives.is_empty() {
-            let vals = run_image::<f64>(&g, sim, &pixels, &base, 0, opts.dtype)?;
-            image = scatter(&vals, 1, 0);
+            let mut planes = run_image::<f64>(&g, sim, &pixels, &base, 0, opts.dtype)?;
+            image = planes.swap_remove(0);
         } else {
             for chunk in opts.derivatives.chunks(MAX_DIRECTIONS) {
-                let vals = match chunk.len() {
+                let planes = match chunk.len() {
                     1 => run_dual::<1>(&g, sim, &pixels, &base, chunk, opts.dtype),
                     2 => run_dual::<2>(&g, sim, &pixels, &base, chunk, opts.dtype),
                     3 => run_dual::<3>(&g, sim, &pixels, &base, chunk, opts.dtype),
@@ -943,13 +1294,17 @@ pub fn render(
                     8 => run_dual::<8>(&g, sim, &pixels, &base, chunk, opts.dtype),
                     k => return Err(EngineError::Failed(format!("chunk of {k} directions"))),
                 }?;
-                let nv = 1 + chunk.len();
-                image = scatter(&vals, nv, 0);
-                for (i, p) in chunk.iter().enumerate() {
-                    derivatives.push((*p, scatter(&vals, nv, 1 + i)));
-                }
+                let mut planes = planes.into_iter();
+                image = planes.next().unwrap_or_default();
+                derivatives.extend(chunk.iter().copied().zip(planes));
             }
         }
+        tracing::debug!(
+            target: "braggrun::cuda",
+            "render on {} in {:.3} ms",
+            g.label(),
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         Ok(Rendered {
             fpixels: sim.fpixels(),
             spixels: sim.spixels(),
@@ -984,7 +1339,7 @@ pub fn phi_cache_probe(
                 push(&mut buf, x, 1);
             }
         }
-        let (k, _) = kernels(&g, Dtype::F64, 1)?;
+        let (k, _) = kernels(&g, KernelVariant::new(Dtype::F64, 1))?;
         let stream = g.ctx.new_stream().map_err(drv("creating a stream"))?;
         let d_v = stream
             .clone_htod(&buf)
@@ -1020,18 +1375,114 @@ mod tests {
 
     #[test]
     fn params_layout_matches_kernel() {
-        // 12 doubles then 31 ints (kernel.cu struct Params), padded to 8
-        assert_eq!(std::mem::size_of::<Params>(), 12 * 8 + 32 * 4);
+        // 12 doubles then 36 ints (kernel.cu struct Params)
+        assert_eq!(std::mem::size_of::<Params>(), 12 * 8 + 36 * 4);
         assert!(KERNEL_SOURCE.contains("struct Params"));
     }
 
     #[test]
     fn cache_key_depends_on_options() {
-        let a = cache_key(&nvrtc_options(Dtype::F64, 0, (9, 0)));
-        let b = cache_key(&nvrtc_options(Dtype::F32, 0, (9, 0)));
-        let c = cache_key(&nvrtc_options(Dtype::F64, 2, (9, 0)));
-        assert!(a != b && a != c && b != c);
+        let v = KernelVariant::new(Dtype::F64, 0);
+        let a = cache_key(&nvrtc_options(v, (9, 0)));
+        let b = cache_key(&nvrtc_options(KernelVariant::new(Dtype::F32, 0), (9, 0)));
+        let c = cache_key(&nvrtc_options(KernelVariant::new(Dtype::F64, 2), (9, 0)));
+        let d = cache_key(&nvrtc_options(
+            KernelVariant {
+                interpolate: true,
+                ..v
+            },
+            (9, 0),
+        ));
+        let e = cache_key(&nvrtc_options(
+            KernelVariant {
+                shape: LatticeShape::Round,
+                ..v
+            },
+            (9, 0),
+        ));
+        let keys = std::collections::BTreeSet::from([&a, &b, &c, &d, &e]);
+        assert_eq!(keys.len(), 5);
         assert_eq!(a.len(), 64);
+    }
+
+    /// The planes the kernel writes (plane-major, npix values each), put
+    /// back piece by piece, land where the CPU engine puts each pixel,
+    /// whatever the piece boundaries: a whole detector, a ROI of whole
+    /// rows, a ROI rectangle and a masked list.
+    #[test]
+    fn scatter_puts_every_value_at_its_pixel() {
+        let (fp, sp) = (7usize, 5usize);
+        let n = fp * sp;
+        let cases = [
+            Pixels::Rect {
+                f0: 0,
+                s0: 0,
+                nf: fp,
+                ns: sp,
+            },
+            Pixels::Rect {
+                f0: 0,
+                s0: 1,
+                nf: fp,
+                ns: 3,
+            },
+            Pixels::Rect {
+                f0: 2,
+                s0: 1,
+                nf: 4,
+                ns: 3,
+            },
+            Pixels::List(vec![(0, 0), (6, 0), (3, 2), (1, 4), (6, 4)]),
+        ];
+        for px in &cases {
+            let npix = px.len();
+            let nv = 3;
+            // value of plane j at pixel (f, s): 1000 j + 10 s + f + 1
+            let vals: Vec<f32> = (0..nv * npix)
+                .map(|k| {
+                    let (f, s) = px.get(k % npix);
+                    (1000 * (k / npix) + 10 * s + f + 1) as f32
+                })
+                .collect();
+            for piece in [1, 4, npix, npix + 3, nv * npix] {
+                let mut planes: Planes = (0..nv).map(|_| zeroed_plane(n)).collect();
+                for (c, chunk) in vals.chunks(piece).enumerate() {
+                    scatter(&mut planes, px, fp, npix, c * piece, chunk);
+                }
+                let mut want: Planes = vec![vec![0.0; n]; nv];
+                for (j, w) in want.iter_mut().enumerate() {
+                    for i in 0..npix {
+                        let (f, s) = px.get(i);
+                        w[s * fp + f] = (1000 * j + 10 * s + f + 1) as f64;
+                    }
+                }
+                assert_eq!(planes, want, "piece {piece}");
+            }
+        }
+    }
+
+    #[test]
+    fn rect_pixels_in_c_loop_order() {
+        let px = Pixels::Rect {
+            f0: 2,
+            s0: 3,
+            nf: 4,
+            ns: 2,
+        };
+        let all: Vec<_> = (0..px.len()).map(|i| px.get(i)).collect();
+        assert_eq!(
+            all,
+            [
+                (2, 3),
+                (3, 3),
+                (4, 3),
+                (5, 3),
+                (2, 4),
+                (3, 4),
+                (4, 4),
+                (5, 4)
+            ]
+        );
     }
 
     #[test]
