@@ -352,8 +352,9 @@ __device__ __forceinline__ Dual<S, N> cos_pi_reduced(const Dual<S, N>& r) {
 // nearest integer k of x, ties to even, and whether k is odd: adding
 // 1.5 2^52 (double) or 1.5 2^23 (float) leaves k in the low mantissa bits
 // (lattice.rs round_half_even). Two adds and a bit test, all in the
-// precision at hand: no conversion instruction (those issue at a sixteenth
-// of the FP32 rate and were the float kernel's bottleneck).
+// precision at hand: no float/double or float/integer conversion in the
+// innermost loop (conversions issue at a fraction of the FP32 rate). One
+// overload per precision: the constants differ.
 __device__ __forceinline__ double round_half_even(double x, bool* odd) {
     const double M = 6755399441055744.0;
     if (fabs(x) < 2251799813685248.0) {
