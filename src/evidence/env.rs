@@ -105,6 +105,7 @@ pub fn collect(jobs: usize, threads_per_job: usize) -> Value {
                 || k == "OMP_NUM_THREADS"
                 || k == "RUST_LOG"
                 || k.starts_with("RUNNER_")
+                || k.starts_with("BRAGGRUN_")
         })
         .collect();
     keys.sort();
