@@ -613,16 +613,14 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
     return test;
 }
 
-// One thread per pixel of [start, start + count) of the render's pixels:
-// the ROI rectangle in C loop order (slow outer, fast inner), or the list
-// pix of (fast, slow) pairs when a mask leaves holes in it. out holds NV
-// planes (the image, then each derivative) of stride values: plane j of
-// pixel g is out[j * stride + g - out_offset] (the whole render in one
-// buffer: stride = its pixel count, offset 0; one piece per buffer: stride
-// = count, offset = start). oor (only with interpolation) gets the first
-// out-of-range structure-factor evaluation of each pixel (-1 none).
+// One thread per pixel of [start, start + count) of the npix pixels: the
+// ROI rectangle in C loop order (slow outer, fast inner), or the list pix of
+// (fast, slow) pairs when a mask leaves holes. out holds NV planes of npix
+// values (the image, then each derivative), so that for a whole detector a
+// plane is the image itself; oor (only with interpolation) the first
+// out-of-range structure-factor evaluation (-1 none).
 extern "C" __global__ void render_pixels(const Params P, const R* __restrict__ mdl, const double* __restrict__ hkl,
-                                         const int* __restrict__ pix, int start, int count, int stride, int out_offset,
+                                         const int* __restrict__ pix, int start, int count, int npix,
                                          R* __restrict__ out, int* __restrict__ oor) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= count) return;
@@ -646,10 +644,9 @@ extern "C" __global__ void render_pixels(const Params P, const R* __restrict__ m
     }
     int o = -1;
     T v = pixel(P, mdl, hkl, fpixel, spixel, g == P.first_pixel, mode, sw, &o);
-    long long at = (long long)g - out_offset;
-    out[at] = v.re;
+    out[g] = v.re;
 #pragma unroll
-    for (int j = 0; j < NDIR; j++) out[(long long)(j + 1) * stride + at] = v.eps[j];
+    for (int j = 0; j < NDIR; j++) out[(long long)(j + 1) * npix + g] = v.eps[j];
     if (INTERPOLATE && P.has_hkl) oor[g] = o;
 }
 
