@@ -5,10 +5,12 @@
 //! flattens every model quantity as value + N derivative components, and
 //! uploads it. The kernel (`kernel.cu`, embedded with `include_str!`)
 //! evaluates only the per-pixel loop, one thread per ROI pixel, with a small
-//! dual type and the same function names as `physics::simulator`.
+//! dual type and the same function names as `physics::simulator`. Its
+//! output, one plane per value, comes back through pinned staging buffers.
 //!
-//! The kernel is compiled at run time by NVRTC once per (precision, number
-//! of directions) for the device's compute capability, cached in memory
+//! The kernel is compiled at run time by NVRTC once per [`KernelVariant`]
+//! (precision, number of directions, lattice shape, interpolation) for the
+//! device's compute capability, cached in memory
 //! (process-wide) and on disk (PTX under `$XDG_CACHE_HOME/braggrun/ptx` or
 //! `~/.cache/braggrun/ptx`, keyed by a sha256 of the source, the options, the
 //! NVRTC and driver versions) so a second process does not recompile.
