@@ -3,7 +3,7 @@
 //! summary.md, junit.xml).
 //!
 //! Layout of a bundle `DIR/<experiment id>/<UTC timestamp>/`:
-//! experiment.toml, commands.txt, env.json, cells/<cell id>/{log.txt,
+//! experiment.toml, commands.txt, env.json, `cells/<cell id>/`{log.txt,
 //! result.json, timing.json, probe files}, results.csv, results.json,
 //! summary.md, junit.xml and, last, sha256.txt. `result.json` is the
 //! deterministic record of a cell (no timings, no host details): the same

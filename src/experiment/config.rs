@@ -4,7 +4,7 @@
 //! [`RawExperiment`] (the `[model]` table and every `[[probe]]` stay generic
 //! values, so that `nanobragg_args` can be merged and each probe's `kind`
 //! selects its settings type); the second phase turns them into the typed
-//! [`Experiment`]. The JSON schema is generated from these types.
+//! [`RawExperiment`]. The JSON schema is generated from these types.
 
 use crate::physics::config::SimConfig;
 use schemars::JsonSchema;

@@ -130,7 +130,7 @@ fn source_name(md: Option<&Metadata>) -> String {
     }
 }
 
-/// Render a figment error: "<source>: <key path>: <what>" per error.
+/// Render a figment error: `<source>: <key path>: <what>` per error.
 pub fn figment_message(err: figment::Error, default_source: &str, prefix: &str) -> String {
     figment_message_with(err, default_source, prefix, None)
 }

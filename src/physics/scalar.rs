@@ -1,5 +1,5 @@
 //! The scalar the physics is generic over: f32, f64 and num-dual's forward-mode
-//! dual numbers (Dual64, DualSVec64<N>), plus the 3-vector the C code calls
+//! dual numbers (Dual64, `DualSVec64<N>`), plus the 3-vector the C code calls
 //! `double v[4]` (we drop its cached magnitude slot).
 
 use num_dual::DualNum;

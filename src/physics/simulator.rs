@@ -26,7 +26,7 @@ pub struct Model<'a, T> {
     pub polar_vector: Vec3<T>,
     /// (incident unit vector, λ in metres) per source.
     pub sources: Vec<(Vec3<T>, T)>,
-    /// [phi][domain] orientations for the first executed phi sweep of the
+    /// `[phi][domain]` orientations for the first executed phi sweep of the
     /// image and for every later sweep (they differ only in c-parity mode).
     pub orient_first: Vec<Orientation<T>>,
     pub orient_rest: Vec<Orientation<T>>,
@@ -434,7 +434,7 @@ pub fn interpolate_f<T: Real>(g: &HklGrid, h: T, k: T, l: T) -> T {
     polint(hf - 1, &over_h, h)
 }
 
-/// Cubic Lagrange polynomial through (x0 + i, ya[i]), i = 0..3, at x (C's polint).
+/// Cubic Lagrange polynomial through `(x0 + i, ya[i])`, i = 0..3, at x (C's polint).
 #[inline(always)]
 pub fn polint<T: Real>(x0: i32, ya: &[T; 4], x: T) -> T {
     let xa: [T; 4] = std::array::from_fn(|i| c((x0 + i as i32) as f64));
