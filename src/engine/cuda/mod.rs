@@ -315,14 +315,20 @@ fn gpu(ordinal: usize) -> Result<Arc<Gpu>, EngineError> {
     Ok(g)
 }
 
-/// Let the stream-ordered allocator keep freed memory: by default it hands
-/// it back to the driver at every synchronisation, and each render would
-/// map its buffers afresh. Best effort: an error leaves the default.
+/// Let the stream-ordered allocator keep up to a quarter of the GPU's
+/// memory when freed: by default it hands everything back to the driver at
+/// every synchronisation, and each render would map its buffers afresh.
+/// The cap leaves the rest to other processes. Best effort: an error leaves
+/// the default.
 fn keep_pool_memory(dev: dsys::CUdevice) {
     let _ = catch_unwind(|| unsafe {
+        let total = dresult::device::total_mem(dev).unwrap_or(0) as u64;
         let mut pool = std::mem::MaybeUninit::<dsys::CUmemoryPool>::uninit();
-        if dsys::cuDeviceGetDefaultMemPool(pool.as_mut_ptr(), dev) == dsys::CUresult::CUDA_SUCCESS {
-            let mut keep: u64 = u64::MAX;
+        if total > 0
+            && dsys::cuDeviceGetDefaultMemPool(pool.as_mut_ptr(), dev)
+                == dsys::CUresult::CUDA_SUCCESS
+        {
+            let mut keep: u64 = total / 4;
             let _ = dsys::cuMemPoolSetAttribute(
                 pool.assume_init(),
                 dsys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
@@ -347,7 +353,8 @@ fn gpu_with_kernel(ordinal: usize, variant: KernelVariant) -> Result<Arc<Gpu>, E
     let dev = dresult::device::get(ordinal as i32).map_err(drv("opening a GPU"))?;
     let cc = compute_capability(dev)?;
     std::thread::scope(|s| {
-        // its outcome is cached; loading the kernel later reports any error
+        // its outcome (PTX or error) is kept in memory; loading the kernel
+        // later reports any error
         let compile = s.spawn(move || catch_unwind(|| get_ptx(variant, cc)));
         let g = gpu(ordinal);
         let _ = compile.join();
@@ -495,29 +502,47 @@ fn slot<K: std::hash::Hash + Eq, X>(map: &Mutex<HashMap<K, Slot<X>>>, key: K) ->
     lock(map).entry(key).or_default().clone()
 }
 
-fn ptx_memory() -> &'static Mutex<HashMap<String, Slot<String>>> {
-    static PTX: OnceLock<Mutex<HashMap<String, Slot<String>>>> = OnceLock::new();
+fn ptx_memory() -> &'static Mutex<HashMap<String, Slot<PtxEntry>>> {
+    static PTX: OnceLock<Mutex<HashMap<String, Slot<PtxEntry>>>> = OnceLock::new();
     PTX.get_or_init(Default::default)
 }
 
 /// PTX text for the options: memory cache, else disk cache, else NVRTC.
 fn get_ptx(variant: KernelVariant, cc: (i32, i32)) -> Result<(String, KernelInfo), EngineError> {
-    let options = nvrtc_options(variant, cc);
-    let minimal = options.iter().any(|o| o == MINIMAL);
-    match get_ptx_with(variant, options) {
-        Err(e) if minimal => {
+    match get_ptx_with(variant, nvrtc_options(variant, cc)) {
+        Err(PtxError::MinimalRefused(e)) => {
             tracing::debug!(target: "braggrun::cuda", "compiling again without {MINIMAL}: {e}");
             NO_MINIMAL.store(true, Ordering::Relaxed);
-            get_ptx_with(variant, nvrtc_options(variant, cc))
+            get_ptx_with(variant, nvrtc_options(variant, cc)).map_err(PtxError::into_engine)
         }
-        r => r,
+        r => r.map_err(PtxError::into_engine),
     }
 }
+
+/// Why no PTX came: NVRTC refused `-minimal` (compile again without it), or
+/// anything else.
+enum PtxError {
+    MinimalRefused(String),
+    Other(EngineError),
+}
+
+impl PtxError {
+    fn into_engine(self) -> EngineError {
+        match self {
+            PtxError::MinimalRefused(e) => EngineError::Failed(e),
+            PtxError::Other(e) => e,
+        }
+    }
+}
+
+/// A kernel's PTX in memory: the text, or the compile error (the same
+/// source and options fail the same way: a failure is remembered too).
+type PtxEntry = Result<String, String>;
 
 fn get_ptx_with(
     variant: KernelVariant,
     options: Vec<String>,
-) -> Result<(String, KernelInfo), EngineError> {
+) -> Result<(String, KernelInfo), PtxError> {
     let key = cache_key(&options);
     let t0 = Instant::now();
     let info = |source: PtxSource, t: f64| KernelInfo {
@@ -530,39 +555,57 @@ fn get_ptx_with(
     };
     let entry = slot(ptx_memory(), key.clone());
     let mut mem = lock(&entry);
-    if let Some(p) = mem.as_ref() {
-        return Ok((
-            p.clone(),
-            info(PtxSource::MemoryCache, t0.elapsed().as_secs_f64()),
-        ));
+    match mem.as_ref() {
+        Some(Ok(p)) => {
+            return Ok((
+                p.clone(),
+                info(PtxSource::MemoryCache, t0.elapsed().as_secs_f64()),
+            ))
+        }
+        Some(Err(e)) => return Err(PtxError::Other(EngineError::Failed(e.clone()))),
+        None => {}
     }
     let file = ptx_cache_dir().map(|d| d.join(format!("{key}.ptx")));
     if let Some(f) = &file {
         if let Ok(text) = std::fs::read_to_string(f) {
             if text.contains(".entry render_pixels") && text.contains(".entry phi_cache_probe") {
-                *mem = Some(text.clone());
+                *mem = Some(Ok(text.clone()));
                 return Ok((text, info(PtxSource::DiskCache, t0.elapsed().as_secs_f64())));
             }
         }
     }
-    probe_nvrtc().map_err(EngineError::Unavailable)?;
+    probe_nvrtc().map_err(|e| PtxError::Other(EngineError::Unavailable(e)))?;
     let opts = CompileOptions {
         options: options.clone(),
         name: Some("braggrun_kernel.cu".into()),
         ..Default::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts).map_err(|e| match e {
-        CompileError::CompileError {
+    let ptx = match cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts) {
+        Ok(p) => p,
+        Err(CompileError::CompileError {
             nvrtc,
-            options,
+            options: used,
             log,
-        } => EngineError::Failed(format!(
-            "NVRTC could not compile the CUDA kernel ({nvrtc:?}; options {}):\n{}",
-            options.join(" "),
-            log.to_string_lossy()
-        )),
-        other => EngineError::Failed(format!("NVRTC failed: {other:?}")),
-    })?;
+        }) => {
+            let log = log.to_string_lossy();
+            let msg = format!(
+                "NVRTC could not compile the CUDA kernel ({nvrtc:?}; options {}):\n{log}",
+                used.join(" ")
+            );
+            let refused = nvrtc.0 == cudarc::nvrtc::sys::nvrtcResult::NVRTC_ERROR_INVALID_OPTION
+                || log.contains(MINIMAL);
+            if refused && options.iter().any(|o| o == MINIMAL) {
+                return Err(PtxError::MinimalRefused(msg));
+            }
+            *mem = Some(Err(msg.clone()));
+            return Err(PtxError::Other(EngineError::Failed(msg)));
+        }
+        Err(other) => {
+            return Err(PtxError::Other(EngineError::Failed(format!(
+                "NVRTC failed: {other:?}"
+            ))))
+        }
+    };
     let text = ptx.to_src();
     let text = text.trim_end_matches('\0').to_string();
     if let Some(f) = &file {
@@ -576,7 +619,7 @@ fn get_ptx_with(
             }
         }
     }
-    *mem = Some(text.clone());
+    *mem = Some(Ok(text.clone()));
     Ok((text, info(PtxSource::Compiled, t0.elapsed().as_secs_f64())))
 }
 
@@ -994,34 +1037,33 @@ fn staging_len<R>() -> usize {
 /// Copy `d` back to the host through two pinned (page-locked) buffers, so
 /// that the transfer into one overlaps the copy out of the other, and hand
 /// each piece to `sink(offset, values)`. Pinned memory moves at the bus's
-/// speed; pageable memory is staged by the driver at a fraction of it.
+/// speed; pageable memory is staged by the driver at a fraction of it (and
+/// is the fallback when no pinned memory can be had).
 fn read_back<R: GpuReal>(
     g: &Gpu,
     stream: &Arc<CudaStream>,
     d: &CudaSlice<R>,
     mut sink: impl FnMut(usize, &[R]),
 ) -> Result<(), EngineError> {
-    type Bufs<R> = [PinnedHostSlice<R>; 2];
-    thread_local! {
-        static STAGING: std::cell::RefCell<HashMap<(usize, usize), Box<dyn std::any::Any>>> =
-            std::cell::RefCell::new(HashMap::new());
-    }
     let chunk = staging_len::<R>();
-    let key = (g.ordinal, std::mem::size_of::<R>());
-    let mut bufs: Box<Bufs<R>> = match STAGING
-        .with(|m| m.borrow_mut().remove(&key))
-        .and_then(|b| b.downcast::<Bufs<R>>().ok())
-    {
-        Some(b) => b,
-        None => {
-            // flags 0: cached, CPU-readable (the default is write-combined,
-            // which the CPU reads slowly)
-            let alloc = || unsafe { g.ctx.alloc_pinned_with_flags::<R>(chunk, 0) };
-            let a = alloc().map_err(drv("allocating pinned host memory"))?;
-            let b = alloc().map_err(drv("allocating pinned host memory"))?;
-            Box::new([a, b])
+    let mut bufs = match take_staging::<R>(g) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(target: "braggrun::cuda", "pageable read-back: {e}");
+            let vals = stream
+                .clone_dtoh(d)
+                .map_err(drv("reading back the image"))?;
+            stream
+                .synchronize()
+                .map_err(drv("reading back the image"))?;
+            sink(0, &vals);
+            return Ok(());
         }
     };
+    // Should `sink` panic while a copy into the other buffer is in flight,
+    // wait for it before the buffers are freed (declared after `bufs`, so
+    // dropped first).
+    let _in_flight = SyncOnUnwind(stream);
     let total = d.len();
     let pieces = total.div_ceil(chunk);
     let range = |k: usize| k * chunk..((k + 1) * chunk).min(total);
@@ -1073,12 +1115,60 @@ fn read_back<R: GpuReal>(
         waited * 1e3,
         copied * 1e3
     );
-    if result.is_err() {
-        // nothing may still be copying into the buffers kept for later
-        let _ = stream.synchronize();
+    if result.is_err() && stream.synchronize().is_err() {
+        // a copy may still be writing into them: never free or reuse them
+        std::mem::forget(bufs);
+    } else {
+        give_staging(g, bufs);
     }
-    STAGING.with(|m| m.borrow_mut().insert(key, bufs as Box<dyn std::any::Any>));
     result.map_err(drv("reading back the image"))
+}
+
+/// Waits for the stream when dropped during a panic.
+struct SyncOnUnwind<'a>(&'a Arc<CudaStream>);
+
+impl Drop for SyncOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.synchronize();
+        }
+    }
+}
+
+type Staging<R> = [PinnedHostSlice<R>; 2];
+
+/// Pairs of pinned staging buffers per (GPU, size of the float), shared by
+/// the process: a render takes a pair and gives it back, so there are as
+/// many pairs as renders that ever ran at once, whatever the threads.
+fn staging_pool() -> &'static Mutex<HashMap<(usize, usize), Vec<Box<dyn std::any::Any + Send>>>> {
+    type Pool = Mutex<HashMap<(usize, usize), Vec<Box<dyn std::any::Any + Send>>>>;
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(Default::default)
+}
+
+/// A pair of pinned staging buffers for GPU `g` (made when the pool has
+/// none); hand it back with [`give_staging`].
+fn take_staging<R: GpuReal>(g: &Gpu) -> Result<Box<Staging<R>>, DriverError> {
+    let key = (g.ordinal, std::mem::size_of::<R>());
+    let kept = lock(staging_pool())
+        .get_mut(&key)
+        .and_then(|v| v.pop())
+        .and_then(|b| b.downcast::<Staging<R>>().ok());
+    if let Some(b) = kept {
+        return Ok(b);
+    }
+    // flags 0: cached, CPU-readable (the default is write-combined, which
+    // the CPU reads slowly)
+    let alloc = || unsafe { g.ctx.alloc_pinned_with_flags::<R>(staging_len::<R>(), 0) };
+    Ok(Box::new([alloc()?, alloc()?]))
+}
+
+fn give_staging<R: GpuReal>(g: &Gpu, bufs: Box<Staging<R>>) {
+    let key = (g.ordinal, std::mem::size_of::<R>());
+    lock(staging_pool())
+        .entry(key)
+        .or_default()
+        .push(bufs as Box<dyn std::any::Any + Send>);
 }
 
 /// A zeroed image, written by all threads: its first touch (page faults,
