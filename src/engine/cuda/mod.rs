@@ -1140,9 +1140,10 @@ type Staging<R> = [PinnedHostSlice<R>; 2];
 /// Pairs of pinned staging buffers per (GPU, size of the float), shared by
 /// the process: a render takes a pair and gives it back, so there are as
 /// many pairs as renders that ever ran at once, whatever the threads.
-fn staging_pool() -> &'static Mutex<HashMap<(usize, usize), Vec<Box<dyn std::any::Any + Send>>>> {
-    type Pool = Mutex<HashMap<(usize, usize), Vec<Box<dyn std::any::Any + Send>>>>;
-    static POOL: OnceLock<Pool> = OnceLock::new();
+type StagingPool = Mutex<HashMap<(usize, usize), Vec<Box<dyn std::any::Any + Send>>>>;
+
+fn staging_pool() -> &'static StagingPool {
+    static POOL: OnceLock<StagingPool> = OnceLock::new();
     POOL.get_or_init(Default::default)
 }
 
