@@ -255,11 +255,9 @@ struct Params {
     int oversample_omega;
     int oversample_thick;
     int oversample_polar;
-    int shape;  // 0 square, 1 round, 2 gauss, 3 tophat (the kernel uses SHAPE)
     int n_gt1[3];
     int n_whole[3];  // N as a whole number (fast sincg) when it carries no derivative, else 0
     int lifted;  // three or more live parameters: sincg lifted from a scalar dual
-    int interpolate;  // (the kernel uses INTERPOLATE)
     int has_hkl;
     int hkl_count_pos;
     int h_min, h_max, k_min, k_max, l_min, l_max;

@@ -732,11 +732,9 @@ struct Params {
     oversample_omega: i32,
     oversample_thick: i32,
     oversample_polar: i32,
-    shape: i32,
     n_gt1: [i32; 3],
     n_whole: [i32; 3],
     lifted: i32,
-    interpolate: i32,
     has_hkl: i32,
     hkl_count_pos: i32,
     h_min: i32,
@@ -857,11 +855,9 @@ fn params_for<T>(
         oversample_omega: s.oversample_omega as i32,
         oversample_thick: s.oversample_thick as i32,
         oversample_polar: s.oversample_polar as i32,
-        shape: KernelVariant::of(sim, Dtype::F64, 0).shape_code(),
         n_gt1: s.n_gt1.map(|b| b as i32),
         n_whole: model.n_whole.map(|n| n.map(|v| v as i32).unwrap_or(0)),
         lifted: model.lifted as i32,
-        interpolate: s.interpolate as i32,
         first_pixel: first.map(|i| i as i32).unwrap_or(-1),
         switch_pixel: -1,
         ..Default::default()
@@ -1243,7 +1239,8 @@ fn launch_image<R: GpuReal>(
     } else {
         Dtype::F32
     };
-    let (k, _) = kernels(g, KernelVariant::of(sim, dtype, nd))?;
+    let variant = KernelVariant::of(sim, dtype, nd);
+    let (k, _) = kernels(g, variant)?;
     let t0 = Instant::now();
     let stream = stream_for(g)?;
     let model_r: Vec<R> = flat.iter().map(|x| R::of(*x)).collect();
@@ -1267,7 +1264,8 @@ fn launch_image<R: GpuReal>(
     // every element is written by the kernel: no memset
     let mut d_out =
         unsafe { stream.alloc::<R>(npix * nv) }.map_err(drv("allocating the output image"))?;
-    let track_oor = params.has_hkl != 0 && params.interpolate != 0;
+    // the interpolating kernel reports its first out-of-range lookup
+    let track_oor = variant.interpolate;
     let mut d_oor = unsafe { stream.alloc::<i32>(if track_oor { npix } else { 1 }) }
         .map_err(drv("allocating the output image"))?;
     let cap = LAUNCH_CAP.load(Ordering::Relaxed).max(1);
@@ -1468,8 +1466,8 @@ mod tests {
 
     #[test]
     fn params_layout_matches_kernel() {
-        // 12 doubles then 36 ints (kernel.cu struct Params)
-        assert_eq!(std::mem::size_of::<Params>(), 12 * 8 + 36 * 4);
+        // 12 doubles then 33 ints (kernel.cu struct Params), padded to 8
+        assert_eq!(std::mem::size_of::<Params>(), 12 * 8 + 34 * 4);
         assert!(KERNEL_SOURCE.contains("struct Params"));
     }
 
