@@ -176,14 +176,49 @@ fn derivatives(c: &Case) -> Result<(), Failed> {
 }
 
 fn phi_cache() -> Result<(), Failed> {
-    let (loss, dloss, dev) = cuda::phi_cache_probe([100.0, 100.0, 100.0, 90.0, 90.0, 90.0], None)
+    use braggrun::experiment::config::PhiCacheProbe;
+    use braggrun::experiment::probes::phi_cache_cpu;
+    let cell = [100.0, 100.0, 100.0, 90.0, 90.0, 90.0];
+    let settings = |p: &PhiCacheProbe, dtype: Dtype| cuda::PhiCacheSettings {
+        stored_scale: p.stored_scale,
+        fresh_scale: p.fresh_scale,
+        steps: p.steps as u64,
+        dtype,
+    };
+    let published = PhiCacheProbe::default();
+    let (loss, dloss, dev) = cuda::phi_cache_probe(cell, None, settings(&published, Dtype::F64))
         .map_err(|e| Failed::from(e.to_string()))?;
     println!("cuda_parity: phi_cache_probe on {dev}: loss {loss:.10} ({loss:.6e}), d loss/d cell_a {dloss:.10} ({dloss:.6e})");
-    let ok = (loss - 1199.51994).abs() <= 5e-6 && (dloss - 3.9976002).abs() <= 5e-8;
-    if ok {
+    let mut failures = vec![];
+    if !((loss - 1199.51994).abs() <= 5e-6 && (dloss - 3.9976002).abs() <= 5e-8) {
+        failures.push(format!(
+            "expected 1199.51994 and 3.9976002, got {loss} and {dloss}"
+        ));
+    }
+    // the kernel computes what the probe configures: other scales, steps and
+    // dtypes give the CPU's numbers
+    let other = PhiCacheProbe {
+        stored_scale: 1.25,
+        fresh_scale: 0.5,
+        steps: 7,
+        ..PhiCacheProbe::default()
+    };
+    for dtype in [Dtype::F64, Dtype::F32] {
+        let (l, d, _) = cuda::phi_cache_probe(cell, None, settings(&other, dtype))
+            .map_err(|e| Failed::from(e.to_string()))?;
+        let (lc, dc) = phi_cache_cpu(cell, &other, dtype);
+        println!(
+            "cuda_parity: phi_cache_probe {dtype} x1.25/x0.5/7 steps: cuda {l} {d}, cpu {lc} {dc}"
+        );
+        let tol = if dtype == Dtype::F64 { 1e-12 } else { 1e-6 };
+        if !((l - lc).abs() <= tol * lc.abs() && (d - dc).abs() <= tol * dc.abs()) {
+            failures.push(format!("{dtype}: cuda ({l}, {d}) vs cpu ({lc}, {dc})"));
+        }
+    }
+    if failures.is_empty() {
         Ok(())
     } else {
-        Err(format!("expected 1199.51994 and 3.9976002, got {loss} and {dloss}").into())
+        Err(failures.join("; ").into())
     }
 }
 

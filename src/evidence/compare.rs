@@ -35,7 +35,7 @@ fn value(c: &CellRecord, q: &str) -> Option<f64> {
 fn rank(s: Status) -> u8 {
     match s {
         Status::Pass => 2,
-        Status::Skipped => 1,
+        Status::Skipped | Status::NonSmooth => 1,
         Status::Fail | Status::Error => 0,
     }
 }

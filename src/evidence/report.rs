@@ -14,6 +14,7 @@ pub struct Tally {
     pub fail: usize,
     pub error: usize,
     pub skipped: usize,
+    pub nonsmooth: usize,
 }
 
 impl Tally {
@@ -25,6 +26,7 @@ impl Tally {
                 Status::Fail => t.fail += 1,
                 Status::Error => t.error += 1,
                 Status::Skipped => t.skipped += 1,
+                Status::NonSmooth => t.nonsmooth += 1,
             }
         }
         t
@@ -32,6 +34,9 @@ impl Tally {
     pub fn verdict(&self) -> &'static str {
         if self.fail + self.error > 0 {
             "FAIL"
+        } else if self.nonsmooth > 0 {
+            // a derivative check met a non-differentiable point: not a pass
+            "NONSMOOTH"
         } else {
             "PASS"
         }
@@ -168,6 +173,10 @@ pub fn write_junit(bundle: &Path, exp_id: &str, rows: &[Row]) -> Result<(), Stri
             )),
             Status::Error => x.push_str(&format!(
                 ">\n      <error message=\"{reason}\" type=\"ERROR\">{reason}</error>\n    </testcase>\n"
+            )),
+            Status::NonSmooth => x.push_str(&format!(
+                ">\n      <failure message=\"{reason}\" type=\"NONSMOOTH\">{}</failure>\n    </testcase>\n",
+                xml_escape(&body)
             )),
         }
     }
@@ -317,12 +326,20 @@ pub fn write_summary_with(
     let mut s = String::new();
     s.push_str(&format!("# {}: {verdict}\n\n", meta.id));
     s.push_str(&format!(
-        "**Verdict: {verdict}.** {} cell(s): {} passed, {} failed, {} errored, {} skipped.\n",
+        "**Verdict: {verdict}.** {} cell(s): {} passed, {} failed, {} errored, {} skipped{}.\n",
         rows.len(),
         t.pass,
         t.fail,
         t.error,
-        t.skipped
+        t.skipped,
+        if t.nonsmooth > 0 {
+            format!(
+                ", {} non-smooth (a derivative check met a non-differentiable point)",
+                t.nonsmooth
+            )
+        } else {
+            String::new()
+        }
     ));
     for f in extra_failures {
         s.push_str(&format!("\n- {f}\n"));

@@ -100,8 +100,13 @@ pub enum Reduction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EpsMode {
-    /// h = eps * |value| (eps itself when the value is 0).
+    /// h = eps * max(|value|, 1 unit): relative to the value, never below
+    /// eps of the parameter's unit (Å, deg, mm, cells; so a value of 0 gets
+    /// a step on the scale of its unit); the mosaic spread, which C rounds
+    /// through float32, at least 1e-3 of its value.
     #[default]
+    Auto,
+    /// h = eps * |value| (eps itself when the value is 0).
     Relative,
     /// h = eps.
     Absolute,
@@ -165,9 +170,16 @@ pub struct GradcheckProbe {
     /// `{ mosaic_spread = 1e-3 }` where the model rounds through float32.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub eps_by_param: BTreeMap<String, f64>,
-    /// Pass when |ad - fd| <= atol + rtol |fd| (float64 cells).
+    /// float64 cells pass when |ad - fd| <= atol + scale_rtol * scale + rtol |fd|,
+    /// where scale is max |fd| over the ROI's pixels for a pixel, and the sum
+    /// of |fd| over the pixels for the loss: the tolerance follows the size of
+    /// the derivative image, whatever the parameter's units.
     pub atol: f64,
     pub rtol: f64,
+    pub scale_rtol: f64,
+    /// Report NONSMOOTH where left and right differences disagree at two
+    /// steps (h and h/2) by more than the tolerance: a kink or jump.
+    pub detect_nonsmooth: bool,
     /// float32 cells: pass when |ad32 - ad64| <= f32_atol + f32_rtol |ad64|
     /// (plus, for pixels, f32_max_rtol times the largest |ad64| of the ROI:
     /// float32 cancellation scales with the largest derivative).
@@ -183,11 +195,15 @@ impl Default for GradcheckProbe {
         GradcheckProbe {
             name: None,
             reduction: Reduction::Sum,
-            eps: 1e-6,
-            eps_mode: EpsMode::Relative,
+            // with Richardson extrapolation (error O(h^4)) a step of 1e-4 of the
+            // scale keeps truncation and rounding both far below the tolerance
+            eps: 1e-4,
+            eps_mode: EpsMode::Auto,
             eps_by_param: BTreeMap::new(),
-            atol: 1e-5,
+            atol: 0.0,
             rtol: 1e-3,
+            scale_rtol: 1e-5,
+            detect_nonsmooth: true,
             f32_atol: 1e-5,
             f32_rtol: 1e-2,
             f32_max_rtol: 1e-4,

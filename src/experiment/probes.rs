@@ -26,6 +26,10 @@ pub enum Status {
     Fail,
     Error,
     Skipped,
+    /// The check met a point where the image is not differentiable (a kink,
+    /// a jump, a flat piece): neither a pass nor a wrong number.
+    #[serde(rename = "NONSMOOTH")]
+    NonSmooth,
 }
 
 impl Status {
@@ -35,6 +39,7 @@ impl Status {
             Status::Fail => "FAIL",
             Status::Error => "ERROR",
             Status::Skipped => "SKIPPED",
+            Status::NonSmooth => "NONSMOOTH",
         }
     }
 }
@@ -254,6 +259,125 @@ fn finite_or_null(x: f64) -> Value {
     }
 }
 
+/// The finite-difference step of parameter `p` at value `x0` (see [`EpsMode`]).
+pub fn gradcheck_step(p: Param, x0: f64, eps: f64, mode: EpsMode) -> f64 {
+    match mode {
+        EpsMode::Absolute => eps,
+        EpsMode::Relative if x0 != 0.0 => eps * x0.abs(),
+        EpsMode::Relative => eps,
+        EpsMode::Auto => {
+            let h = eps * x0.abs().max(1.0);
+            if p == Param::MosaicSpread {
+                // C passes the spread through float32: a step must span many
+                // of its ulps for a difference quotient to mean anything
+                h.max(1e-3 * x0.abs())
+            } else {
+                h
+            }
+        }
+    }
+}
+
+/// Finite differences of the ROI, per pixel and of the loss: the reference
+/// (Richardson-extrapolated from steps h and h/2), its error estimate, and
+/// the left/right asymmetry at both steps (central differences only).
+struct FiniteDifferences {
+    one_sided: bool,
+    pix: Vec<f64>,
+    loss: f64,
+    /// The plain difference quotient at step h.
+    loss_h: f64,
+    err_loss: f64,
+    /// (fp - 2 f0 + fm) / h at h and at h/2, per pixel and of the loss.
+    asym_pix: Vec<(f64, f64)>,
+    asym_loss: (f64, f64),
+    /// Rounding noise of the asymmetry at h/2, per pixel and of the loss.
+    noise_pix: Vec<f64>,
+    noise_loss: f64,
+    loss_plus: f64,
+    loss_minus: Option<f64>,
+}
+
+/// The renders of a finite-difference check, ROI values: base, +h, +h/2,
+/// and (away from a domain edge) -h, -h/2.
+struct Shifted<'a> {
+    f0: &'a [f64],
+    fp: &'a [f64],
+    fp2: &'a [f64],
+    minus: Option<(&'a [f64], &'a [f64])>,
+}
+
+fn finite_differences(r: Shifted<'_>, h: f64, red: Reduction) -> FiniteDifferences {
+    let Shifted { f0, fp, fp2, minus } = r;
+    let h2 = h / 2.0;
+    let l = |v: &[f64]| reduce(v, red);
+    // rounding floor of a difference quotient at h/2: a few hundred ulps of
+    // the image values (sums over many samples)
+    let noise = |a: f64, b: f64, c: f64| 256.0 * f64::EPSILON * (a.abs() + b.abs() + c.abs()) / h2;
+    match minus {
+        None => {
+            // forward differences into the valid domain: F(h), F(h/2), 2 F(h/2) - F(h)
+            let fwd = |a: f64, b: f64, c: f64| {
+                let (d1, d2) = ((b - a) / h, (c - a) / h2);
+                (2.0 * d2 - d1, (d2 - d1).abs(), d1)
+            };
+            let pix: Vec<f64> = (0..f0.len()).map(|i| fwd(f0[i], fp[i], fp2[i]).0).collect();
+            let (loss, err_loss, loss_h) = fwd(l(f0), l(fp), l(fp2));
+            FiniteDifferences {
+                one_sided: true,
+                pix,
+                loss,
+                loss_h,
+                err_loss,
+                asym_pix: vec![],
+                asym_loss: (0.0, 0.0),
+                noise_pix: (0..f0.len()).map(|i| noise(f0[i], fp[i], fp2[i])).collect(),
+                noise_loss: noise(l(f0), l(fp), l(fp2)),
+                loss_plus: l(fp),
+                loss_minus: None,
+            }
+        }
+        Some((fm, fm2)) => {
+            let central = |p: f64, m: f64, p2: f64, m2: f64| {
+                let (d1, d2) = ((p - m) / (2.0 * h), (p2 - m2) / h);
+                ((4.0 * d2 - d1) / 3.0, (d2 - d1).abs() / 3.0, d1)
+            };
+            let asym = |a: f64, p: f64, m: f64, p2: f64, m2: f64| {
+                ((p - 2.0 * a + m) / h, (p2 - 2.0 * a + m2) / h2)
+            };
+            let n = f0.len();
+            let pix: Vec<f64> = (0..n)
+                .map(|i| central(fp[i], fm[i], fp2[i], fm2[i]).0)
+                .collect();
+            let (ls0, lp, lm, lp2, lm2) = (l(f0), l(fp), l(fm), l(fp2), l(fm2));
+            let (loss, err_loss, loss_h) = central(lp, lm, lp2, lm2);
+            FiniteDifferences {
+                one_sided: false,
+                pix,
+                loss,
+                loss_h,
+                err_loss,
+                asym_pix: (0..n)
+                    .map(|i| asym(f0[i], fp[i], fm[i], fp2[i], fm2[i]))
+                    .collect(),
+                asym_loss: asym(ls0, lp, lm, lp2, lm2),
+                noise_pix: (0..n).map(|i| noise(f0[i], fp2[i], fm2[i])).collect(),
+                noise_loss: noise(ls0, lp2, lm2),
+                loss_plus: lp,
+                loss_minus: Some(lm),
+            }
+        }
+    }
+}
+
+/// Left and right differences disagree, at h and at h/2, by more than the
+/// tolerance: a kink (the asymmetry stays) or a jump (it doubles), where a
+/// smooth function's asymmetry halves with the step.
+fn asymmetric(a: (f64, f64), limit: f64, noise: f64) -> bool {
+    let (a1, a2) = (a.0.abs(), a.1.abs());
+    a2 > limit + noise && a2 > 0.75 * a1
+}
+
 fn gradcheck(
     exp: &Experiment,
     cell: &Cell,
@@ -268,14 +392,20 @@ fn gradcheck(
     let roi = cell.effective_roi;
     let x0 = sim.base_value(p).map_err(|e| Stop::Error(e.to_string()))?;
     let eps = g.eps_by_param.get(p.name()).copied().unwrap_or(g.eps);
-    let h = match g.eps_mode {
-        EpsMode::Relative if x0 != 0.0 => eps * x0.abs(),
-        _ => eps,
-    };
+    let h = gradcheck_step(p, x0, eps, g.eps_mode);
+    let boundary = sim.domain_edge(p);
     log.line(format!(
-        "parameter {p} = {x0} {}; central-difference step h = {h:e}",
-        p.unit()
+        "parameter {p} = {x0} {}; finite-difference steps h = {h:e} and h/2{}",
+        p.unit(),
+        if boundary.is_some() {
+            " (one-sided: domain edge)"
+        } else {
+            ""
+        }
     ));
+    if let Some(b) = &boundary {
+        log.line(format!("boundary: {b}"));
+    }
     let opts = |dtype: Dtype, derivs: Vec<Param>, shifts: Vec<(Param, f64)>| RenderOptions {
         dtype,
         roi: Some(roi),
@@ -299,41 +429,57 @@ fn gradcheck(
     let loss = reduce(&img, g.reduction);
     let grad_ad = reduce(&dimg, g.reduction);
 
-    let rp = render(
-        &sim,
-        cell.device,
-        &opts(Dtype::F64, vec![], vec![(p, h)]),
-        log,
-        "+h",
-    )?;
-    let rm = render(
-        &sim,
-        cell.device,
-        &opts(Dtype::F64, vec![], vec![(p, -h)]),
-        log,
-        "-h",
-    )?;
-    let ip = rp.roi_values(&rp.image);
-    let im = rm.roi_values(&rm.image);
-    let fd_pix: Vec<f64> = ip
-        .iter()
-        .zip(&im)
-        .map(|(a, b)| (a - b) / (2.0 * h))
-        .collect();
-    let loss_p = reduce(&ip, g.reduction);
-    let loss_m = reduce(&im, g.reduction);
-    let grad_fd = (loss_p - loss_m) / (2.0 * h);
+    // float64 renders for the finite differences: base, +h, +h/2 (and -h,
+    // -h/2 away from a domain edge)
+    let mut fd_render = |shift: f64, what: &str| -> PResult<Vec<f64>> {
+        let shifts = if shift == 0.0 {
+            vec![]
+        } else {
+            vec![(p, shift)]
+        };
+        let r = render(
+            &sim,
+            cell.device,
+            &opts(Dtype::F64, vec![], shifts),
+            log,
+            what,
+        )?;
+        Ok(r.roi_values(&r.image))
+    };
+    let f0 = fd_render(0.0, "base (float64)")?;
+    let fp = fd_render(h, "+h")?;
+    let fp2 = fd_render(h / 2.0, "+h/2")?;
+    let minus = if boundary.is_none() {
+        Some((fd_render(-h, "-h")?, fd_render(-h / 2.0, "-h/2")?))
+    } else {
+        None
+    };
+    let fd = finite_differences(
+        Shifted {
+            f0: &f0,
+            fp: &fp,
+            fp2: &fp2,
+            minus: minus.as_ref().map(|(a, b)| (a.as_slice(), b.as_slice())),
+        },
+        h,
+        g.reduction,
+    );
+    let grad_fd = fd.loss;
 
-    // The reference: the central difference (float64 cells) or the float64
+    // The reference: the finite difference (float64 cells) or the float64
     // forward-mode derivative (float32 cells).
     let (ref_pix, ref_grad, ref_loss, atol, rtol, reference) = match cell.dtype {
         Dtype::F64 => (
-            fd_pix.clone(),
+            fd.pix.clone(),
             grad_fd,
             None,
             g.atol,
             g.rtol,
-            "central difference (float64)",
+            if fd.one_sided {
+                "one-sided difference into the domain, Richardson (h, h/2), float64"
+            } else {
+                "central difference, Richardson (h, h/2), float64"
+            },
         ),
         Dtype::F32 => {
             let r64 = render(
@@ -362,25 +508,57 @@ fn gradcheck(
         }
     };
 
+    // Tolerances follow the size of the derivative image.
+    let max_ref = ref_pix.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let abs_ref: Vec<f64> = ref_pix.iter().map(|v| v.abs()).collect();
+    let loss_scale = reduce(&abs_ref, g.reduction);
+    let scale_rtol = match cell.dtype {
+        Dtype::F32 => g.f32_max_rtol,
+        Dtype::F64 => g.scale_rtol,
+    };
+    let pix_floor = scale_rtol * max_ref;
     let abs_err = (grad_ad - ref_grad).abs();
     let rel_err = rel(abs_err, ref_grad);
-    let loss_ok = ok_within(grad_ad, ref_grad, atol, rtol);
+    let loss_limit = atol
+        + scale_rtol * loss_scale
+        + rtol * ref_grad.abs()
+        + if cell.dtype == Dtype::F64 {
+            fd.noise_loss
+        } else {
+            0.0
+        };
+    let loss_ok = abs_err <= loss_limit;
 
-    // Per pixel (float32: plus a term relative to the largest reference derivative).
-    let scale_tol = match cell.dtype {
-        Dtype::F32 => g.f32_max_rtol * ref_pix.iter().fold(0.0f64, |m, v| m.max(v.abs())),
-        Dtype::F64 => 0.0,
-    };
-    let [f0, f1, s0, _] = roi;
-    let width = (f1 - f0 + 1) as usize;
+    // Smoothness: the float64 differences' own tolerance, whatever the dtype.
+    let fd_max = fd.pix.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let fd_abs: Vec<f64> = fd.pix.iter().map(|v| v.abs()).collect();
+    let smooth_limit = |v: f64, scale: f64| g.atol + g.rtol * v.abs() + g.scale_rtol * scale;
+
+    let [f0_, f1, s0, _] = roi;
+    let width = (f1 - f0_ + 1) as usize;
     let mut worst: Option<(usize, f64)> = None;
     let mut pixels_ok = true;
-    let mut csv = String::from("fast,slow,intensity,d_ad,d_ref,d_fd,abs_err,limit,ok\n");
+    let mut nonsmooth_pixels = 0usize;
+    let mut csv = String::from(
+        "fast,slow,intensity,d_ad,d_ref,d_fd,abs_err,limit,ok,asym_h,asym_h2,smooth\n",
+    );
     for (i, (&ad, &rf)) in dimg.iter().zip(&ref_pix).enumerate() {
         let err = (ad - rf).abs();
-        let lim = atol + rtol * rf.abs() + scale_tol;
+        // float64 cells: below the differences' rounding floor nothing can be
+        // resolved (a derivative that is 0 up to rounding)
+        let fd_floor = match cell.dtype {
+            Dtype::F64 => fd.noise_pix.get(i).copied().unwrap_or(0.0),
+            Dtype::F32 => 0.0,
+        };
+        let lim = atol + rtol * rf.abs() + pix_floor + fd_floor;
         let ok = err <= lim;
         pixels_ok &= ok;
+        let (a1, a2) = fd.asym_pix.get(i).copied().unwrap_or((0.0, 0.0));
+        let smooth =
+            fd.one_sided || !asymmetric((a1, a2), smooth_limit(fd.pix[i], fd_max), fd.noise_pix[i]);
+        if !smooth {
+            nonsmooth_pixels += 1;
+        }
         let score = if lim > 0.0 {
             err / lim
         } else if err > 0.0 {
@@ -391,12 +569,18 @@ fn gradcheck(
         if worst.map(|(_, s)| score > s).unwrap_or(true) || score.is_nan() {
             worst = Some((i, score));
         }
-        let (fx, sx) = (f0 as usize + i % width, s0 as usize + i / width);
+        let (fx, sx) = (f0_ as usize + i % width, s0 as usize + i / width);
         csv.push_str(&format!(
-            "{fx},{sx},{:e},{ad:e},{rf:e},{:e},{err:e},{lim:e},{ok}\n",
-            img[i], fd_pix[i]
+            "{fx},{sx},{:e},{ad:e},{rf:e},{:e},{err:e},{lim:e},{ok},{a1:e},{a2:e},{smooth}\n",
+            img[i], fd.pix[i]
         ));
     }
+    let loss_nonsmooth = !fd.one_sided
+        && asymmetric(
+            fd.asym_loss,
+            smooth_limit(fd.loss, reduce(&fd_abs, g.reduction)),
+            fd.noise_loss,
+        );
     crate::evidence::write_atomic(&dir.join("pixels.csv"), csv.as_bytes()).map_err(Stop::Error)?;
     let roi_h = img.len() / width.max(1);
     let mut files = vec!["pixels.csv".to_string()];
@@ -411,14 +595,15 @@ fn gradcheck(
 
     let nonzero_pixels = img.iter().filter(|v| **v != 0.0).count();
     let nonzero_derivs = dimg.iter().filter(|v| **v != 0.0).count();
+    let features = sim.nonsmooth_features(p, h);
     let mut failures = Vec::new();
-    if img.iter().chain(dimg.iter()).any(|v| !v.is_finite()) {
+    let finite = img.iter().chain(dimg.iter()).all(|v| v.is_finite());
+    if !finite {
         failures.push("non-finite intensity or derivative".to_string());
     }
     if !loss_ok {
         failures.push(format!(
-            "loss gradient: |ad - ref| = {abs_err:e} > atol + rtol |ref| = {:e}",
-            atol + rtol * ref_grad.abs()
+            "loss gradient: |ad - ref| = {abs_err:e} > limit {loss_limit:e}"
         ));
     }
     if !pixels_ok {
@@ -439,6 +624,36 @@ fn gradcheck(
             ));
         }
     }
+    // Non-differentiable points are reported as such, never as PASS: left and
+    // right differences that disagree, a flat piece (TOPHAT: a zero derivative
+    // everywhere), or an automatic oversampling that switches within the step.
+    let mut nonsmooth = Vec::new();
+    if g.detect_nonsmooth && finite {
+        let tophat = sim.setup.shape == crate::physics::config::LatticeShape::Tophat;
+        if nonsmooth_pixels > 0 || loss_nonsmooth {
+            nonsmooth.push(format!(
+                "left and right differences disagree at h and h/2 ({} of {} pixels{}): \
+                 the image is not differentiable in {p} here",
+                nonsmooth_pixels,
+                img.len(),
+                if loss_nonsmooth { ", and the loss" } else { "" }
+            ));
+        } else if nonzero_derivs == 0 && tophat {
+            nonsmooth.push(format!(
+                "the derivative is 0 in every pixel: the image is piecewise constant in {p}"
+            ));
+        } else if features
+            .iter()
+            .any(|f| f.starts_with("automatic oversampling"))
+        {
+            nonsmooth.push(
+                "the image jumps within the step: the automatic oversampling changes there".into(),
+            );
+        }
+        if !nonsmooth.is_empty() && !features.is_empty() {
+            nonsmooth.push(format!("possible causes: {}", features.join("; ")));
+        }
+    }
 
     let mut details = Map::new();
     details.insert("param_value".into(), json!(x0));
@@ -447,24 +662,49 @@ fn gradcheck(
     details.insert("eps".into(), json!(eps));
     details.insert("eps_mode".into(), json!(g.eps_mode));
     details.insert("step".into(), json!(h));
+    details.insert(
+        "domain".into(),
+        json!(if boundary.is_some() {
+            "boundary"
+        } else {
+            "interior"
+        }),
+    );
+    if let Some(b) = &boundary {
+        details.insert("boundary".into(), json!(b));
+    }
     details.insert("atol".into(), json!(atol));
     details.insert("rtol".into(), json!(rtol));
-    if cell.dtype == Dtype::F32 {
-        details.insert("pixel_scale_tol".into(), json!(scale_tol));
-    }
+    details.insert("scale_rtol".into(), json!(scale_rtol));
+    details.insert("pixel_scale_tol".into(), json!(pix_floor));
+    details.insert("loss_limit".into(), finite_or_null(loss_limit));
     details.insert("reference".into(), json!(reference));
     details.insert("grad_ref".into(), finite_or_null(ref_grad));
+    details.insert("grad_fd_step_h".into(), finite_or_null(fd.loss_h));
+    details.insert("fd_error_estimate".into(), finite_or_null(fd.err_loss));
     if let Some(l64) = ref_loss {
         details.insert("loss_float64".into(), finite_or_null(l64));
     }
-    details.insert("loss_plus".into(), finite_or_null(loss_p));
-    details.insert("loss_minus".into(), finite_or_null(loss_m));
+    details.insert("loss_plus".into(), finite_or_null(fd.loss_plus));
+    if let Some(lm) = fd.loss_minus {
+        details.insert("loss_minus".into(), finite_or_null(lm));
+    }
+    details.insert(
+        "smoothness".into(),
+        json!({
+            "checked": g.detect_nonsmooth && !fd.one_sided,
+            "asymmetry_h": finite_or_null(fd.asym_loss.0),
+            "asymmetry_h2": finite_or_null(fd.asym_loss.1),
+            "nonsmooth_pixels": nonsmooth_pixels,
+            "features": features,
+        }),
+    );
     details.insert("pixels".into(), json!(img.len()));
     details.insert("nonzero_pixels".into(), json!(nonzero_pixels));
     details.insert("nonzero_derivative_pixels".into(), json!(nonzero_derivs));
     details.insert("require_nonzero".into(), json!(g.require_nonzero));
     if let Some((i, score)) = worst {
-        let (fx, sx) = (f0 as usize + i % width, s0 as usize + i / width);
+        let (fx, sx) = (f0_ as usize + i % width, s0 as usize + i / width);
         let err = (dimg[i] - ref_pix[i]).abs();
         details.insert(
             "worst_pixel".into(),
@@ -480,16 +720,27 @@ fn gradcheck(
         );
     }
     log.line(format!(
-        "loss {loss:e}; grad_ad {grad_ad:e}; grad_fd {grad_fd:e}; reference {ref_grad:e}; abs_err {abs_err:e}; rel_err {rel_err:e}"
+        "loss {loss:e}; grad_ad {grad_ad:e}; grad_fd {grad_fd:e} (error estimate {:e}); reference {ref_grad:e}; abs_err {abs_err:e}; rel_err {rel_err:e}",
+        fd.err_loss
     ));
-    let status = verdict(&failures, log);
+    let (status, reason) = if !nonsmooth.is_empty() {
+        let r = nonsmooth.join("; ");
+        log.line(format!("NONSMOOTH: {r}"));
+        (Status::NonSmooth, Some(r))
+    } else {
+        if !failures.is_empty() && !features.is_empty() {
+            failures.push(format!(
+                "features of this configuration: {}",
+                features.join("; ")
+            ));
+        }
+        let st = verdict(&failures, log);
+        let reason = (!failures.is_empty()).then(|| failures.join("; "));
+        (st, reason)
+    };
     Ok(Outcome {
         status,
-        reason: if failures.is_empty() {
-            None
-        } else {
-            Some(failures.join("; "))
-        },
+        reason,
         loss: Some(loss),
         grad_ad: Some(grad_ad),
         grad_fd: Some(grad_fd),
@@ -578,9 +829,16 @@ fn phi_cache(cell: &Cell, p: &PhiCacheProbe, log: &mut Log) -> PResult<Outcome> 
             )
         }
         Device::Cuda(ord) => {
-            let (l, g, name) = engine::cuda::phi_cache_probe(c0, ord)?;
-            let (lp, _, _) = engine::cuda::phi_cache_probe(shifted(h), ord)?;
-            let (lm, _, _) = engine::cuda::phi_cache_probe(shifted(-h), ord)?;
+            // the kernel computes what the probe configures
+            let settings = engine::cuda::PhiCacheSettings {
+                stored_scale: p.stored_scale,
+                fresh_scale: p.fresh_scale,
+                steps: p.steps as u64,
+                dtype: cell.dtype,
+            };
+            let (l, g, name) = engine::cuda::phi_cache_probe(c0, ord, settings)?;
+            let (lp, _, _) = engine::cuda::phi_cache_probe(shifted(h), ord, settings)?;
+            let (lm, _, _) = engine::cuda::phi_cache_probe(shifted(-h), ord, settings)?;
             (l, g, lp, lm, name)
         }
     };

@@ -398,7 +398,11 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
                 |(_, c)| match evidence::read_row(&evidence::cell_dir(b, &c.id)) {
                     None => true,
                     Some(r) => {
-                        r.record.not_run || matches!(r.record.status, Status::Fail | Status::Error)
+                        r.record.not_run
+                            || matches!(
+                                r.record.status,
+                                Status::Fail | Status::Error | Status::NonSmooth
+                            )
                     }
                 },
             )
@@ -533,7 +537,10 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
                 None => eprintln!("{line}"),
             }
             let failed = match &r {
-                Ok(row) => matches!(row.record.status, Status::Fail | Status::Error),
+                Ok(row) => matches!(
+                    row.record.status,
+                    Status::Fail | Status::Error | Status::NonSmooth
+                ),
                 Err(e) => {
                     io_errors.push(format!("{}: {e}", cell.id));
                     true
@@ -641,8 +648,16 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         "FAIL"
     };
     eprintln!(
-        "runner: {verdict}: {} passed, {} failed, {} errored, {} skipped",
-        t.pass, t.fail, t.error, t.skipped
+        "runner: {verdict}: {} passed, {} failed, {} errored, {} skipped{}",
+        t.pass,
+        t.fail,
+        t.error,
+        t.skipped,
+        if t.nonsmooth > 0 {
+            format!(", {} non-smooth", t.nonsmooth)
+        } else {
+            String::new()
+        }
     );
     println!("{}", bundle.display());
     Ok(if verdict == "PASS" { 0 } else { 1 })

@@ -1,7 +1,7 @@
 //! Lattice transforms of the crystal shape (spec-a-core "Lattice factor F_latt").
 
 use super::config::LatticeShape;
-use super::scalar::{c, Real, Vec3};
+use super::scalar::{c, sqrt_safe, Real, Vec3};
 
 /// sincg(x, N) = sin(N x)/sin(x), the grating function; N at x = 0.
 #[inline(always)]
@@ -93,6 +93,47 @@ pub fn lift<T: Real>(x: T, v: f64, dv: f64) -> T {
     c::<T>(v) + (x - c::<T>(x.val())) * c::<T>(dv)
 }
 
+/// g(x, y) from its value v and partial derivatives: v plus the derivative
+/// directions of x and y times the partials (see [`lift`]).
+#[inline(always)]
+pub fn lift2<T: Real>(x: T, y: T, v: f64, dv_dx: f64, dv_dy: f64) -> T {
+    c::<T>(v) + (x - c::<T>(x.val())) * c::<T>(dv_dx) + (y - c::<T>(y.val())) * c::<T>(dv_dy)
+}
+
+/// sincg(π h, N) for any N, its argument reduced first: with h = k + r
+/// (k the nearest integer, |r| <= 1/2) and m = N k mod 2,
+/// sin(N π h) = sin(π (m + N r)) and sin(π h) = (-1)^k sin(π r). Same
+/// function as [`sincg`]; the reduction keeps the digits that forming N π h
+/// directly loses (float32: N π h near 50 has an ulp of 4e-6, and d/dN grows
+/// as h/r near a peak). Value and d/dh, d/dN are evaluated in float64 and
+/// lifted onto the derivative directions of h and N, so float32 renders get
+/// float64-accurate lattice factors. At h = 0 the value is N, as
+/// [`sincg`]; at any other whole h the limit N (-1)^k cos(π m). `at` is the
+/// value of h to evaluate at (h's own, or a float64-accurate one).
+#[inline(always)]
+pub fn sincg_pi_reduced<T: Real>(h: T, n: T, at: f64) -> T {
+    use num_dual::{DualNum, DualSVec64};
+    type D2 = DualSVec64<2>;
+    let (hv, nv) = (at, n.val());
+    let hd = D2::from_re(hv).derivative(0);
+    let nd = D2::from_re(nv).derivative(1);
+    let k = round_half_even(hv);
+    let sign = if (k as i64) & 1 == 1 { -1.0 } else { 1.0 };
+    let r = hd - D2::from(k);
+    let t = nv * k;
+    let m = nd * D2::from(k) - D2::from(2.0 * round_half_even(t * 0.5));
+    let pi = std::f64::consts::PI;
+    let g = if hv == 0.0 {
+        nd
+    } else if r.re == 0.0 {
+        nd * (m * pi).cos() * D2::from(sign)
+    } else {
+        ((m + nd * r) * pi).sin() / ((r * pi).sin() * D2::from(sign))
+    };
+    let dg = g.eps.unwrap_generic(nalgebra::Const::<2>, nalgebra::U1);
+    lift2(h, n, g.re, dg[0], dg[1])
+}
+
 /// Whole-number N up to this use [`sincg_pi_whole_n`].
 pub const MAX_WHOLE_N: u32 = 48;
 
@@ -112,6 +153,7 @@ pub fn f_latt<T: Real>(
     lifted: bool,
     recip: &[Vec3<T>; 3],
     fudge: f64,
+    hkl_hi: Option<[f64; 3]>,
 ) -> T {
     let pi = c::<T>(std::f64::consts::PI);
     match shape {
@@ -119,16 +161,18 @@ pub fn f_latt<T: Real>(
             let mut f = c::<T>(1.0);
             for (i, x) in [h, k, l].into_iter().enumerate() {
                 if n_gt1[i] {
+                    // where the factor is evaluated: the float64 index when the
+                    // render carries one (float32 with derivatives), else x's own
+                    let at = hkl_hi.map(|v| v[i]).unwrap_or(x.val());
                     f *= match (n_whole[i], lifted) {
-                        (Some(nw), false) => sincg_pi_whole_n(x, nw),
-                        (Some(nw), true) => {
+                        (Some(nw), false) if hkl_hi.is_none() => sincg_pi_whole_n(x, nw),
+                        (Some(nw), _) => {
                             // value and d/dh in one scalar dual pass, then the
                             // chain rule onto every direction of h
-                            let d =
-                                sincg_pi_whole_n(num_dual::Dual64::from(x.val()).derivative(), nw);
+                            let d = sincg_pi_whole_n(num_dual::Dual64::from(at).derivative(), nw);
                             lift(x, d.re, d.eps)
                         }
-                        (None, _) => sincg(pi * x, n[i]),
+                        (None, _) => sincg_pi_reduced(x, n[i], at),
                     };
                 }
             }
@@ -140,7 +184,7 @@ pub fn f_latt<T: Real>(
             n[0] * n[1]
                 * n[2]
                 * c::<T>(0.723601254558268)
-                * sinc3(pi * (hrad_sqr * c::<T>(fudge)).sqrt())
+                * sinc3(pi * sqrt_safe(hrad_sqr * c::<T>(fudge)))
         }
         LatticeShape::Gauss | LatticeShape::Tophat => {
             let (dh, dk, dl) = (h - nearest(h), k - nearest(k), l - nearest(l));

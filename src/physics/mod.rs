@@ -91,6 +91,108 @@ impl Simulation {
         }
         Ok(self.setup.user[p as usize])
     }
+    /// Whether `p`'s value sits on the edge of its domain, where the model
+    /// clamps (spec-a-core: N < 1 is taken as 1; a mosaic spread of 0 means
+    /// one domain). Derivatives there are one-sided, into the valid domain.
+    pub fn domain_edge(&self, p: Param) -> Option<String> {
+        let v = self.setup.user[p as usize];
+        match p {
+            Param::NA | Param::NB | Param::NC if v <= 1.0 => Some(format!(
+                "{p} = {v} is the lower edge of its domain (N < 1 is taken as 1): \
+                 the derivative is one-sided, into {p} > 1"
+            )),
+            Param::MosaicSpread if v == 0.0 && self.setup.mosaic_deviates_edge.len() > 1 => {
+                Some(format!(
+                    "mosaic_spread = 0 is the lower edge of its domain (one domain at 0): \
+                     the derivative is one-sided, into spread > 0 with {} domains",
+                    self.setup.mosaic_deviates_edge.len()
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Features of this configuration that make the image a non-smooth
+    /// function of `p` within `h` of its value (kinks, jumps, flat pieces):
+    /// why a derivative check can see left and right differences disagree.
+    pub fn nonsmooth_features(&self, p: Param, h: f64) -> Vec<String> {
+        use config::{LatticeShape, PhiCarryover};
+        let s = &self.setup;
+        let mut out = vec![];
+        let intensity_only = matches!(p, Param::Fluence | Param::Polarization | Param::DefaultF);
+        if s.carryover == PhiCarryover::CParity
+            && matches!(p, Param::PhiStart | Param::OscRange)
+            && s.phisteps > 1
+        {
+            let shifted_zero = |d: f64| {
+                let mut pv = s.base_values();
+                pv.set(p, pv.get(p) + d);
+                let phi0 = s.iv(Param::PhiStart, &pv);
+                let step = s.iv(Param::OscRange, &pv);
+                (0..s.phisteps)
+                    .map(|i| phi0 + step * i as f64 == 0.0)
+                    .collect::<Vec<_>>()
+            };
+            if shifted_zero(h) != s.phi_zero || shifted_zero(-h) != s.phi_zero {
+                out.push(
+                    "c-parity phi carryover: a phi step is exactly 0 here and C skips its \
+                     rotation, so the image jumps when the step moves off 0"
+                        .to_string(),
+                );
+            }
+        }
+        if s.shape == config::LatticeShape::Tophat && !intensity_only {
+            out.push(
+                "TOPHAT lattice factor: piecewise constant (zero derivative inside the cap, \
+                 a jump at its edge)"
+                    .to_string(),
+            );
+        }
+        if s.oversample_auto && !intensity_only {
+            let rec = |d: f64| {
+                let mut pv = s.base_values();
+                pv.set(p, pv.get(p) + d);
+                setup::recommended_oversample(s, &pv)
+            };
+            let (lo, hi) = (rec(-h), rec(h));
+            let here = s.oversample as i64;
+            if lo != hi || lo != here {
+                out.push(format!(
+                    "automatic oversampling: {here} subpixels here, {lo} at -{h:e} and {hi} at \
+                     +{h:e} (a jump; set detector.oversample to fix it)"
+                ));
+            }
+        }
+        if s.dmin > 0.0 && !intensity_only {
+            out.push("d-min cut: samples beyond the resolution limit are dropped (a jump)".into());
+        }
+        if self.hkl.is_some() && !intensity_only && !s.interpolate {
+            out.push(
+                "nearest-neighbour structure factors: F jumps where h, k or l crosses a \
+                 half-integer"
+                    .into(),
+            );
+        }
+        if self.hkl.is_some() && s.interpolate && !intensity_only {
+            out.push(
+                "tricubic interpolation of F: a new neighbourhood (a kink) at whole h, k, l, \
+                 and nearest lookup once an index leaves the grid"
+                    .into(),
+            );
+        }
+        if s.shape == LatticeShape::Round || s.shape == LatticeShape::Gauss {
+            // smooth except through nearest(h): kinks half way between reflections
+            if !intensity_only {
+                out.push(format!(
+                    "{:?} lattice factor uses the nearest reflection: a kink half way between \
+                     reflections",
+                    s.shape
+                ));
+            }
+        }
+        out
+    }
+
     pub fn header(&self) -> DetectorHeader {
         let s = &self.setup;
         let g = detector_geometry::<f64>(s, &s.base_values());

@@ -114,6 +114,9 @@ pub struct ParamValues<T> {
     /// Parameters seeded with a derivative direction (lets the model keep
     /// faster forms that are exact only for constants, e.g. whole-number N).
     pub live: [bool; 26],
+    /// The same values in float64 (a float32 render keeps them to evaluate
+    /// the lattice factors at float64-accurate indices: simulator Model).
+    pub exact: [f64; 26],
 }
 
 impl<T: Real> ParamValues<T> {
@@ -123,6 +126,7 @@ impl<T: Real> ParamValues<T> {
     }
     pub fn set(&mut self, p: Param, x: T) {
         self.v[p as usize] = x;
+        self.exact[p as usize] = x.val();
     }
     /// Constant values (no derivative directions).
     pub fn from_f64(base: &ParamValues<f64>) -> Self {
@@ -133,6 +137,7 @@ impl<T: Real> ParamValues<T> {
         ParamValues {
             v,
             live: [false; 26],
+            exact: base.exact,
         }
     }
     /// Set a parameter to a value that carries a derivative direction.

@@ -87,7 +87,44 @@ pub fn cross_product<T: Real>(x: &Vec3<T>, y: &Vec3<T>) -> Vec3<T> {
 
 #[inline(always)]
 pub fn magnitude<T: Real>(v: &Vec3<T>) -> T {
-    dot_product(v, v).sqrt()
+    sqrt_safe(dot_product(v, v))
+}
+
+// ---- Dual-safe elementary functions ----
+//
+// num-dual forms some derivatives through intermediate quantities that are
+// infinite at points where the function itself is smooth (atan2 as the atan
+// of y/x) or where the input carries no change (sqrt at 0). These forms give
+// the value C computes and the derivative of the mathematical function, and
+// are mirrored in kernel.cu under the same names.
+
+/// `y.atan2(x)` with the derivative (x dy - y dx) / (x^2 + y^2), finite
+/// wherever (x, y) != (0, 0); at the origin, where the angle has no
+/// derivative, the derivative is 0 (the polarization factor multiplies it by
+/// sin^2 2θ = 0 there).
+#[inline(always)]
+pub fn atan2_safe<T: Real>(y: T, x: T) -> T {
+    let (yv, xv) = (y.val(), x.val());
+    let r2 = xv * xv + yv * yv;
+    let value = T::cst(yv.atan2(xv));
+    if r2 == 0.0 || !r2.is_finite() {
+        return value;
+    }
+    // x.re * y - y.re * x has real part exactly 0 (IEEE products commute)
+    // and derivative x dy - y dx
+    value + (T::cst(xv) * y - T::cst(yv) * x) * T::cst(1.0 / r2)
+}
+
+/// `x.sqrt()` whose derivative at x = 0 is 0 instead of 0 x inf = NaN: at 0
+/// the square root of a smooth non-negative quantity (a squared distance)
+/// changes at first order only where that quantity's own derivative is 0.
+#[inline(always)]
+pub fn sqrt_safe<T: Real>(x: T) -> T {
+    if x.val() == 0.0 {
+        T::cst(0.0)
+    } else {
+        x.sqrt()
+    }
 }
 
 /// Unit vector and the original length; a zero vector stays zero (C `unitize`).

@@ -82,6 +82,8 @@ pub struct Setup {
     pub xbeam: f64,
     pub ybeam: f64,
     pub oversample: usize,
+    /// The oversampling was C's recommendation (no `detector.oversample`).
+    pub oversample_auto: bool,
     pub oversample_thick: bool,
     pub oversample_polar: bool,
     pub oversample_omega: bool,
@@ -101,6 +103,9 @@ pub struct Setup {
     pub fudge: f64,
     pub mosaic_on: bool,
     pub mosaic_deviates: Vec<UmatDeviates>,
+    /// With a spread of 0: the domains a spread just above 0 would use (the
+    /// domain edge of mosaic_spread); else empty.
+    pub mosaic_deviates_edge: Vec<UmatDeviates>,
     pub phisteps: usize,
     /// phi step i is exactly 0.0 at the base point (C's `phi != 0.0` test).
     pub phi_zero: Vec<bool>,
@@ -128,6 +133,7 @@ impl Setup {
         ParamValues {
             v: self.user,
             live: [false; 26],
+            exact: self.user,
         }
     }
 }
@@ -743,6 +749,21 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
     let mosaic_deviates: Vec<UmatDeviates> = (0..domains)
         .map(|_| UmatDeviates::draw(&mut mrng))
         .collect();
+    // At spread 0 C uses one domain; a spread just above 0 would use the
+    // requested count (10 when none is given). Those domains' deviates let a
+    // derivative at the edge be the one-sided one (simulator Model::build).
+    let mosaic_deviates_edge: Vec<UmatDeviates> = if mosaic_spread == 0.0 {
+        let edge_domains = match cr.mosaic_domains {
+            Some(n) if n > 0 => n,
+            _ => 10,
+        };
+        let mut erng = Ran1::new(-cr.mosaic_seed);
+        (0..edge_domains)
+            .map(|_| UmatDeviates::draw(&mut erng))
+            .collect()
+    } else {
+        vec![]
+    };
 
     // ---- crystal ----
     let cell_source = match (&cr.cell, &cr.mosflm_matrix) {
@@ -936,6 +957,7 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
         xbeam,
         ybeam,
         oversample: 1,
+        oversample_auto: false,
         oversample_thick: det.oversample_thick,
         oversample_polar: det.oversample_polar,
         oversample_omega: det.oversample_omega,
@@ -955,6 +977,7 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
         fudge,
         mosaic_on: mosaic_spread > 0.0,
         mosaic_deviates,
+        mosaic_deviates_edge,
         phisteps,
         phi_zero,
         interpolate: false,
@@ -1006,13 +1029,8 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
     }
 
     // ---- oversampling (C's recommendation uses the resolved distance) ----
-    let geo = detector_geometry::<f64>(&setup, &setup.base_values());
-    let xtalsize_max = (0..3).map(|i| lengths_m[i] * n[i]).fold(0.0, f64::max);
-    let reciprocal_pixel_size = lambda0 * geo.distance / pixel_size;
-    let mut recommended = (3.0 * xtalsize_max / reciprocal_pixel_size).ceil() as i64;
-    if recommended <= 0 {
-        recommended = 1;
-    }
+    let recommended = recommended_oversample(&setup, &setup.base_values());
+    setup.oversample_auto = !matches!(det.oversample, Some(o) if o > 0);
     let oversample = match det.oversample {
         Some(o) if o > 64 => {
             return Err(invalid(
@@ -1075,6 +1093,26 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
 }
 
 /// Cell vectors (Å, lab frame, after misset) from parameter values.
+/// C's recommended subpixels per side at parameter values `pv`:
+/// ceil(3 x largest crystal edge (N x cell edge) / (λ distance / pixel)),
+/// at least 1 and (ours) at most 64. A step function of cell, N, λ and
+/// distance, so an automatic oversampling makes the image jump where it
+/// switches.
+pub fn recommended_oversample(s: &Setup, pv: &ParamValues<f64>) -> i64 {
+    let cell = crystal_cell::<f64>(s, pv);
+    let lengths_m = edge_lengths(&cell).map(|x| x * 1e-10);
+    let n = [Param::NA, Param::NB, Param::NC].map(|p| s.iv(p, pv).max(1.0));
+    let xtalsize_max = (0..3).map(|i| lengths_m[i] * n[i]).fold(0.0, f64::max);
+    let geo = detector_geometry::<f64>(s, pv);
+    let reciprocal_pixel_size = s.iv(Param::Wavelength, pv) * geo.distance / s.pixel_size;
+    let recommended = (3.0 * xtalsize_max / reciprocal_pixel_size).ceil();
+    if recommended.is_nan() || recommended < 1.0 {
+        1
+    } else {
+        recommended.min(64.0) as i64
+    }
+}
+
 pub fn crystal_cell<T: Real>(s: &Setup, pv: &ParamValues<T>) -> super::cell::CellVectors<T> {
     let misset = [
         s.iv(Param::MissetX, pv),

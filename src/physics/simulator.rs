@@ -32,11 +32,19 @@ pub struct Model<'a, T> {
     pub orient_rest: Vec<Orientation<T>>,
     pub recip: [Vec3<T>; 3],
     pub n: [T; 3],
+    /// Which N take part in the square lattice factor (N > 1, or N = 1 with
+    /// a derivative: the one-sided derivative at the domain edge).
+    pub n_gt1: [bool; 3],
     /// N as a whole number when it is one and carries no derivative (fast sincg).
     pub n_whole: [Option<u32>; 3],
     /// Enough parameters carry derivatives (`lift_threshold`): scalar functions of h, k, l are
     /// evaluated once in a scalar dual and lifted (see `lattice::lift`).
     pub lifted: bool,
+    /// float32 renders with derivatives: the same model in float64, whose
+    /// fractional indices the lattice factors are evaluated at (their
+    /// derivatives stay float32). Near a Bragg peak d/dN grows as h/(h -
+    /// round h), so float32 indices alone give N derivatives to ~1 digit.
+    pub hi: Option<Box<Model<'a, f64>>>,
     pub kahn: T,
     pub default_f: T,
     /// r_e^2 · fluence / steps
@@ -53,6 +61,33 @@ fn lift_threshold<T: Real>() -> usize {
     } else {
         3
     }
+}
+
+/// Which phi steps are exactly 0 at the values `pv`: the setup's decision when
+/// phi_start and osc_range are at their base values (to the precision of T),
+/// else C's test on the shifted angles.
+fn phi_zero_at<T: Real>(setup: &Setup, pv: &ParamValues<T>) -> Vec<bool> {
+    let tol = if std::mem::size_of::<T::Primitive>() == 4 {
+        f32::EPSILON as f64
+    } else {
+        0.0
+    };
+    let user = |p: Param| pv.get(p).val();
+    let unshifted = [Param::PhiStart, Param::OscRange].iter().all(|p| {
+        let u = setup.user[*p as usize];
+        (user(*p) - u).abs() <= u.abs() * tol
+    });
+    if unshifted {
+        return setup.phi_zero.clone();
+    }
+    let internal = |p: Param| {
+        let i = p as usize;
+        setup.internal[i] + (user(p) - setup.user[i]) * setup.scale[i]
+    };
+    let (phi0, step) = (internal(Param::PhiStart), internal(Param::OscRange));
+    (0..setup.phisteps)
+        .map(|i| phi0 + step * i as f64 == 0.0)
+        .collect()
 }
 
 /// How structure factors are looked up for a pixel (see [`FMode`] users).
@@ -100,6 +135,11 @@ impl<'a, T: Real> Model<'a, T> {
             })
             .collect();
         let base = [a0, b0, c0];
+        // Which phi steps are exactly 0 (C's `phi != 0.0` test): decided at the
+        // base point, and again at shifted phi values, so a render with phi_start
+        // moved off 0 follows the branch a fresh configuration would (and a
+        // finite difference sees the jump the carryover makes).
+        let phi_zero = phi_zero_at(setup, pv);
         // Phi carryover (REFERENCE.md): a step whose angle is exactly 0 keeps the
         // most recent rotation: an earlier non-zero step of the same sweep, else
         // the last non-zero step of the previous sweep, else (first sweep of the
@@ -107,16 +147,16 @@ impl<'a, T: Real> Model<'a, T> {
         let phi_orient = |first: bool| -> Vec<Orientation<T>> {
             (0..setup.phisteps)
                 .map(|i| {
-                    if setup.carryover == PhiCarryover::Spec || !setup.phi_zero[i] {
+                    if setup.carryover == PhiCarryover::Spec || !phi_zero[i] {
                         return rotated[i];
                     }
-                    if let Some(j) = (0..i).rev().find(|j| !setup.phi_zero[*j]) {
+                    if let Some(j) = (0..i).rev().find(|j| !phi_zero[*j]) {
                         return rotated[j];
                     }
                     if first {
                         return base;
                     }
-                    match (0..setup.phisteps).rev().find(|j| !setup.phi_zero[*j]) {
+                    match (0..setup.phisteps).rev().find(|j| !phi_zero[*j]) {
                         Some(j) => rotated[j],
                         None => base,
                     }
@@ -124,8 +164,22 @@ impl<'a, T: Real> Model<'a, T> {
                 .collect()
         };
         let spread = setup.iv(Param::MosaicSpread, pv);
-        let umats: Vec<[T; 9]> = setup
-            .mosaic_deviates
+        // Domain edge (spec-a-core "Mosaic"): a spread of 0 makes C use one
+        // domain. At that edge a derivative (or a step into spread > 0) uses
+        // the domains a positive spread would draw, all at angle 0: the same
+        // image, and the one-sided derivative into the valid domain.
+        let at_mosaic_edge = !setup.mosaic_on
+            && !setup.mosaic_deviates_edge.is_empty()
+            && (spread.val() > 0.0
+                || (spread.val() == 0.0 && pv.live[Param::MosaicSpread as usize]));
+        let deviates = if at_mosaic_edge {
+            &setup.mosaic_deviates_edge
+        } else {
+            &setup.mosaic_deviates
+        };
+        let mosaic_on = setup.mosaic_on || at_mosaic_edge;
+        let steps = setup.steps / setup.mosaic_deviates.len().max(1) * deviates.len();
+        let umats: Vec<[T; 9]> = deviates
             .iter()
             .enumerate()
             .map(|(m, d)| {
@@ -142,7 +196,7 @@ impl<'a, T: Real> Model<'a, T> {
             let mut out = Vec::with_capacity(phis.len() * umats.len());
             for p in &phis {
                 for u in &umats {
-                    if setup.mosaic_on {
+                    if mosaic_on {
                         out.push([
                             rotate_umat(&p[0], u),
                             rotate_umat(&p[1], u),
@@ -159,22 +213,40 @@ impl<'a, T: Real> Model<'a, T> {
         let orient_rest = with_mosaic(phi_orient(false));
 
         let fluence = setup.iv(Param::Fluence, pv);
-        let n = [
-            setup.iv(Param::NA, pv),
-            setup.iv(Param::NB, pv),
-            setup.iv(Param::NC, pv),
-        ];
         let live = [
             pv.live[Param::NA as usize],
             pv.live[Param::NB as usize],
             pv.live[Param::NC as usize],
         ];
+        // C clamps N < 1 to 1 and multiplies sincg only for N > 1. At N = 1
+        // with a derivative the sincg factor (exactly 1 there) is kept, so
+        // the derivative is the one-sided one into N > 1.
+        let n: [T; 3] = [Param::NA, Param::NB, Param::NC].map(|p| {
+            let v = setup.iv(p, pv);
+            if v.val() < 1.0 {
+                c(1.0)
+            } else {
+                v
+            }
+        });
+        let n_gt1: [bool; 3] =
+            std::array::from_fn(|i| n[i].val() > 1.0 || (live[i] && n[i].val() == 1.0));
         let n_whole: [Option<u32>; 3] = std::array::from_fn(|i| {
             let v = n[i].val();
             (!live[i] && v.fract() == 0.0 && v >= 1.0 && v <= super::lattice::MAX_WHOLE_N as f64)
                 .then_some(v as u32)
         });
+        let hi =
+            (std::mem::size_of::<T::Primitive>() == 4 && pv.live.iter().any(|l| *l)).then(|| {
+                let exact = ParamValues::<f64> {
+                    v: pv.exact,
+                    live: [false; 26],
+                    exact: pv.exact,
+                };
+                Box::new(Model::<f64>::build(setup, hkl, &exact))
+            });
         Model {
+            hi,
             setup,
             hkl,
             geo,
@@ -184,11 +256,12 @@ impl<'a, T: Real> Model<'a, T> {
             orient_rest,
             recip: [cell.a_star, cell.b_star, cell.c_star],
             n,
+            n_gt1,
             n_whole,
             lifted: pv.live.iter().filter(|l| **l).count() >= lift_threshold::<T>(),
             kahn: setup.iv(Param::Polarization, pv),
             default_f: setup.iv(Param::DefaultF, pv),
-            scale: c::<T>(R_E_SQR) * fluence / c::<T>(setup.steps as f64),
+            scale: c::<T>(R_E_SQR) * fluence / c::<T>(steps as f64),
             i_bg: water_background(setup, fluence),
         }
     }
@@ -277,7 +350,6 @@ impl<'a, T: Real> Model<'a, T> {
         let mut first = first_sweep;
         let mut eval = 0usize;
         let mut oor: Option<usize> = None;
-        let ndom = s.mosaic_deviates.len();
         let pixel_area = c::<T>(s.pixel_size * s.pixel_size);
         for t in 0..s.thicksteps {
             let odet = t as f64 * s.thickstep;
@@ -286,6 +358,10 @@ impl<'a, T: Real> Model<'a, T> {
                 for sf in 0..s.oversample {
                     let pos = self.subpixel_position(fpixel, spixel, sf, ss, odet);
                     let (diffracted, airpath) = unitize(&pos);
+                    let diffracted_hi = self
+                        .hi
+                        .as_ref()
+                        .map(|m| unitize(&m.subpixel_position(fpixel, spixel, sf, ss, odet)).0);
                     if omega.val() == 0.0 || s.oversample_omega {
                         omega = if s.point_pixel {
                             one / (airpath * airpath)
@@ -299,8 +375,15 @@ impl<'a, T: Real> Model<'a, T> {
                         let depth1 = c::<T>((t + 1) as f64 * s.thickstep * s.mu);
                         capture = (-depth0 / parallax).exp() - (-depth1 / parallax).exp();
                     }
-                    for (incident, lambda) in &self.sources {
+                    for (si, (incident, lambda)) in self.sources.iter().enumerate() {
                         let scattering = (diffracted - *incident).scale(one / *lambda);
+                        let scattering_hi = match (&self.hi, &diffracted_hi) {
+                            (Some(m), Some(d)) => {
+                                let (inc, lam) = m.sources[si];
+                                Some((*d - inc).scale(1.0 / lam))
+                            }
+                            _ => None,
+                        };
                         if s.dmin > 0.0 {
                             let stol = 0.5 * magnitude(&scattering).val();
                             if stol > 0.0 && s.dmin > 0.5 / stol {
@@ -320,22 +403,41 @@ impl<'a, T: Real> Model<'a, T> {
                         } else {
                             &self.orient_rest
                         };
+                        let orient_hi = self.hi.as_ref().map(|m| {
+                            if first {
+                                &m.orient_first
+                            } else {
+                                &m.orient_rest
+                            }
+                        });
                         first = false;
-                        for o in orient.iter().take(s.phisteps * ndom) {
+                        for (oi, o) in orient.iter().enumerate() {
                             let h = dot_product(&o[0], &scattering);
                             let k = dot_product(&o[1], &scattering);
                             let l = dot_product(&o[2], &scattering);
+                            let hkl_hi = match (orient_hi, &scattering_hi) {
+                                (Some(oh), Some(sh)) => {
+                                    let q = &oh[oi];
+                                    Some([
+                                        dot_product(&q[0], sh),
+                                        dot_product(&q[1], sh),
+                                        dot_product(&q[2], sh),
+                                    ])
+                                }
+                                _ => None,
+                            };
                             let fl = f_latt(
                                 s.shape,
                                 h,
                                 k,
                                 l,
                                 &self.n,
-                                s.n_gt1,
+                                self.n_gt1,
                                 self.n_whole,
                                 self.lifted,
                                 &self.recip,
                                 s.fudge,
+                                hkl_hi,
                             );
                             if fl.val() == 0.0 && s.water_size == 0.0 {
                                 continue;

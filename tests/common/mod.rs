@@ -92,3 +92,5 @@ pub fn golden_cases() -> Vec<GoldenCase> {
         })
         .collect()
 }
+
+pub mod sweep;

@@ -51,8 +51,6 @@ __device__ __forceinline__ double m_exp(double x) { return exp(x); }
 __device__ __forceinline__ float m_exp(float x) { return expf(x); }
 __device__ __forceinline__ double m_sqrt(double x) { return sqrt(x); }
 __device__ __forceinline__ float m_sqrt(float x) { return sqrtf(x); }
-__device__ __forceinline__ double m_atan2(double y, double x) { return atan2(y, x); }
-__device__ __forceinline__ float m_atan2(float y, float x) { return atan2f(y, x); }
 
 template <typename S, int N>
 __device__ __forceinline__ Dual<S, N> cst(S x) {
@@ -151,13 +149,25 @@ __device__ __forceinline__ Dual<S, N> d_sqrt(const Dual<S, N>& x) {
     return chain(x, f0, f0 * rec * S(0.5));
 }
 
-// y.atan2(x): derivative of atan(y / x), value atan2(y, x) (num-dual)
+// Dual-safe forms (scalar.rs atan2_safe, sqrt_safe): the value C computes,
+// the derivative of the mathematical function, finite where it exists.
+
+// atan2 with derivative (x dy - y dx) / (x^2 + y^2); 0 at the origin. The
+// value in double, rounded to R, as the CPU engine does.
 template <typename S, int N>
-__device__ __forceinline__ Dual<S, N> d_atan2(const Dual<S, N>& y, const Dual<S, N>& x) {
-    if (N == 0) return chain(y, m_atan2(y.re, x.re), S(0));
-    Dual<S, N> z = y / x;
-    S rec = S(1) / (S(1) + z.re * z.re);
-    return chain(z, m_atan2(y.re, x.re), rec);
+__device__ __forceinline__ Dual<S, N> atan2_safe(const Dual<S, N>& y, const Dual<S, N>& x) {
+    double yv = (double)y.re, xv = (double)x.re;
+    double r2 = xv * xv + yv * yv;
+    Dual<S, N> value = cst<S, N>((S)atan2(yv, xv));
+    if (N == 0 || r2 == 0.0 || !isfinite(r2)) return value;
+    return value + (cst<S, N>((S)xv) * y - cst<S, N>((S)yv) * x) * cst<S, N>((S)(1.0 / r2));
+}
+
+// sqrt whose derivative at 0 is 0 (not 0 x inf)
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> sqrt_safe(const Dual<S, N>& x) {
+    if ((double)x.re == 0.0) return cst<S, N>(S(0));
+    return d_sqrt(x);
 }
 
 // ---------------------------------------------------------------------------
@@ -198,7 +208,7 @@ __device__ __forceinline__ V3 cross_product(const V3& x, const V3& y) {
     r.v[2] = x.v[0] * y.v[1] - x.v[1] * y.v[0];
     return r;
 }
-__device__ __forceinline__ T magnitude(const V3& v) { return d_sqrt(dot_product(v, v)); }
+__device__ __forceinline__ T magnitude(const V3& v) { return sqrt_safe(dot_product(v, v)); }
 
 // unit vector and the original length; a zero vector stays zero
 __device__ __forceinline__ V3 unitize(const V3& v, T* mag_out) {
@@ -399,6 +409,40 @@ __device__ __forceinline__ Dual<S, N> sincg_pi_whole_n(const Dual<S, N>& h, int 
 // g(x) from its value v = g(x.re) and slope dv (lattice.rs lift)
 __device__ __forceinline__ T lift(const T& x, double v, double dv) { return C(v) + (x - C((double)x.re)) * C(dv); }
 
+// g(x, y) from its value and partial derivatives (lattice.rs lift2)
+__device__ __forceinline__ T lift2(const T& x, const T& y, double v, double dx, double dy) {
+    return C(v) + (x - C((double)x.re)) * C(dx) + (y - C((double)y.re)) * C(dy);
+}
+
+// sincg(pi h, N) for any N with the argument reduced, value and d/dh, d/dN
+// in double, lifted onto the directions of h and N (lattice.rs
+// sincg_pi_reduced): h = k + r, m = N k mod 2,
+// sin(N pi h) / sin(pi h) = sin(pi (m + N r)) / ((-1)^k sin(pi r)).
+__device__ T sincg_pi_reduced(const T& h, const T& n) {
+    typedef Dual<double, 2> D2;
+    double hv = (double)h.re, nv = (double)n.re;
+    D2 hd = cst<double, 2>(hv);
+    hd.eps[0] = 1.0;
+    D2 nd = cst<double, 2>(nv);
+    nd.eps[1] = 1.0;
+    bool odd, odd_t;
+    double k = round_half_even(hv, &odd);
+    D2 sign = cst<double, 2>(odd ? -1.0 : 1.0);
+    D2 r = hd - cst<double, 2>(k);
+    double t = nv * k;
+    D2 m = nd * cst<double, 2>(k) - cst<double, 2>(2.0 * round_half_even(t * 0.5, &odd_t));
+    D2 pi = cst<double, 2>(3.141592653589793);
+    D2 g;
+    if (hv == 0.0) {
+        g = nd;
+    } else if (r.re == 0.0) {
+        g = nd * d_cos(m * pi) * sign;
+    } else {
+        g = d_sin((m + nd * r) * pi) / (d_sin(r * pi) * sign);
+    }
+    return lift2(h, n, g.re, g.eps[0], g.eps[1]);
+}
+
 __device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, const T& k, const T& l) {
     T pi = C(3.141592653589793);
     T n0 = ld(mdl, M_N), n1 = ld(mdl, M_N + 1), n2 = ld(mdl, M_N + 2);
@@ -422,7 +466,7 @@ __device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, cons
                 Dual<double, 1> d = sincg_pi_whole_n(xd, nw);
                 f = f * lift(x, d.re, d.eps[0]);
             } else {
-                f = f * sincg(pi * x, *ns[i]);
+                f = f * sincg_pi_reduced(x, *ns[i]);
             }
         }
         return f;
@@ -430,7 +474,7 @@ __device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, cons
     T dh = h - nearest(h), dk = k - nearest(k), dl = l - nearest(l);
     if (SHAPE == 1) {
         T hrad_sqr = dh * dh * n0 * n0 + dk * dk * n1 * n1 + dl * dl * n2 * n2;
-        return n0 * n1 * n2 * C(0.723601254558268) * sinc3(pi * d_sqrt(hrad_sqr * C(P.fudge)));
+        return n0 * n1 * n2 * C(0.723601254558268) * sinc3(pi * sqrt_safe(hrad_sqr * C(P.fudge)));
     }
     V3 r0 = ld3(mdl, M_RECIP), r1 = ld3(mdl, M_RECIP + 3), r2 = ld3(mdl, M_RECIP + 6);
     V3 d = vadd(vadd(scale(r0, dh), scale(r1, dk)), scale(r2, dl));
@@ -504,13 +548,14 @@ __device__ T f_cell(const Params& P, const double* __restrict__ g, const T& defa
 __device__ T polarization_factor(const T& kahn_factor, const V3& incident, const V3& diffracted, const V3& axis) {
     T cos2theta = dot_product(incident, diffracted);
     T cos2theta_sqr = cos2theta * cos2theta;
-    T sin2theta_sqr = C(1.0) - cos2theta_sqr;
+    V3 cross = cross_product(incident, diffracted);  // |i x d|^2 = 1 - cos^2, no cancellation
+    T sin2theta_sqr = dot_product(cross, cross);
     T tmp;
     V3 b_in = unitize(cross_product(axis, incident), &tmp);
     V3 e_in = unitize(cross_product(incident, b_in), &tmp);
     T e_out = dot_product(diffracted, e_in);
     T b_out = dot_product(diffracted, b_in);
-    T psi = -d_atan2(b_out, e_out);
+    T psi = -atan2_safe(b_out, e_out);
     return C(0.5) * (C(1.0) + cos2theta_sqr - kahn_factor * d_cos(C(2.0) * psi) * sin2theta_sqr);
 }
 
@@ -649,30 +694,36 @@ extern "C" __global__ void render_pixels(const Params P, const R* __restrict__ m
 }
 
 // The published M2h.3 phi-cache arithmetic (REFERENCE.md), one thread, in
-// Dual<double, 1> whatever REAL is. v: the six cell vectors a, b, c (Å),
-// a*, b*, c* (1/Å) as 18 (value, d/d cell_a) pairs. Step 0 of the fresh
-// stack (scaled by fresh_scale) is replaced by the stored vectors (scaled by
-// stored_scale); the loss is the sum of every component over the steps,
-// summed in the CPU's order. out: loss, d loss / d cell_a.
-extern "C" __global__ void phi_cache_probe(const double* __restrict__ v, double stored_scale, double fresh_scale, int steps,
-                                           double* __restrict__ out) {
+// Dual<R, 1> (the cell's dtype, as the CPU engine computes it). v: the six
+// cell vectors a, b, c (Å), a*, b*, c* (1/Å) as 18 (value, d/d cell_a)
+// pairs, computed on the host in R. Step 0 of the fresh stack (scaled by
+// fresh_scale) is replaced by the stored vectors (scaled by stored_scale);
+// the loss is the sum of every component over the steps, summed in the
+// CPU's order (probes phi_cache_loss). out: loss, d loss / d cell_a.
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+
+extern "C" __global__ void phi_cache_probe(const double* __restrict__ v, double stored_scale, double fresh_scale,
+                                           long long steps, double* __restrict__ out) {
     if (blockIdx.x != 0 || threadIdx.x != 0) return;
-    typedef Dual<double, 1> D1;
-    D1 loss = cst<double, 1>(0.0);
-    for (int step = 0; step < steps; step++) {
-        D1 s = cst<double, 1>(step == 0 ? stored_scale : fresh_scale);
+    typedef Dual<R, 1> D1;
+    D1 loss = cst<R, 1>(R(0));
+    for (long long step = 0; step < steps; step++) {
+        D1 s = cst<R, 1>((R)(step == 0 ? stored_scale : fresh_scale));
         for (int c = 0; c < 18; c++) {
             D1 x;
-            x.re = v[2 * c];
-            x.eps[0] = v[2 * c + 1];
+            x.re = (R)v[2 * c];
+            x.eps[0] = (R)v[2 * c + 1];
             // comp = x * s (product rule), loss = loss + comp; no contraction
             D1 comp;
-            comp.re = __dmul_rn(x.re, s.re);
-            comp.eps[0] = __dadd_rn(__dmul_rn(x.eps[0], s.re), __dmul_rn(s.eps[0], x.re));
-            loss.re = __dadd_rn(loss.re, comp.re);
-            loss.eps[0] = __dadd_rn(loss.eps[0], comp.eps[0]);
+            comp.re = mul_rn(x.re, s.re);
+            comp.eps[0] = add_rn(mul_rn(x.eps[0], s.re), mul_rn(s.eps[0], x.re));
+            loss.re = add_rn(loss.re, comp.re);
+            loss.eps[0] = add_rn(loss.eps[0], comp.eps[0]);
         }
     }
-    out[0] = loss.re;
-    out[1] = loss.eps[0];
+    out[0] = (double)loss.re;
+    out[1] = (double)loss.eps[0];
 }

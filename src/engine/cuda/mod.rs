@@ -31,7 +31,7 @@ use cudarc::driver::{
     ValidAsZeroBits,
 };
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
-use num_dual::DualSVec64;
+use num_dual::{DualSVec32, DualSVec64};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -42,13 +42,6 @@ use std::time::Instant;
 
 /// The kernel source, compiled at run time.
 pub const KERNEL_SOURCE: &str = include_str!("kernel.cu");
-
-/// The published M2h.3 probe (REFERENCE.md): stored vectors scaled by this...
-pub const PHI_CACHE_STORED_SCALE: f64 = 1.001;
-/// ...the fresh stack scaled by this...
-pub const PHI_CACHE_FRESH_SCALE: f64 = 0.999;
-/// ...over this many phi steps.
-pub const PHI_CACHE_STEPS: i32 = 4;
 
 const BLOCK: u32 = 128;
 /// Evaluations (pixel-samples x (1 + directions)) per launch, about: a
@@ -855,7 +848,7 @@ fn params_for<T>(
         oversample_omega: s.oversample_omega as i32,
         oversample_thick: s.oversample_thick as i32,
         oversample_polar: s.oversample_polar as i32,
-        n_gt1: s.n_gt1.map(|b| b as i32),
+        n_gt1: model.n_gt1.map(|b| b as i32),
         n_whole: model.n_whole.map(|n| n.map(|v| v as i32).unwrap_or(0)),
         lifted: model.lifted as i32,
         first_pixel: first.map(|i| i as i32).unwrap_or(-1),
@@ -931,8 +924,10 @@ fn run_image<T: Extract>(
 ) -> Result<Planes, EngineError> {
     let t0 = Instant::now();
     let model = Model::build(&sim.setup, sim.hkl.as_ref(), pv);
-    let norient = sim.setup.phisteps * sim.setup.mosaic_deviates.len();
-    if model.orient_first.len() != norient || model.orient_rest.len() != norient {
+    // phi steps x mosaic domains (the domain count can exceed the setup's at
+    // the mosaic-spread edge: Model::build)
+    let norient = model.orient_first.len();
+    if model.orient_rest.len() != norient || norient % sim.setup.phisteps.max(1) != 0 {
         return Err(EngineError::Failed(format!(
             "model has {} / {} orientations, expected {norient}",
             model.orient_first.len(),
@@ -1408,29 +1403,23 @@ pub fn render(
 }
 
 /// The M2h.3 phi-cache arithmetic (REFERENCE.md) computed on the GPU with
-/// dual numbers: (loss, d loss / d cell_a, device). The host computes the six
-/// cell vectors with value and d/d cell_a; the kernel scales, replaces step 0
-/// of the fresh stack by the stored vectors and sums.
+/// dual numbers in `dtype`: (loss, d loss / d cell_a, device). The host
+/// computes the six cell vectors with value and d/d cell_a in that
+/// precision, as the CPU engine does; the kernel scales them, replaces step
+/// 0 of the fresh stack by the stored vectors and sums over `steps`.
 pub fn phi_cache_probe(
     cell: [f64; 6],
     ordinal: Option<usize>,
+    settings: PhiCacheSettings,
 ) -> Result<(f64, f64, String), EngineError> {
-    use crate::physics::cell::cell_vectors;
-    use crate::physics::scalar::Real;
     probe_libraries().map_err(EngineError::Unavailable)?;
     guarded(|| {
         let g = gpu(ordinal.unwrap_or(0))?;
-        type D = DualSVec64<1>;
-        let mut c: [D; 6] = cell.map(D::cst);
-        c[0] = <D as Extract>::seeded(cell[0], 0);
-        let v = cell_vectors(c);
-        let mut buf = Vec::with_capacity(36);
-        for vec in [v.a, v.b, v.c, v.a_star, v.b_star, v.c_star] {
-            for x in &vec.0 {
-                push(&mut buf, x, 1);
-            }
-        }
-        let (k, _) = kernels(&g, KernelVariant::new(Dtype::F64, 1))?;
+        let buf = match settings.dtype {
+            Dtype::F64 => cell_vector_pairs::<DualSVec64<1>>(cell),
+            Dtype::F32 => cell_vector_pairs::<DualSVec32<1>>(cell),
+        };
+        let (k, _) = kernels(&g, KernelVariant::new(settings.dtype, 1))?;
         let stream = g.ctx.new_stream().map_err(drv("creating a stream"))?;
         let d_v = stream
             .clone_htod(&buf)
@@ -1443,11 +1432,12 @@ pub fn phi_cache_probe(
             block_dim: (1, 1, 1),
             shared_mem_bytes: 0,
         };
+        let steps = settings.steps as i64;
         let mut b = stream.launch_builder(&k.probe);
         b.arg(&d_v)
-            .arg(&PHI_CACHE_STORED_SCALE)
-            .arg(&PHI_CACHE_FRESH_SCALE)
-            .arg(&PHI_CACHE_STEPS)
+            .arg(&settings.stored_scale)
+            .arg(&settings.fresh_scale)
+            .arg(&steps)
             .arg(&mut d_out);
         unsafe { b.launch(cfg) }.map_err(drv("launching phi_cache_probe"))?;
         let out = stream
@@ -1458,6 +1448,30 @@ pub fn phi_cache_probe(
             .map_err(drv("running phi_cache_probe"))?;
         Ok((out[0], out[1], g.label()))
     })
+}
+
+/// What the phi-cache kernel computes: the probe's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct PhiCacheSettings {
+    pub stored_scale: f64,
+    pub fresh_scale: f64,
+    pub steps: u64,
+    pub dtype: Dtype,
+}
+
+/// The six cell vectors as (value, d/d cell_a) pairs computed in scalar T.
+fn cell_vector_pairs<T: Extract>(cell: [f64; 6]) -> Vec<f64> {
+    use crate::physics::cell::cell_vectors;
+    let mut c: [T; 6] = cell.map(T::cst);
+    c[0] = T::seeded(cell[0], 0);
+    let v = cell_vectors(c);
+    let mut buf = Vec::with_capacity(36);
+    for vec in [v.a, v.b, v.c, v.a_star, v.b_star, v.c_star] {
+        for x in &vec.0 {
+            push(&mut buf, x, 1);
+        }
+    }
+    buf
 }
 
 #[cfg(test)]
