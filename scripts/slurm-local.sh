@@ -7,7 +7,12 @@
 #   scripts/slurm-local.sh install        install the Debian packages if missing
 #   scripts/slurm-local.sh up DIR         install if needed, write DIR/slurm.conf,
 #                                         start the daemons, wait for an idle node
-#   scripts/slurm-local.sh down DIR       stop the daemons started by `up DIR`
+#   scripts/slurm-local.sh down DIR       cancel the cluster's jobs, stop the
+#                                         daemons started by `up DIR`
+#
+# Exit status of `install` and `up`: 0 done; 3 cannot be had here (not root,
+# no apt-get, the install failed); 4 a daemon did not start; 5 the node did
+# not become idle in time.
 #
 # After `up DIR`, point the Slurm commands at the cluster with
 #   export SLURM_CONF=DIR/slurm.conf
@@ -21,7 +26,7 @@
 set -euo pipefail
 
 PACKAGES=(slurmctld slurmd slurm-client munge)
-# The programs `up` needs; any one missing means the packages are installed.
+# The programs `up` needs; any one missing: install the packages.
 PROGRAMS=(munged slurmctld slurmd sinfo sbatch squeue scontrol)
 
 log() { echo "slurm-local: $*" >&2; }
@@ -101,6 +106,10 @@ down() {
 
 up() {
   local dir="${1:?usage: $0 up DIR}"
+  if [ "$(id -u)" != 0 ]; then
+    log "cannot start the cluster: the daemons run as root here (SlurmUser=root)"
+    return 3
+  fi
   install || return $?
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"

@@ -11,9 +11,9 @@
 //! node died) and then hangs until the test requeues it. Its second attempt
 //! is the real binary, resuming the partial bundle.
 //!
-//! Skipped, with a SKIP line naming the reason, only when the packages cannot
-//! be installed (not root, no apt, no registry). A cluster that is installed
-//! but does not start fails the test.
+//! Skipped, with a SKIP line naming the reason, only when no cluster can be
+//! had (slurm-local.sh exit 3: not root, no apt, the install failed). A
+//! cluster that is installed but does not start fails the test.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -249,7 +249,7 @@ fn sweep_on_a_real_slurm_cluster_with_a_requeued_task() {
     );
     if code == 3 {
         println!(
-            "SKIP sweep_on_a_real_slurm_cluster_with_a_requeued_task: the Slurm packages cannot be installed here:\n{up}"
+            "SKIP sweep_on_a_real_slurm_cluster_with_a_requeued_task: no Slurm cluster can be started here (not root, or its packages cannot be installed):\n{up}"
         );
         return;
     }
