@@ -55,9 +55,17 @@ install() {
   export DEBIAN_FRONTEND=noninteractive
   local t0=$SECONDS
   # apt's lock may be held by another install on this machine: wait for it.
-  apt-get -o DPkg::Lock::Timeout=300 update -qq >&2 || { log "apt-get update failed"; return 3; }
-  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
-    "${PACKAGES[@]}" >&2 || { log "apt-get install failed"; return 3; }
+  # Its output goes to a file, shown only when it fails.
+  local aptlog
+  aptlog="$(mktemp)"
+  if ! apt-get -o DPkg::Lock::Timeout=300 update -qq >"$aptlog" 2>&1; then
+    log "apt-get update failed:"; tail -n 20 "$aptlog" >&2; rm -f "$aptlog"; return 3
+  fi
+  if ! apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
+    "${PACKAGES[@]}" >"$aptlog" 2>&1; then
+    log "apt-get install failed:"; tail -n 20 "$aptlog" >&2; rm -f "$aptlog"; return 3
+  fi
+  rm -f "$aptlog"
   log "installed in $((SECONDS - t0)) s"
   have_all || { log "installed, yet a program is missing (${PROGRAMS[*]})"; return 3; }
 }
