@@ -368,20 +368,43 @@ fn github_workflow_is_well_formed() {
         .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.trim_end().ends_with(':'))
         .map(|l| l.trim().trim_end_matches(':'))
         .collect();
-    assert_eq!(jobs, vec!["plan", "shard", "merge"]);
+    assert_eq!(jobs, vec!["build", "plan", "shard", "merge"]);
     for needle in [
+        "cargo build --release --locked --bin runner",
         "--format github",
         "fromJSON(needs.plan.outputs.matrix)",
-        "needs: plan",
-        "needs: [plan, shard]",
-        "cargo run --release -- run experiments/m2h3.toml --shard ${{ matrix.shard }} --out shards",
-        "actions/upload-artifact@v4",
-        "actions/download-artifact@v4",
-        "cargo run --release -- merge merged shards",
-        "cargo run --release -- verify merged",
+        "needs: build",
+        "needs: [build, plan]",
+        "needs: [build, plan, shard]",
+        "\"$RUNNER\" run \"$EXPERIMENT\" --shard \"$SHARD\" --out shards",
+        "SHARD: ${{ matrix.shard }}",
+        "\"$RUNNER\" merge merged shards --latest",
+        "\"$RUNNER\" verify merged",
         ">> \"$GITHUB_OUTPUT\"",
+        "persist-credentials: false",
+        "permissions:\n  contents: read",
     ] {
         assert!(text.contains(needle), "missing `{needle}`");
+    }
+    // Every job but build gets the binary, none compiles it again; no
+    // hard-coded experiment; no expression inside a shell script.
+    assert_eq!(text.matches("cargo build").count(), 1);
+    assert!(!text.contains("cargo run"));
+    assert_eq!(
+        text.matches("experiments/m2h3.toml").count(),
+        2,
+        "input default and env only"
+    );
+    for l in text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("uses:") || l.contains(" uses: "))
+    {
+        let r = l.split("uses:").nth(1).unwrap().trim();
+        let sha = r.split('@').nth(1).unwrap_or("").split(' ').next().unwrap();
+        assert!(
+            sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()) && r.contains(" # v"),
+            "not pinned by commit with its tag: {l}"
+        );
     }
     // Indentation: multiples of two spaces; every `- ` step under a list key.
     for (i, l) in text.lines().enumerate() {

@@ -101,6 +101,9 @@ enum Cmd {
         /// Merge even when planned cells are missing (listed in stdout and summary.md).
         #[arg(long)]
         allow_partial: bool,
+        /// A shard found more than once (a retried or requeued task): take its newest complete bundle.
+        #[arg(long)]
+        latest: bool,
     },
     /// Compare two bundles of one experiment cell by cell; exit 1 on a regression.
     Compare {
@@ -328,10 +331,12 @@ pub fn main() -> i32 {
             out,
             shards,
             allow_partial,
+            latest,
         } => evidence::merge::merge(&evidence::merge::MergeArgs {
             out,
             shards,
             allow_partial,
+            latest,
             argv,
         }),
         Cmd::Compare {

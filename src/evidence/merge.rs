@@ -5,7 +5,14 @@
 //! the manifest. Refused (exit 2, nothing written): a shard that is not a
 //! complete, verified shard bundle; shards of different experiments or
 //! configurations (digest); a shard given twice or a cell in two shards; a
-//! planned cell missing unless `--allow-partial`.
+//! planned cell missing unless `--allow-partial`; an OUT that already exists
+//! (checked first: a second merge says so at once).
+//!
+//! `--latest`: a shard found more than once (a retried or requeued task that
+//! started a new bundle) is taken from its newest complete bundle (newest by
+//! the last start or resume the bundle records); the others are named on
+//! stderr and left out. Incomplete bundles of a shard that has a complete one
+//! are left out too.
 //!
 //! Also here: the pictures a bundle's summary links (cell PNGs, and plots of
 //! the checked quantities along a swept model axis).
@@ -23,6 +30,8 @@ pub struct MergeArgs {
     pub out: PathBuf,
     pub shards: Vec<PathBuf>,
     pub allow_partial: bool,
+    /// Take the newest complete bundle of a shard found more than once.
+    pub latest: bool,
     pub argv: Vec<String>,
 }
 
@@ -99,6 +108,100 @@ fn load_shard(path: &Path) -> Result<ShardBundle, String> {
     })
 }
 
+/// When a bundle last started or resumed: the UTC timestamp of its folder
+/// name and of its env-resume-*.json files, the latest (`YYYYMMDDTHHMMSSZ`
+/// strings compare in time order); then the folder name's `-N` suffix
+/// (bundles started in the same second).
+fn last_started(p: &Path) -> (String, u64) {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stamp = |s: &str| -> Option<String> {
+        let t = s.get(..16)?;
+        let ok = t.len() == 16
+            && t.as_bytes()[8] == b'T'
+            && t.as_bytes()[15] == b'Z'
+            && t[..8].bytes().all(|b| b.is_ascii_digit())
+            && t[9..15].bytes().all(|b| b.is_ascii_digit());
+        ok.then(|| t.to_string())
+    };
+    let mut newest = stamp(&name).unwrap_or_default();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let f = e.file_name().to_string_lossy().to_string();
+            if let Some(t) = f.strip_prefix("env-resume-").and_then(stamp) {
+                newest = newest.max(t);
+            }
+        }
+    }
+    // `<stamp>-shard-K-of-N` or, started in the same second, `...-of-N-M`.
+    let seq = name
+        .rsplit_once("-of-")
+        .and_then(|(_, tail)| tail.split_once('-'))
+        .and_then(|(_, m)| m.parse::<u64>().ok())
+        .unwrap_or(0);
+    (newest, seq)
+}
+
+/// `--latest`: of the bundles of one shard (by their shard.json), keep the
+/// newest complete one (with a manifest); leave out the rest and say so. A
+/// shard with no complete bundle keeps all of its bundles, so that the usual
+/// refusal (incomplete shard) names them.
+fn newest_per_shard(paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut groups: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut other = Vec::new();
+    for p in paths {
+        let rec: Option<ShardRecord> = std::fs::read_to_string(p.join(SHARD_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        match rec {
+            Some(r) => groups
+                .entry(format!("{}\u{0}{}", r.config_digest, r.shard))
+                .or_default()
+                .push(p),
+            None => other.push(p),
+        }
+    }
+    let mut keep = other;
+    for (key, mut group) in groups {
+        if group.len() == 1 {
+            keep.append(&mut group);
+            continue;
+        }
+        let shard = key.split('\u{0}').nth(1).unwrap_or("?").to_string();
+        let complete: Vec<&PathBuf> = group
+            .iter()
+            .filter(|p| p.join(MANIFEST).is_file())
+            .collect();
+        let Some(best) = complete
+            .iter()
+            .max_by_key(|p| (last_started(p), p.to_path_buf()))
+            .map(|p| p.to_path_buf())
+        else {
+            keep.append(&mut group);
+            continue;
+        };
+        for p in &group {
+            if *p != best {
+                let why = if p.join(MANIFEST).is_file() {
+                    "older"
+                } else {
+                    "incomplete"
+                };
+                eprintln!(
+                    "runner merge: --latest: shard {shard}: using {}, leaving out {} ({why})",
+                    best.display(),
+                    p.display()
+                );
+            }
+        }
+        keep.push(best);
+    }
+    keep.sort();
+    keep
+}
+
 fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
     std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
     for rel in list_files(from)? {
@@ -160,6 +263,23 @@ pub fn merge(args: &MergeArgs) -> i32 {
 
 fn merge_inner(args: &MergeArgs) -> Result<i32, Fail> {
     let input = Fail::Input;
+    let out = &args.out;
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        let what = if out.join(MANIFEST).is_file() && out.join("merge.json").is_file() {
+            "already exists and is not empty: a merged bundle from an earlier merge"
+        } else {
+            "already exists and is not empty"
+        };
+        return Err(input(format!(
+            "{}: {what}; nothing was merged or written (give a new folder, or `runner verify {}` to check the one there)",
+            out.display(),
+            out.display()
+        )));
+    }
     if args.shards.is_empty() {
         return Err(input("no shard bundles given".into()));
     }
@@ -176,6 +296,9 @@ fn merge_inner(args: &MergeArgs) -> Result<i32, Fail> {
                 p.display()
             )));
         }
+    }
+    if args.latest {
+        paths = newest_per_shard(paths);
     }
     let mut shards = Vec::new();
     for p in &paths {
@@ -222,7 +345,7 @@ fn merge_inner(args: &MergeArgs) -> Result<i32, Fail> {
     for s in &shards {
         if let Some(prev) = by_k.insert(s.shard.k, &s.path) {
             return Err(input(format!(
-                "duplicate shard {}: given as {} and {}",
+                "duplicate shard {}: given as {} and {} (a retried task? --latest takes the newest complete bundle)",
                 s.record.shard,
                 prev.display(),
                 s.path.display()
@@ -274,17 +397,6 @@ fn merge_inner(args: &MergeArgs) -> Result<i32, Fail> {
     }
 
     // The merged bundle.
-    let out = &args.out;
-    if out.exists()
-        && std::fs::read_dir(out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(input(format!(
-            "{}: already exists and is not empty; give a new folder",
-            out.display()
-        )));
-    }
     std::fs::create_dir_all(out)
         .map_err(|e| input(format!("{}: cannot create: {e}", out.display())))?;
     let io = Fail::Io;
