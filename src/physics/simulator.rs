@@ -240,7 +240,7 @@ impl<'a, T: Real> Model<'a, T> {
             (std::mem::size_of::<T::Primitive>() == 4 && pv.live.iter().any(|l| *l)).then(|| {
                 let exact = ParamValues::<f64> {
                     v: pv.exact,
-                    live: [false; 26],
+                    live: pv.live, // the same domains, N factors and orientations
                     exact: pv.exact,
                 };
                 Box::new(Model::<f64>::build(setup, hkl, &exact))

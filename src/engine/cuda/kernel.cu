@@ -277,6 +277,7 @@ struct Params {
     int switch_eval;
     int pix_list;  // 1: pixels from the list (a mask); 0: the ROI rectangle below, row by row
     int roi_f0, roi_s0, roi_nf;
+    int hi_index;  // float32 with derivatives: lattice factors at float64 indices (hi buffer)
 };
 
 // Model buffer layout, in scalars of NV = 1 + NDIR values each.
@@ -418,9 +419,9 @@ __device__ __forceinline__ T lift2(const T& x, const T& y, double v, double dx, 
 // in double, lifted onto the directions of h and N (lattice.rs
 // sincg_pi_reduced): h = k + r, m = N k mod 2,
 // sin(N pi h) / sin(pi h) = sin(pi (m + N r)) / ((-1)^k sin(pi r)).
-__device__ T sincg_pi_reduced(const T& h, const T& n) {
+__device__ T sincg_pi_reduced(const T& h, const T& n, double at) {
     typedef Dual<double, 2> D2;
-    double hv = (double)h.re, nv = (double)n.re;
+    double hv = at, nv = (double)n.re;
     D2 hd = cst<double, 2>(hv);
     hd.eps[0] = 1.0;
     D2 nd = cst<double, 2>(nv);
@@ -443,7 +444,9 @@ __device__ T sincg_pi_reduced(const T& h, const T& n) {
     return lift2(h, n, g.re, g.eps[0], g.eps[1]);
 }
 
-__device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, const T& k, const T& l) {
+// hkl_hi: the float64 indices when P.hi_index (simulator.rs Model::hi), else null
+__device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, const T& k, const T& l,
+                    const double* hkl_hi) {
     T pi = C(3.141592653589793);
     T n0 = ld(mdl, M_N), n1 = ld(mdl, M_N + 1), n2 = ld(mdl, M_N + 2);
     if (SHAPE == 0) {
@@ -455,18 +458,19 @@ __device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, cons
             if (!P.n_gt1[i]) continue;
             const T& x = *xs[i];
             int nw = P.n_whole[i];
-            if (nw > 0 && !P.lifted) {
+            double at = hkl_hi ? hkl_hi[i] : (double)x.re;
+            if (nw > 0 && !P.lifted && !hkl_hi) {
                 f = f * sincg_pi_whole_n(x, nw);
             } else if (NDIR > 0 && nw > 0) {
                 // value and d/dh in one scalar dual pass, then the chain rule
                 // onto every direction of h
                 Dual<double, 1> xd;
-                xd.re = (double)x.re;
+                xd.re = at;
                 xd.eps[0] = 1.0;
                 Dual<double, 1> d = sincg_pi_whole_n(xd, nw);
                 f = f * lift(x, d.re, d.eps[0]);
             } else {
-                f = f * sincg_pi_reduced(x, *ns[i]);
+                f = f * sincg_pi_reduced(x, *ns[i], at);
             }
         }
         return f;
@@ -583,8 +587,36 @@ __device__ V3 subpixel_position(const Params& P, const R* __restrict__ mdl, int 
 }
 
 // mode: 0 interpolate, 1 nearest, 2 interpolate until evaluation switch_eval
-__device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __restrict__ hkl, int fpixel, int spixel,
-                   bool first_sweep, int mode, int switch_eval, int* oor) {
+// simulator.rs Model::hi, values only (stride 1, same offsets as M_*)
+__device__ __forceinline__ void hi3(const double* __restrict__ m, int i, double v[3]) {
+    v[0] = m[i];
+    v[1] = m[i + 1];
+    v[2] = m[i + 2];
+}
+__device__ __forceinline__ double dot3(const double* a, const double* b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+
+// unit vector to a subpixel in float64 (Model::subpixel_position, flat detector)
+__device__ void diffracted_hi(const Params& P, const double* __restrict__ hi, int fpixel, int spixel, int sub_f,
+                              int sub_s, double odet, double d[3]) {
+    double sub = P.sub;
+    double fdet = sub * (double)(fpixel * P.oversample + sub_f) + sub / 2.0;
+    double sdet = sub * (double)(spixel * P.oversample + sub_s) + sub / 2.0;
+    double F[3], S[3], O[3], P0[3];
+    hi3(hi, M_FDET, F);
+    hi3(hi, M_SDET, S);
+    hi3(hi, M_ODET, O);
+    hi3(hi, M_PIX0, P0);
+    double pos[3];
+    for (int i = 0; i < 3; i++) pos[i] = F[i] * fdet + S[i] * sdet + O[i] * odet + P0[i];
+    double mag = sqrt(dot3(pos, pos));
+    for (int i = 0; i < 3; i++) d[i] = mag != 0.0 ? pos[i] / mag : 0.0;
+}
+
+__device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __restrict__ hi,
+                   const double* __restrict__ hkl, int fpixel, int spixel, bool first_sweep, int mode, int switch_eval,
+                   int* oor) {
+    const bool use_hi = NDIR > 0 && P.hi_index;
+    double d_hi[3] = {0.0, 0.0, 0.0};
     const T zero = C(0.0), one = C(1.0);
     T i_acc = ld(mdl, M_IBG);
     T polar = P.nopolar ? one : zero;
@@ -605,6 +637,7 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
                 V3 pos = subpixel_position(P, mdl, fpixel, spixel, sf, ss, odet);
                 T airpath;
                 V3 diffracted = unitize(pos, &airpath);
+                if (use_hi) diffracted_hi(P, hi, fpixel, spixel, sf, ss, odet, d_hi);
                 if ((double)omega.re == 0.0 || P.oversample_omega) {
                     if (P.point_pixel) {
                         omega = one / (airpath * airpath);
@@ -622,6 +655,13 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
                     V3 incident = ld3(mdl, src0 + 4 * si);
                     T lambda = ld(mdl, src0 + 4 * si + 3);
                     V3 scattering = scale(vsub(diffracted, incident), one / lambda);
+                    double s_hi[3] = {0.0, 0.0, 0.0};
+                    if (use_hi) {
+                        double inc[3];
+                        hi3(hi, src0 + 4 * si, inc);
+                        double rl = 1.0 / hi[src0 + 4 * si + 3];
+                        for (int i = 0; i < 3; i++) s_hi[i] = (d_hi[i] - inc[i]) * rl;
+                    }
                     if (P.dmin > 0.0) {
                         double stol = 0.5 * (double)magnitude(scattering).re;
                         if (stol > 0.0 && P.dmin > 0.5 / stol) continue;
@@ -635,7 +675,17 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
                         T h = dot_product(ld3(mdl, ob + 9 * o), scattering);
                         T k = dot_product(ld3(mdl, ob + 9 * o + 3), scattering);
                         T l = dot_product(ld3(mdl, ob + 9 * o + 6), scattering);
-                        T fl = f_latt(P, mdl, h, k, l);
+                        double hkl_hi[3];
+                        if (use_hi) {
+                            double a[3], b[3], c[3];
+                            hi3(hi, ob + 9 * o, a);
+                            hi3(hi, ob + 9 * o + 3, b);
+                            hi3(hi, ob + 9 * o + 6, c);
+                            hkl_hi[0] = dot3(a, s_hi);
+                            hkl_hi[1] = dot3(b, s_hi);
+                            hkl_hi[2] = dot3(c, s_hi);
+                        }
+                        T fl = f_latt(P, mdl, h, k, l, use_hi ? hkl_hi : (const double*)0);
                         if ((double)fl.re == 0.0 && P.water_size == 0.0) continue;
                         bool interp = mode == 0 ? true : (mode == 1 ? false : eval < switch_eval);
                         T fc = f_cell(P, hkl, default_f, h, k, l, interp, oor, eval);
@@ -662,7 +712,8 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
 // values (the image, then each derivative), so that for a whole detector a
 // plane is the image itself; oor (only with interpolation) the first
 // out-of-range structure-factor evaluation (-1 none).
-extern "C" __global__ void render_pixels(const Params P, const R* __restrict__ mdl, const double* __restrict__ hkl,
+extern "C" __global__ void render_pixels(const Params P, const R* __restrict__ mdl, const double* __restrict__ hi,
+                                         const double* __restrict__ hkl,
                                          const int* __restrict__ pix, int start, int count, int npix,
                                          R* __restrict__ out, int* __restrict__ oor) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -686,7 +737,7 @@ extern "C" __global__ void render_pixels(const Params P, const R* __restrict__ m
         spixel = P.roi_s0 + g / P.roi_nf;
     }
     int o = -1;
-    T v = pixel(P, mdl, hkl, fpixel, spixel, g == P.first_pixel, mode, sw, &o);
+    T v = pixel(P, mdl, hi, hkl, fpixel, spixel, g == P.first_pixel, mode, sw, &o);
     out[g] = v.re;
 #pragma unroll
     for (int j = 0; j < NDIR; j++) out[(long long)(j + 1) * npix + g] = v.eps[j];

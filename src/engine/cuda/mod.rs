@@ -744,6 +744,9 @@ struct Params {
     roi_f0: i32,
     roi_s0: i32,
     roi_nf: i32,
+    /// 1: float32 with derivatives; lattice factors at float64 indices from
+    /// the float64 model (simulator.rs Model::hi)
+    hi_index: i32,
 }
 unsafe impl DeviceRepr for Params {}
 
@@ -939,7 +942,14 @@ fn run_image<T: Extract>(
         model.pixel_has_sweep(f, s)
     });
     let flat = flatten(&model, nd);
+    // float32 with derivatives: the float64 model's values for the indices
+    // (not with a curved detector, whose float64 path the kernel lacks)
+    let hi: Vec<f64> = match &model.hi {
+        Some(m) if !sim.setup.curved => flatten(m, 0),
+        _ => vec![0.0],
+    };
     let mut params = params_for(sim, &model, norient, first);
+    params.hi_index = (hi.len() > 1) as i32;
     match pixels {
         Pixels::Rect { f0, s0, nf, .. } => {
             params.roi_f0 = *f0 as i32;
@@ -956,8 +966,8 @@ fn run_image<T: Extract>(
     );
     let work = (sim.setup.steps.max(1) * sim.setup.thicksteps.max(1)) as f64;
     match dtype {
-        Dtype::F64 => launch_image::<f64>(g, sim, pixels, &flat, params, nd, work),
-        Dtype::F32 => launch_image::<f32>(g, sim, pixels, &flat, params, nd, work),
+        Dtype::F64 => launch_image::<f64>(g, sim, pixels, &flat, &hi, params, nd, work),
+        Dtype::F32 => launch_image::<f32>(g, sim, pixels, &flat, &hi, params, nd, work),
     }
 }
 
@@ -967,6 +977,7 @@ fn launch_range<R: GpuReal>(
     f: &CudaFunction,
     params: &Params,
     model: &CudaSlice<R>,
+    hi: &CudaSlice<f64>,
     hkl: &CudaSlice<f64>,
     pix: &CudaSlice<i32>,
     out: &mut CudaSlice<R>,
@@ -988,6 +999,7 @@ fn launch_range<R: GpuReal>(
         let mut b = stream.launch_builder(f);
         b.arg(params)
             .arg(model)
+            .arg(hi)
             .arg(hkl)
             .arg(pix)
             .arg(&s)
@@ -1219,6 +1231,7 @@ fn launch_image<R: GpuReal>(
     sim: &Simulation,
     pixels: &Pixels,
     flat: &[f64],
+    hi: &[f64],
     params: Params,
     nd: usize,
     work: f64,
@@ -1249,6 +1262,9 @@ fn launch_image<R: GpuReal>(
     let d_hkl = stream
         .clone_htod(hkl)
         .map_err(drv("uploading the HKL grid"))?;
+    let d_hi = stream
+        .clone_htod(hi)
+        .map_err(drv("uploading the float64 model"))?;
     let pix: Vec<i32> = match pixels {
         Pixels::List(l) => l.iter().flat_map(|(f, s)| [*f as i32, *s as i32]).collect(),
         Pixels::Rect { .. } => vec![0],
@@ -1273,8 +1289,8 @@ fn launch_image<R: GpuReal>(
         .record_event(timed)
         .map_err(drv("recording a timing event"))?;
     launch_range(
-        &stream, &k.render, &params, &d_model, &d_hkl, &d_pix, &mut d_out, &mut d_oor, 0, npix,
-        chunk,
+        &stream, &k.render, &params, &d_model, &d_hi, &d_hkl, &d_pix, &mut d_out, &mut d_oor, 0,
+        npix, chunk,
     )?;
     if track_oor {
         // C turns interpolation off for good at the first out-of-range
@@ -1289,8 +1305,8 @@ fn launch_image<R: GpuReal>(
             p2.switch_pixel = p as i32;
             p2.switch_eval = oor[p];
             launch_range(
-                &stream, &k.render, &p2, &d_model, &d_hkl, &d_pix, &mut d_out, &mut d_oor, p, npix,
-                chunk,
+                &stream, &k.render, &p2, &d_model, &d_hi, &d_hkl, &d_pix, &mut d_out, &mut d_oor,
+                p, npix, chunk,
             )?;
         }
     }
@@ -1480,8 +1496,11 @@ mod tests {
 
     #[test]
     fn params_layout_matches_kernel() {
-        // 12 doubles then 33 ints (kernel.cu struct Params), padded to 8
-        assert_eq!(std::mem::size_of::<Params>(), 12 * 8 + 34 * 4);
+        // 12 doubles then 35 ints (kernel.cu struct Params), padded to 8
+        assert_eq!(
+            std::mem::size_of::<Params>(),
+            (12 * 8 + 35 * 4usize).next_multiple_of(8)
+        );
         assert!(KERNEL_SOURCE.contains("struct Params"));
     }
 
