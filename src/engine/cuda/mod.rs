@@ -1496,11 +1496,13 @@ mod tests {
 
     #[test]
     fn params_layout_matches_kernel() {
-        // 12 doubles then 35 ints (kernel.cu struct Params), padded to 8
-        assert_eq!(
-            std::mem::size_of::<Params>(),
-            (12 * 8 + 35 * 4usize).next_multiple_of(8)
-        );
+        // 12 doubles then 34 ints (kernel.cu struct Params), padded to 8;
+        // the size alone would not see one int more or less (padding)
+        assert_eq!(std::mem::size_of::<Params>(), 12 * 8 + 34 * 4);
+        assert_eq!(std::mem::offset_of!(Params, oversample), 12 * 8);
+        assert_eq!(std::mem::offset_of!(Params, roi_nf), 12 * 8 + 32 * 4);
+        assert_eq!(std::mem::offset_of!(Params, hi_index), 12 * 8 + 33 * 4);
+        assert!(KERNEL_SOURCE.contains("int roi_f0, roi_s0, roi_nf;\n    int hi_index;"));
         assert!(KERNEL_SOURCE.contains("struct Params"));
     }
 
