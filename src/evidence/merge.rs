@@ -148,11 +148,11 @@ pub fn merge(args: &MergeArgs) -> i32 {
     match merge_inner(args) {
         Ok(code) => code,
         Err(Fail::Input(m)) => {
-            eprintln!("error: runner merge: {m}");
+            crate::errln!("error: runner merge: {m}");
             2
         }
         Err(Fail::Io(m)) => {
-            eprintln!("error: runner merge: {m}");
+            crate::errln!("error: runner merge: {m}");
             1
         }
     }
@@ -409,14 +409,14 @@ fn merge_inner(args: &MergeArgs) -> Result<i32, Fail> {
         "FAIL"
     };
     if !missing.is_empty() {
-        println!(
+        crate::outln!(
             "partial merge: {} of {} planned cell(s) missing: {}",
             missing.len(),
             first.record.planned.len(),
             describe_missing()
         );
     }
-    eprintln!(
+    crate::errln!(
         "runner merge: {verdict}: {} shard(s), {} cell(s): {} passed, {} failed, {} errored, {} skipped",
         shards.len(),
         rows.len(),
@@ -425,7 +425,7 @@ fn merge_inner(args: &MergeArgs) -> Result<i32, Fail> {
         t.error,
         t.skipped
     );
-    println!("{}", out.display());
+    crate::outln!("{}", out.display());
     Ok(if verdict == "PASS" { 0 } else { 1 })
 }
 

@@ -293,11 +293,11 @@ pub fn run(args: &RunArgs) -> i32 {
     match run_inner(args) {
         Ok(code) => code,
         Err(RunFail::Input(e)) => {
-            eprintln!("error: {}", e.0);
+            crate::errln!("error: {}", e.0);
             2
         }
         Err(RunFail::Io(e)) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             1
         }
     }
@@ -343,7 +343,7 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         None => cells,
     };
     if let Some(r) = &shard_record {
-        eprintln!(
+        crate::errln!(
             "runner: shard {}: {} of {} planned cell(s)",
             r.shard,
             r.cells.len(),
@@ -449,7 +449,7 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
     evidence::write_atomic(&bundle.join(&env_name), &evidence::json_bytes(&env))
         .map_err(RunFail::Io)?;
 
-    eprintln!(
+    crate::errln!(
         "runner: {} cell(s) of {} to run, {} job(s) x {} thread(s); bundle {}",
         todo.len(),
         exp.id(),
@@ -530,7 +530,7 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
                     pb.set_message(cell.id.clone());
                     pb.inc(1);
                 }
-                None => eprintln!("{line}"),
+                None => crate::errln!("{line}"),
             }
             let failed = match &r {
                 Ok(row) => matches!(row.record.status, Status::Fail | Status::Error),
@@ -543,7 +543,7 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
                 stop.store(true, Ordering::SeqCst);
             }
             if abort_after == Some(done) {
-                eprintln!("runner: {ABORT_AFTER_ENV}={done}: aborting");
+                crate::errln!("runner: {ABORT_AFTER_ENV}={done}: aborting");
                 std::process::abort();
             }
         }
@@ -640,11 +640,11 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
     } else {
         "FAIL"
     };
-    eprintln!(
+    crate::errln!(
         "runner: {verdict}: {} passed, {} failed, {} errored, {} skipped",
         t.pass, t.fail, t.error, t.skipped
     );
-    println!("{}", bundle.display());
+    crate::outln!("{}", bundle.display());
     Ok(if verdict == "PASS" { 0 } else { 1 })
 }
 
