@@ -2,6 +2,7 @@
 //! (experiments and evidence bundles) and `nanobragg` flags parsing.
 
 pub mod nanobragg;
+pub mod signals;
 pub mod stream;
 
 use crate::evidence;
@@ -18,6 +19,10 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Memory a render may need (e.g. 8G, 512M; default 3/4 of MemAvailable,
+    /// or BRAGGRUN_MEMORY_LIMIT): larger configurations are refused (exit 2).
+    #[arg(long, global = true, value_name = "SIZE")]
+    memory_limit: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -244,6 +249,7 @@ fn init_logging() {
 }
 
 pub fn main() -> i32 {
+    signals::install();
     init_logging();
     let code = dispatch();
     stream::exit_code(code)
@@ -264,6 +270,19 @@ fn dispatch() -> i32 {
             return code;
         }
     };
+    if let Err(e) = crate::physics::budget::check_env() {
+        crate::errln!("error: {e}");
+        return 2;
+    }
+    if let Some(m) = &cli.memory_limit {
+        match crate::physics::budget::parse_size(m) {
+            Ok(b) => crate::physics::budget::set_limit(b),
+            Err(e) => {
+                crate::errln!("error: --memory-limit: {e}");
+                return 2;
+            }
+        }
+    }
     match cli.cmd {
         Cmd::Validate {
             file,
@@ -376,6 +395,9 @@ fn dispatch() -> i32 {
                 for f in &rep.malformed {
                     crate::outln!("MALFORMED {f}");
                 }
+                for f in &rep.invalid {
+                    crate::outln!("INVALID   {f}");
+                }
                 if rep.incomplete {
                     crate::outln!("INCOMPLETE {}: no {} (the run did not finish; `runner run FILE --resume {}` completes it)", bundle.display(), evidence::MANIFEST, bundle.display());
                 }
@@ -384,12 +406,13 @@ fn dispatch() -> i32 {
                     0
                 } else {
                     crate::outln!(
-                        "FAILED {}: {} missing, {} modified, {} unlisted, {} malformed{}",
+                        "FAILED {}: {} missing, {} modified, {} unlisted, {} malformed, {} structure problem(s){}",
                         bundle.display(),
                         rep.missing.len(),
                         rep.modified.len(),
                         rep.unlisted.len(),
                         rep.malformed.len(),
+                        rep.invalid.len(),
                         if rep.incomplete { ", incomplete" } else { "" }
                     );
                     1

@@ -103,6 +103,7 @@ rotation:  -phi deg  -osc deg  -phistep deg  -phisteps n
 output:    -floatfile f.bin  -intfile f.img  -pgmfile f.pgm  -noisefile f.img
            -scale s  -pgmscale s  -adc counts  -seed n  -nonoise  -nopgm
 braggrun:  -phi_carryover spec|c-parity  -device cpu|cuda|cuda:N  -dtype float32|float64
+           -memory_limit SIZE (e.g. 8G; default 3/4 of MemAvailable): larger renders are refused
 ";
 
 /// Walks the argument list, handing out flag values with errors naming the flag.
@@ -778,6 +779,28 @@ fn smv_header(sim: &Simulation, fpixels: usize, spixels: usize) -> Vec<(String, 
 /// `runner nanobragg [flags]`. Exit codes: 0 success, 2 bad arguments or
 /// inputs (nothing written), 1 render or write failure.
 pub fn run(args: &[String]) -> i32 {
+    // `-memory_limit SIZE` / `--memory-limit SIZE`: the memory budget (not a
+    // nanoBragg.c flag; taken out before the flags are parsed).
+    let mut rest: Vec<String> = Vec::with_capacity(args.len());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "-memory_limit" || a == "--memory-limit" {
+            let Some(v) = it.next() else {
+                crate::errln!("runner nanobragg: error: {a}: expected a size (e.g. 8G)");
+                return 2;
+            };
+            match crate::physics::budget::parse_size(v) {
+                Ok(b) => crate::physics::budget::set_limit(b),
+                Err(e) => {
+                    crate::errln!("runner nanobragg: error: {a}: {e}");
+                    return 2;
+                }
+            }
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let args = &rest[..];
     let a = match parse_args(args) {
         Ok(a) => a,
         Err(e) => {
@@ -796,6 +819,32 @@ pub fn run(args: &[String]) -> i32 {
             return 2;
         }
     };
+    // The budget of this command: a render plus the f32 copy and the outputs.
+    {
+        let (n, s) = (sim.fpixels() as u64, &sim.setup);
+        let r = sim.roi();
+        let mut need = crate::physics::budget::render_need(
+            n,
+            sim.spixels() as u64,
+            (r[1] - r[0] + 1) as u64 * (r[3] - r[2] + 1) as u64,
+            s.sources.len() as u64,
+            s.phisteps as u64,
+            s.mosaic_deviates.len() as u64,
+            sim.hkl.as_ref().map(|h| h.data.len() as u64).unwrap_or(0),
+            sim.mask.is_some(),
+            a.dtype == crate::engine::Dtype::F32,
+            0,
+        );
+        need.add(
+            "f32 image and outputs",
+            n.saturating_mul(sim.spixels() as u64),
+            4 + 2 + 2 + 1,
+        );
+        if let Err(e) = need.check("detector") {
+            crate::errln!("runner nanobragg: error: {e}");
+            return 2;
+        }
+    }
     // The mask again, for the statistics (masked pixels are not counted).
     let mask = match &a.config.detector.mask_file {
         Some(p) => match io::smv::read_smv(p) {

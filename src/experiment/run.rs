@@ -16,6 +16,181 @@ use std::time::Instant;
 
 /// Test hook: abort the process (as if killed) after this many cells finish.
 pub const ABORT_AFTER_ENV: &str = "RUNNER_TEST_ABORT_AFTER";
+/// Test hook: send this process SIGTERM after this many cells finish.
+pub const SIGNAL_AFTER_ENV: &str = "RUNNER_TEST_SIGNAL_AFTER";
+
+/// The bundle's record of what was planned (`--only` and the cell ids), so
+/// `--resume` runs the same cells.
+pub const PLAN_FILE: &str = "plan.json";
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PlanRecord {
+    pub only: Vec<String>,
+    pub cells: Vec<String>,
+}
+
+fn only_text(only: &[String]) -> String {
+    if only.is_empty() {
+        "no --only".into()
+    } else {
+        format!("--only {}", only.join(" --only "))
+    }
+}
+
+/// A bundle to resume: its canonical path and recorded plan.
+struct Resume {
+    dir: PathBuf,
+    plan: Option<PlanRecord>,
+}
+
+fn open_for_resume(b: &Path) -> Result<Resume, InputError> {
+    let dir = std::fs::canonicalize(b)
+        .map_err(|e| InputError(format!("--resume {}: {e}", b.display())))?;
+    let is_file = |name: &str| {
+        std::fs::symlink_metadata(dir.join(name))
+            .map(|m| m.is_file())
+            .unwrap_or(false)
+    };
+    if !is_file("experiment.toml") {
+        return Err(InputError(format!(
+            "--resume {}: not a bundle (no experiment.toml)",
+            b.display()
+        )));
+    }
+    let plan = match std::fs::read(dir.join(PLAN_FILE)) {
+        Ok(bytes) => Some(serde_json::from_slice::<PlanRecord>(&bytes).map_err(|e| {
+            InputError(format!("--resume {}: {PLAN_FILE}: {e}", b.display()))
+        })?),
+        Err(_) => None,
+    };
+    Ok(Resume { dir, plan })
+}
+
+/// An exclusive lock on a bundle folder (flock, released when the process
+/// ends however it ends): a second run or resume of it is refused.
+fn lock_bundle(dir: &Path) -> Result<std::fs::File, InputError> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(dir)
+        .map_err(|e| InputError(format!("{}: cannot open to lock: {e}", dir.display())))?;
+    // SAFETY: flock on a descriptor we own.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(InputError(if e.kind() == std::io::ErrorKind::WouldBlock {
+            format!(
+                "{}: the bundle is in use by another runner (a run or --resume of it is in progress); wait for it to finish",
+                dir.display()
+            )
+        } else {
+            format!("{}: cannot lock: {e}", dir.display())
+        }));
+    }
+    Ok(f)
+}
+
+/// experiment.toml with the paths of its header canonicalised (the same
+/// file reached by another path is the same experiment).
+fn canonical_header(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            for pre in [
+                "# Source: ",
+                "# Relative paths resolve against: ",
+            ] {
+                if let Some(p) = l.strip_prefix(pre) {
+                    if let Ok(c) = std::fs::canonicalize(p) {
+                        return format!("{pre}{}", c.display());
+                    }
+                }
+            }
+            l.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Files a run rewrites at its end (never trusted, never kept).
+fn regenerated(rel: &str) -> bool {
+    matches!(
+        rel,
+        "results.csv" | "results.json" | "summary.md" | "junit.xml" | evidence::MANIFEST
+    ) || (!rel.contains('/') && rel.ends_with(".png"))
+}
+
+/// Before a resume changes anything: cells to run again (id -> why), or a
+/// refusal naming what is wrong outside the cells.
+fn check_for_resume(
+    b: &Path,
+    planned: &std::collections::BTreeSet<&str>,
+) -> Result<std::collections::BTreeMap<String, String>, InputError> {
+    let mut rerun = std::collections::BTreeMap::new();
+    let mut refuse: Vec<String> = Vec::new();
+    let mut blame = |rel: &str, what: &str, refuse: &mut Vec<String>| {
+        let name = rel.rsplit('/').next().unwrap_or("");
+        if name.starts_with('.') && name.contains(".tmp-") {
+            return; // a temporary file of an interrupted write
+        }
+        match rel.strip_prefix("cells/").and_then(|r| r.split_once('/')) {
+            Some((id, _)) if planned.contains(id) => {
+                rerun.entry(id.to_string()).or_insert_with(|| format!("{what} {rel}"));
+            }
+            _ if regenerated(rel) => {}
+            _ => refuse.push(format!("{what} {rel}")),
+        }
+    };
+    let manifest_present = std::fs::symlink_metadata(b.join(evidence::MANIFEST))
+        .map(|m| m.is_file())
+        .unwrap_or(false);
+    let (files, other) = evidence::list_entries(b).map_err(InputError)?;
+    for (p, what) in &other {
+        blame(p, &format!("{what}:"), &mut refuse);
+    }
+    if manifest_present {
+        let rep = evidence::verify(b).map_err(InputError)?;
+        for f in &rep.modified {
+            blame(f, "MODIFIED", &mut refuse);
+        }
+        for f in &rep.missing {
+            blame(f, "MISSING", &mut refuse);
+        }
+        for f in &rep.unlisted {
+            blame(f, "UNLISTED", &mut refuse);
+        }
+        for f in &rep.malformed {
+            refuse.push(format!("{}: {f}", evidence::MANIFEST));
+        }
+    } else {
+        // An interrupted run: no digests yet. Each finished cell must be
+        // whole: its record names it and every file it lists is there.
+        let regular: std::collections::BTreeSet<&str> = files.iter().map(|s| s.as_str()).collect();
+        for id in planned {
+            let dir = evidence::cell_dir(b, id);
+            let Some(row) = evidence::read_row(&dir) else {
+                continue;
+            };
+            let has = |f: &str| regular.contains(format!("cells/{id}/{f}").as_str());
+            if row.record.id != *id {
+                rerun.insert(id.to_string(), format!("result.json names cell '{}'", row.record.id));
+            } else if let Some(f) = row
+                .record
+                .files
+                .iter()
+                .chain(["log.txt".to_string(), "timing.json".to_string()].iter())
+                .find(|f| !row.record.not_run && !has(f))
+            {
+                rerun.insert(id.to_string(), format!("{f} is missing"));
+            }
+        }
+    }
+    if !refuse.is_empty() {
+        return Err(InputError(format!(
+            "--resume {}: the bundle has been changed outside its cells ({}); refusing to resume it (start a new run)",
+            b.display(),
+            refuse.join(", ")
+        )));
+    }
+    Ok(rerun)
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct RunArgs {
@@ -234,6 +409,13 @@ fn remove_stray_temps(dir: &Path) {
 
 /// Create `out/<id>/<timestamp>[-suffix]`; on failure remove what was created.
 pub fn create_bundle(out: &Path, id: &str, suffix: Option<&str>) -> Result<PathBuf, InputError> {
+    if let Some(b) = evidence::enclosing_bundle(out) {
+        return Err(InputError(format!(
+            "--out {}: inside the bundle {}; a new bundle there would invalidate it (choose another --out)",
+            out.display(),
+            b.display()
+        )));
+    }
     let mut created: Vec<PathBuf> = Vec::new();
     let mut p = PathBuf::new();
     let target = out.join(id);
@@ -326,6 +508,9 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
     if args.jobs == Some(0) {
         return Err(InputError("--jobs 0: must be at least 1".into()).into());
     }
+    let signal_after: Option<usize> = std::env::var(SIGNAL_AFTER_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok());
     let abort_after: Option<usize> = match std::env::var(ABORT_AFTER_ENV) {
         Ok(v) => Some(
             v.trim()
@@ -334,7 +519,25 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         ),
         Err(_) => None,
     };
-    let (exp, cells) = load_and_plan(&args.file, &args.sets, &args.only, args.allow_large)?;
+    // --resume: the bundle first (canonical path, lock, recorded --only).
+    let resume = match &args.resume {
+        Some(b) => Some(open_for_resume(b)?),
+        None => None,
+    };
+    let only: Vec<String> = match resume.as_ref().and_then(|r| r.plan.as_ref()) {
+        Some(p) if !args.only.is_empty() && args.only != p.only => {
+            return Err(InputError(format!(
+                "--resume {}: the bundle was run with {}, this run asks for {}; resume with the same --only (or none)",
+                resume.as_ref().map(|r| r.dir.display().to_string()).unwrap_or_default(),
+                only_text(&p.only),
+                only_text(&args.only)
+            ))
+            .into());
+        }
+        Some(p) => p.only.clone(),
+        None => args.only.clone(),
+    };
+    let (exp, cells) = load_and_plan(&args.file, &args.sets, &only, args.allow_large)?;
     let shard_record = args
         .shard
         .map(|s| super::shard::record(&exp.resolved, &cells, s));
@@ -353,17 +556,13 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
 
     // The bundle.
     let resolved_text = exp.resolved_toml();
-    let (bundle, todo): (PathBuf, Vec<usize>) = if let Some(b) = &args.resume {
-        if !b.join("experiment.toml").is_file() {
-            return Err(InputError(format!(
-                "--resume {}: not a bundle (no experiment.toml)",
-                b.display()
-            ))
-            .into());
-        }
+    let mut _lock: Option<std::fs::File> = None;
+    let (bundle, todo): (PathBuf, Vec<usize>) = if let Some(r) = &resume {
+        let b = &r.dir;
+        _lock = Some(lock_bundle(b)?);
         let old = std::fs::read_to_string(b.join("experiment.toml"))
             .map_err(|e| RunFail::Io(format!("{}: {e}", b.display())))?;
-        if old != resolved_text {
+        if canonical_header(&old) != canonical_header(&resolved_text) {
             return Err(InputError(format!(
                 "--resume {}: the bundle's experiment.toml differs from the resolved configuration of {} (same file, --set and RUNNER_* variables needed)",
                 b.display(),
@@ -389,19 +588,34 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
             ))
             .into());
         }
+        // What is there is checked before anything changes: the manifest's
+        // digests when the run had finished, else each cell's structure.
+        let planned: std::collections::BTreeSet<&str> =
+            cells.iter().map(|c| c.id.as_str()).collect();
+        let rerun = check_for_resume(b, &planned)?;
+        for (id, why) in &rerun {
+            crate::errln!("runner: resume: cell {id}: {why}; running it again");
+        }
         let _ = std::fs::remove_file(b.join(evidence::MANIFEST));
         remove_stray_temps(b);
         let todo = cells
             .iter()
             .enumerate()
-            .filter(
-                |(_, c)| match evidence::read_row(&evidence::cell_dir(b, &c.id)) {
+            .filter(|(_, c)| {
+                if rerun.contains_key(&c.id) {
+                    return true;
+                }
+                match evidence::read_row(&evidence::cell_dir(b, &c.id)) {
                     None => true,
                     Some(r) => {
-                        r.record.not_run || matches!(r.record.status, Status::Fail | Status::Error)
+                        r.record.not_run
+                            || matches!(r.record.status, Status::Fail | Status::Error)
+                            || (r.record.status == Status::Skipped
+                                && r.record.device_unavailable
+                                && device_required(c, &args.require_device))
                     }
-                },
-            )
+                }
+            })
             .map(|(i, _)| i)
             .collect();
         let mut cmds = std::fs::read_to_string(b.join("commands.txt")).unwrap_or_default();
@@ -415,6 +629,7 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
     } else {
         let suffix = args.shard.map(|s| s.suffix());
         let bundle = create_bundle(&args.out, exp.id(), suffix.as_deref())?;
+        _lock = Some(lock_bundle(&bundle)?);
         let w = |name: &str, bytes: &[u8]| {
             evidence::write_atomic(&bundle.join(name), bytes).map_err(RunFail::Io)
         };
@@ -426,6 +641,13 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         if let Some(r) = &shard_record {
             w(super::shard::SHARD_FILE, &evidence::json_bytes(r))?;
         }
+        w(
+            PLAN_FILE,
+            &evidence::json_bytes(&PlanRecord {
+                only: args.only.clone(),
+                cells: cells.iter().map(|c| c.id.clone()).collect(),
+            }),
+        )?;
         (bundle.clone(), (0..cells.len()).collect())
     };
 
@@ -436,7 +658,26 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         .jobs
         .unwrap_or_else(|| cores.min(todo.len().max(1)))
         .max(1);
+    // Cells that run at once must fit the memory budget together.
+    let biggest = todo.iter().map(|i| cells[*i].mem_bytes).max().unwrap_or(0);
+    let (limit, _) = crate::physics::budget::limit();
+    let fit = (limit / biggest.max(1)).max(1) as usize;
+    let jobs = if jobs > fit {
+        crate::errln!(
+            "runner: {jobs} job(s) would need {} at once; running {fit} at a time (memory limit {})",
+            crate::physics::budget::human(biggest.saturating_mul(jobs as u64)),
+            crate::physics::budget::human(limit)
+        );
+        fit
+    } else {
+        jobs
+    };
     let threads = (cores / jobs).max(1);
+    crate::cli::signals::set_note(Some(format!(
+        "complete the bundle with `runner run {} --resume {}`",
+        args.file.display(),
+        bundle.display()
+    )));
     let env = evidence::env::collect(jobs, threads);
     let env_name = if args.resume.is_some() {
         format!(
@@ -541,6 +782,13 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
             };
             if failed && args.fail_fast {
                 stop.store(true, Ordering::SeqCst);
+            }
+            if signal_after == Some(done) {
+                // SAFETY: kill(2) on our own pid; the signal thread takes it.
+                unsafe {
+                    libc::kill(libc::getpid(), libc::SIGTERM);
+                }
+                std::thread::sleep(std::time::Duration::from_secs(30));
             }
             if abort_after == Some(done) {
                 crate::errln!("runner: {ABORT_AFTER_ENV}={done}: aborting");

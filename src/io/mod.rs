@@ -82,6 +82,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     };
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+    let guard = crate::cli::signals::temp(&tmp);
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -90,6 +91,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
+        guard.test_hook();
         std::fs::rename(&tmp, path)
     })();
     match result {
