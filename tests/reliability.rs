@@ -361,7 +361,10 @@ fn sizes_beyond_memory_are_refused_with_exit_2_naming_the_key() {
     let (code, msg) = validate_with(d, "ok.toml", TINY, &["--memory-limit", "1G"]);
     assert_eq!(code, 0, "{msg}");
     let (_, msg) = validate_with(d, "c6.toml", &cases[6].1, &["--memory-limit", "1G"]);
-    assert!(msg.contains("GiB") && msg.contains("--memory-limit"), "{msg}");
+    assert!(
+        msg.contains("GiB") && msg.contains("--memory-limit"),
+        "{msg}"
+    );
     let (code, msg) = validate_with(d, "ok.toml", TINY, &["--memory-limit", "lots"]);
     assert_eq!(code, 2, "{msg}");
 }
@@ -414,7 +417,10 @@ fn deep_keys_many_threads_and_long_ids_are_refused_quickly() {
     assert_eq!(code, 2, "{e}");
     assert!(e.contains("nested"), "{e}");
     assert!(t0.elapsed().as_secs() < 20);
-    let bench = tiny_with(&[("[[probe]]\nkind = \"gradcheck\"\n", "[[probe]]\nkind = \"benchmark\"\nthreads = 100000\n")]);
+    let bench = tiny_with(&[(
+        "[[probe]]\nkind = \"gradcheck\"\n",
+        "[[probe]]\nkind = \"benchmark\"\nthreads = 100000\n",
+    )]);
     let (code, msg) = validate_with(d, "bench.toml", &bench, &[]);
     assert_eq!(code, 2, "{msg}");
     assert!(msg.contains("threads"), "{msg}");
@@ -485,7 +491,12 @@ fn verify_checks_structure_not_only_digests() {
 
     // A file replaced by a symbolic link to an identical file outside.
     let link = copy("link");
-    let cell = fs::read_dir(link.join("cells")).unwrap().next().unwrap().unwrap().path();
+    let cell = fs::read_dir(link.join("cells"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let target = d.join("log-copy.txt");
     fs::copy(cell.join("log.txt"), &target).unwrap();
     fs::remove_file(cell.join("log.txt")).unwrap();
@@ -500,11 +511,19 @@ fn verify_checks_structure_not_only_digests() {
     fs::write(empty.join("sha256.txt"), "").unwrap();
     let (code, out) = verify(&empty);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAILED") && out.contains("experiment.toml"), "{out}");
+    assert!(
+        out.contains("FAILED") && out.contains("experiment.toml"),
+        "{out}"
+    );
 
     // A whole cell folder removed with its manifest lines.
     let hollow = copy("hollow");
-    let cell = fs::read_dir(hollow.join("cells")).unwrap().next().unwrap().unwrap().path();
+    let cell = fs::read_dir(hollow.join("cells"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let id = cell.file_name().unwrap().to_string_lossy().to_string();
     fs::remove_dir_all(&cell).unwrap();
     manifest_without(&hollow, |l| l.contains(&format!("cells/{id}/")));
@@ -514,11 +533,22 @@ fn verify_checks_structure_not_only_digests() {
 
     // An image a result.json lists, removed with its manifest line.
     let noimg = copy("noimg");
-    let cell = fs::read_dir(noimg.join("cells")).unwrap().next().unwrap().unwrap().path();
-    let rec: Value = serde_json::from_str(&fs::read_to_string(cell.join("result.json")).unwrap()).unwrap();
-    let f = rec["files"][0].as_str().expect("a simulate cell lists files").to_string();
+    let cell = fs::read_dir(noimg.join("cells"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let rec: Value =
+        serde_json::from_str(&fs::read_to_string(cell.join("result.json")).unwrap()).unwrap();
+    let f = rec["files"][0]
+        .as_str()
+        .expect("a simulate cell lists files")
+        .to_string();
     fs::remove_file(cell.join(&f)).unwrap();
-    manifest_without(&noimg, |l| l.ends_with(&format!("/{f}")) && l.contains(cell.file_name().unwrap().to_str().unwrap()));
+    manifest_without(&noimg, |l| {
+        l.ends_with(&format!("/{f}")) && l.contains(cell.file_name().unwrap().to_str().unwrap())
+    });
     let (code, out) = verify(&noimg);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("lists {f}")), "{out}");
@@ -556,7 +586,10 @@ fn resume_reruns_tampered_cells_instead_of_laundering_them() {
     let b = fresh_bundle(d, PICTURE, "pic");
     let file = d.join("pic.toml");
     let cells: Vec<PathBuf> = {
-        let mut v: Vec<PathBuf> = fs::read_dir(b.join("cells")).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut v: Vec<PathBuf> = fs::read_dir(b.join("cells"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         v.sort();
         v
     };
@@ -564,8 +597,13 @@ fn resume_reruns_tampered_cells_instead_of_laundering_them() {
     // A fake loss in one cell, an image deleted from the other.
     let mut rec: Value = serde_json::from_slice(&original).unwrap();
     rec["loss"] = serde_json::json!(42.0);
-    fs::write(cells[0].join("result.json"), serde_json::to_vec_pretty(&rec).unwrap()).unwrap();
-    let rec1: Value = serde_json::from_str(&fs::read_to_string(cells[1].join("result.json")).unwrap()).unwrap();
+    fs::write(
+        cells[0].join("result.json"),
+        serde_json::to_vec_pretty(&rec).unwrap(),
+    )
+    .unwrap();
+    let rec1: Value =
+        serde_json::from_str(&fs::read_to_string(cells[1].join("result.json")).unwrap()).unwrap();
     fs::remove_file(cells[1].join(rec1["files"][0].as_str().unwrap())).unwrap();
     assert_eq!(verify(&b).0, 1);
     let (code, o, e) = resume(&file, &b, &[]);
@@ -573,7 +611,11 @@ fn resume_reruns_tampered_cells_instead_of_laundering_them() {
     assert!(e.contains("running it again"), "{e}");
     assert!(e.contains("2 cell(s) of pic to run"), "{e}");
     assert_eq!(verify(&b).0, 0);
-    assert_eq!(fs::read(cells[0].join("result.json")).unwrap(), original, "the fake loss is gone");
+    assert_eq!(
+        fs::read(cells[0].join("result.json")).unwrap(),
+        original,
+        "the fake loss is gone"
+    );
     let csv = fs::read_to_string(b.join("results.csv")).unwrap();
     assert!(!csv.contains(",42,"), "{csv}");
 
@@ -596,7 +638,10 @@ fn resume_takes_an_exclusive_lock_and_a_canonical_path() {
     use std::os::fd::AsRawFd;
     let held = fs::File::open(&b).unwrap();
     // SAFETY: flock on a descriptor we own.
-    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    assert_eq!(
+        unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
     let (code, _, e) = resume(&file, &b, &[]);
     assert_eq!(code, 2, "{e}");
     assert!(e.contains("in use by another runner"), "{e}");
@@ -619,7 +664,13 @@ fn resume_takes_an_exclusive_lock_and_a_canonical_path() {
     assert!(e.contains("0 cell(s) of tiny to run"), "{e}");
     assert_eq!(verify(&b).0, 0);
     // --out inside a bundle is refused.
-    let (code, _, e) = out_of(bin().arg("run").arg(&file).arg("--out").arg(b.join("cells")));
+    let (code, _, e) = out_of(
+        bin()
+            .arg("run")
+            .arg(&file)
+            .arg("--out")
+            .arg(b.join("cells")),
+    );
     assert_eq!(code, 2, "{e}");
     assert!(e.contains("inside the bundle"), "{e}");
     assert_eq!(verify(&b).0, 0);
@@ -644,8 +695,13 @@ fn resume_remembers_only_and_applies_require_device_to_every_cell() {
     assert!(!b.join("sha256.txt").exists(), "{e}");
     let (code, o, e) = resume(&file, &b, &[]);
     assert_eq!(code, 0, "{o}{e}");
-    let results: Value = serde_json::from_str(&fs::read_to_string(b.join("results.json")).unwrap()).unwrap();
-    assert_eq!(results.as_array().unwrap().len(), 2, "only param=cell_a cells: {results}");
+    let results: Value =
+        serde_json::from_str(&fs::read_to_string(b.join("results.json")).unwrap()).unwrap();
+    assert_eq!(
+        results.as_array().unwrap().len(),
+        2,
+        "only param=cell_a cells: {results}"
+    );
     let (code, _, e) = resume(&file, &b, &["--only", "param=distance"]);
     assert_eq!(code, 2, "{e}");
     assert!(e.contains("--only"), "{e}");
@@ -654,11 +710,15 @@ fn resume_remembers_only_and_applies_require_device_to_every_cell() {
     // requires CUDA, as it fails a fresh run.
     let gpu = TINY.replace("device = [\"cpu\"]", "device = [\"cpu\", \"cuda\"]");
     let b = fresh_bundle(d, &gpu, "gpu");
-    let skipped = fs::read_to_string(b.join("results.csv")).unwrap().contains("SKIPPED");
+    let skipped = fs::read_to_string(b.join("results.csv"))
+        .unwrap()
+        .contains("SKIPPED");
     if skipped {
         let (code, o, e) = resume(&d.join("gpu.toml"), &b, &["--require-device", "cuda"]);
         assert_eq!(code, 1, "{o}{e}");
-        assert!(fs::read_to_string(b.join("summary.md")).unwrap().contains("--require-device cuda"));
+        assert!(fs::read_to_string(b.join("summary.md"))
+            .unwrap()
+            .contains("--require-device cuda"));
         assert_eq!(verify(&b).0, 0);
     }
 }
@@ -684,7 +744,8 @@ fn provenance_comes_from_the_binary_not_from_git_at_run_time() {
     );
     assert_eq!(code, 0, "{o}{e}");
     let b = PathBuf::from(o.trim());
-    let env: Value = serde_json::from_str(&fs::read_to_string(b.join("env.json")).unwrap()).unwrap();
+    let env: Value =
+        serde_json::from_str(&fs::read_to_string(b.join("env.json")).unwrap()).unwrap();
     let commit = env["build_git_commit"].as_str().unwrap().to_string();
     assert_eq!(env["git_commit"], env["build_git_commit"]);
     let cmds = fs::read_to_string(b.join("commands.txt")).unwrap();

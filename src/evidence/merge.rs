@@ -164,7 +164,11 @@ fn merge_inner(args: &MergeArgs) -> Result<i32, Fail> {
         return Err(input("no shard bundles given".into()));
     }
     if let Some(b) = args.out.parent().and_then(super::enclosing_bundle) {
-        return Err(input(format!("OUT {}: inside the bundle {}; merging there would invalidate it", args.out.display(), b.display())));
+        return Err(input(format!(
+            "OUT {}: inside the bundle {}; merging there would invalidate it",
+            args.out.display(),
+            b.display()
+        )));
     }
     let mut paths = Vec::new();
     for p in &args.shards {

@@ -106,7 +106,9 @@ pub fn list_entries(root: &Path) -> Result<(Vec<String>, Vec<(String, String)>),
             } else {
                 let what = if ft.is_symlink() {
                     match std::fs::read_link(&p) {
-                        Ok(t) => format!("a symbolic link (to {}), not a regular file", t.display()),
+                        Ok(t) => {
+                            format!("a symbolic link (to {}), not a regular file", t.display())
+                        }
                         Err(_) => "a symbolic link, not a regular file".into(),
                     }
                 } else {
@@ -357,16 +359,13 @@ fn check_structure(
         {
             Some(r) => r,
             None => {
-                rep.invalid
-                    .push(format!("{result}: not a cell record"));
+                rep.invalid.push(format!("{result}: not a cell record"));
                 continue;
             }
         };
         if record.id != id {
-            rep.invalid.push(format!(
-                "{result}: names cell '{}', not {id}",
-                record.id
-            ));
+            rep.invalid
+                .push(format!("{result}: names cell '{}', not {id}", record.id));
         }
         for f in &record.files {
             let rel = format!("cells/{id}/{f}");
@@ -392,8 +391,9 @@ fn check_structure(
         }
     }
     for id in extra {
-        rep.invalid
-            .push(format!("cells/{id}: a cell folder that results.json does not list"));
+        rep.invalid.push(format!(
+            "cells/{id}: a cell folder that results.json does not list"
+        ));
     }
 }
 

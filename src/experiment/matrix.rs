@@ -14,6 +14,12 @@ use std::collections::BTreeMap;
 /// Cells above this count need `--allow-large`.
 pub const MAX_CELLS: usize = 256;
 
+/// No more cells than this are planned, even with `--allow-large`: each
+/// cell carries its own model, and planning is about 0.1 ms a cell, so the
+/// largest plan takes seconds; a larger matrix is refused before any cell
+/// is built.
+pub const MAX_PLANNED_CELLS: usize = 100_000;
+
 /// One cell: a combination of axis values and one probe.
 #[derive(Debug, Clone)]
 pub struct Cell {
@@ -303,9 +309,14 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
             }
         }
         combos = next;
-        if combos.len() > 1_000_000 {
+        if combos.len() > MAX_PLANNED_CELLS {
             return Err(InputError(format!(
-                "{shown}: matrix: more than 1000000 combinations; refusing to expand"
+                "{shown}: matrix: more than {MAX_PLANNED_CELLS} combinations (the axes multiply to {}); refusing to expand (split the experiment)",
+                axes.iter()
+                    .map(|(_, v)| v.len() as u128)
+                    .try_fold(1u128, |a, n| a.checked_mul(n))
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "more than 2^128".into())
             )));
         }
     }
@@ -357,6 +368,12 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
     }
     if combos.is_empty() {
         return Err(InputError(format!("{shown}: matrix: no cells to run")));
+    }
+    if combos.len() > MAX_PLANNED_CELLS {
+        return Err(InputError(format!(
+            "{shown}: matrix: {} cells (with include entries); at most {MAX_PLANNED_CELLS} are planned (split the experiment)",
+            combos.len()
+        )));
     }
     if combos.len() > MAX_CELLS && !allow_large {
         return Err(InputError(format!(
@@ -568,7 +585,8 @@ pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> 
     let mut prepared: Vec<Prepared> = Vec::new();
     let mut by_model: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for cell in cells.iter_mut() {
-        let key = serde_json::to_string(&cell.model).unwrap_or_else(|_| format!("{:?}", cell.model));
+        let key =
+            serde_json::to_string(&cell.model).unwrap_or_else(|_| format!("{:?}", cell.model));
         let idx = match by_model.get(&key) {
             Some(i) => *i,
             None => {

@@ -58,9 +58,10 @@ fn open_for_resume(b: &Path) -> Result<Resume, InputError> {
         )));
     }
     let plan = match std::fs::read(dir.join(PLAN_FILE)) {
-        Ok(bytes) => Some(serde_json::from_slice::<PlanRecord>(&bytes).map_err(|e| {
-            InputError(format!("--resume {}: {PLAN_FILE}: {e}", b.display()))
-        })?),
+        Ok(bytes) => Some(
+            serde_json::from_slice::<PlanRecord>(&bytes)
+                .map_err(|e| InputError(format!("--resume {}: {PLAN_FILE}: {e}", b.display())))?,
+        ),
         Err(_) => None,
     };
     Ok(Resume { dir, plan })
@@ -93,10 +94,7 @@ fn lock_bundle(dir: &Path) -> Result<std::fs::File, InputError> {
 fn canonical_header(text: &str) -> String {
     text.lines()
         .map(|l| {
-            for pre in [
-                "# Source: ",
-                "# Relative paths resolve against: ",
-            ] {
+            for pre in ["# Source: ", "# Relative paths resolve against: "] {
                 if let Some(p) = l.strip_prefix(pre) {
                     if let Ok(c) = std::fs::canonicalize(p) {
                         return format!("{pre}{}", c.display());
@@ -132,7 +130,9 @@ fn check_for_resume(
         }
         match rel.strip_prefix("cells/").and_then(|r| r.split_once('/')) {
             Some((id, _)) if planned.contains(id) => {
-                rerun.entry(id.to_string()).or_insert_with(|| format!("{what} {rel}"));
+                rerun
+                    .entry(id.to_string())
+                    .or_insert_with(|| format!("{what} {rel}"));
             }
             _ if regenerated(rel) => {}
             _ => refuse.push(format!("{what} {rel}")),
@@ -170,7 +170,10 @@ fn check_for_resume(
             };
             let has = |f: &str| regular.contains(format!("cells/{id}/{f}").as_str());
             if row.record.id != *id {
-                rerun.insert(id.to_string(), format!("result.json names cell '{}'", row.record.id));
+                rerun.insert(
+                    id.to_string(),
+                    format!("result.json names cell '{}'", row.record.id),
+                );
             } else if let Some(f) = row
                 .record
                 .files
@@ -890,7 +893,10 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
     };
     crate::errln!(
         "runner: {verdict}: {} passed, {} failed, {} errored, {} skipped",
-        t.pass, t.fail, t.error, t.skipped
+        t.pass,
+        t.fail,
+        t.error,
+        t.skipped
     );
     crate::outln!("{}", bundle.display());
     Ok(if verdict == "PASS" { 0 } else { 1 })

@@ -55,7 +55,25 @@ impl IoError {
 }
 
 /// Read a whole file, mapping the OS error to an [`IoError`] naming it.
+/// Only regular files are read (not /dev/zero, a fifo or a folder), and
+/// none larger than the memory budget.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>, IoError> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| IoError::file(path, format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(IoError::file(path, "not a regular file"));
+    }
+    let (limit, src) = crate::physics::budget::limit();
+    if meta.len() > limit {
+        return Err(IoError::file(
+            path,
+            format!(
+                "{} bytes, more than the memory limit of {} ({src})",
+                meta.len(),
+                crate::physics::budget::human(limit)
+            ),
+        ));
+    }
     std::fs::read(path).map_err(|e| IoError::file(path, format!("cannot read: {e}")))
 }
 

@@ -593,18 +593,24 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
             Ok((n, r, st))
         }
     };
-    let (hdivsteps, hdivrange, hdivstep) = capped("beam.hdivsteps", auto_steps(
-        mrad("beam.hdivrange_mrad", bm.hdivrange_mrad)?,
-        mrad("beam.hdivstep_mrad", bm.hdivstep_mrad)?,
-        count("beam.hdivsteps", bm.hdivsteps)?,
-        1.0,
-    ))?;
-    let (vdivsteps, vdivrange, vdivstep) = capped("beam.vdivsteps", auto_steps(
-        mrad("beam.vdivrange_mrad", bm.vdivrange_mrad)?,
-        mrad("beam.vdivstep_mrad", bm.vdivstep_mrad)?,
-        count("beam.vdivsteps", bm.vdivsteps)?,
-        1.0,
-    ))?;
+    let (hdivsteps, hdivrange, hdivstep) = capped(
+        "beam.hdivsteps",
+        auto_steps(
+            mrad("beam.hdivrange_mrad", bm.hdivrange_mrad)?,
+            mrad("beam.hdivstep_mrad", bm.hdivstep_mrad)?,
+            count("beam.hdivsteps", bm.hdivsteps)?,
+            1.0,
+        ),
+    )?;
+    let (vdivsteps, vdivrange, vdivstep) = capped(
+        "beam.vdivsteps",
+        auto_steps(
+            mrad("beam.vdivrange_mrad", bm.vdivrange_mrad)?,
+            mrad("beam.vdivstep_mrad", bm.vdivstep_mrad)?,
+            count("beam.vdivsteps", bm.vdivsteps)?,
+            1.0,
+        ),
+    )?;
     let dispersion = match bm.dispersion_pct {
         Some(d) => finite("beam.dispersion_pct", d)? / 100.0,
         None => 0.0,
