@@ -70,10 +70,13 @@ pub fn list_files(root: &Path) -> Result<Vec<String>, String> {
     Ok(list_entries(root)?.0)
 }
 
+/// Regular files, and other entries with what they are.
+pub type Entries = (Vec<String>, Vec<(String, String)>);
+
 /// Regular files, and the other entries (symbolic links, fifos, ...) with
 /// what they are, under `root`; relative '/'-separated paths, sorted.
 /// Links are not followed.
-pub fn list_entries(root: &Path) -> Result<(Vec<String>, Vec<(String, String)>), String> {
+pub fn list_entries(root: &Path) -> Result<Entries, String> {
     fn rel_of(root: &Path, p: &Path) -> String {
         let rel = p.strip_prefix(root).unwrap_or(p);
         rel.components()

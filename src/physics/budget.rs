@@ -41,7 +41,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("'{s}' is not a size (e.g. 8G, 512M, 1000000)"))?;
     let bytes = x * mult as f64;
-    if !(bytes.is_finite() && bytes >= 1.0 && bytes < 1.8e19) {
+    if !(1.0..1.8e19).contains(&bytes) {
         return Err(format!("'{s}' is not a size between 1 byte and 16 EiB"));
     }
     Ok(bytes as u64)
@@ -186,7 +186,7 @@ pub fn render_need(
     dirs: usize,
 ) -> Need {
     let t = scalar_bytes(f32, dirs);
-    let n = fpixels.checked_mul(spixels).unwrap_or(u64::MAX);
+    let n = fpixels.saturating_mul(spixels);
     let mut need = Need::default();
     need.add("image (f64)", n, 8)
         .add("image copy (f64)", n, 8)
@@ -196,7 +196,7 @@ pub fn render_need(
         .add("sources", sources, 48 + 4 * t)
         .add(
             "orientations",
-            phisteps.checked_mul(domains).unwrap_or(u64::MAX),
+            phisteps.saturating_mul(domains),
             2 * 9 * 3 * t,
         )
         .add("mosaic domains", domains, 64 + 9 * t)

@@ -280,7 +280,7 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
             format!("detector has no pixels ({fpix} x {spix})"),
         ));
     }
-    if !(fpix * spix <= (1u64 << 28) as f64) {
+    if fpix * spix > (1u64 << 28) as f64 {
         return Err(invalid(
             "detector",
             format!(
