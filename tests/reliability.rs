@@ -796,3 +796,54 @@ fn sigterm_removes_temporary_files_and_leaves_a_resumable_bundle() {
     assert!(hidden_temps(d).is_empty(), "{:?}", hidden_temps(d));
     assert!(!d.join("img.bin").exists());
 }
+
+#[test]
+fn merge_refuses_a_shard_with_a_symbolic_link_and_copies_no_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let file = write(d, "pic.toml", PICTURE);
+    let mut shards = vec![];
+    for k in ["1/2", "2/2"] {
+        let (code, o, e) = out_of(
+            bin()
+                .arg("run")
+                .arg(&file)
+                .arg("--out")
+                .arg(d.join("shards"))
+                .args(["--shard", k]),
+        );
+        assert_eq!(code, 0, "{o}{e}");
+        shards.push(PathBuf::from(o.trim()));
+    }
+    // A secret outside, reached from a shard by a symbolic link in place of
+    // a cell's log (same bytes as the log, so digests alone would pass).
+    let cell = fs::read_dir(shards[0].join("cells"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let secret = d.join("secret.txt");
+    fs::copy(cell.join("log.txt"), &secret).unwrap();
+    fs::remove_file(cell.join("log.txt")).unwrap();
+    std::os::unix::fs::symlink(&secret, cell.join("log.txt")).unwrap();
+    let out = d.join("merged");
+    let (code, _, e) = out_of(bin().arg("merge").arg(&out).args(&shards));
+    assert_eq!(code, 2, "{e}");
+    let copied: Vec<PathBuf> = walk(&out)
+        .into_iter()
+        .filter(|p| p.ends_with("log.txt") && fs::read(p).ok() == fs::read(&secret).ok())
+        .collect();
+    assert!(copied.is_empty(), "{copied:?}");
+    // Merging into a folder inside a bundle is refused too.
+    fs::remove_file(cell.join("log.txt")).unwrap();
+    fs::copy(&secret, cell.join("log.txt")).unwrap();
+    let (code, _, e) = out_of(
+        bin()
+            .arg("merge")
+            .arg(shards[1].join("cells/merged"))
+            .args(&shards),
+    );
+    assert_eq!(code, 2, "{e}");
+    assert!(e.contains("inside the bundle"), "{e}");
+}
