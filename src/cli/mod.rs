@@ -19,7 +19,7 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
-    /// Memory a render may need (e.g. 8G, 512M; default 3/4 of MemAvailable,
+    /// Memory a render may need (e.g. 8G, 512M; default 1/2 of MemAvailable,
     /// or BRAGGRUN_MEMORY_LIMIT): larger configurations are refused (exit 2).
     #[arg(long, global = true, value_name = "SIZE")]
     memory_limit: Option<String>,

@@ -103,7 +103,7 @@ rotation:  -phi deg  -osc deg  -phistep deg  -phisteps n
 output:    -floatfile f.bin  -intfile f.img  -pgmfile f.pgm  -noisefile f.img
            -scale s  -pgmscale s  -adc counts  -seed n  -nonoise  -nopgm
 braggrun:  -phi_carryover spec|c-parity  -device cpu|cuda|cuda:N  -dtype float32|float64
-           -memory_limit SIZE (e.g. 8G; default 3/4 of MemAvailable): larger renders are refused
+           -memory_limit SIZE (e.g. 8G; default 1/2 of MemAvailable): larger renders are refused
 ";
 
 /// Walks the argument list, handing out flag values with errors naming the flag.

@@ -6,7 +6,7 @@
 //! inputs) and `matrix::validate` runs it again per cell with the cell's
 //! scalar type and derivative directions.
 //!
-//! The limit defaults to 3/4 of `MemAvailable` (/proc/meminfo; 4 GiB when
+//! The limit defaults to 1/2 of `MemAvailable` (/proc/meminfo; 4 GiB when
 //! that cannot be read); `--memory-limit SIZE` or the environment variable
 //! `BRAGGRUN_MEMORY_LIMIT=SIZE` sets it (SIZE: bytes, or a number with
 //! K, M, G or T, powers of 1024).
@@ -71,7 +71,7 @@ pub fn limit() -> (u64, String) {
         }
     }
     match mem_available() {
-        Some(a) => (a / 4 * 3, "3/4 of MemAvailable".into()),
+        Some(a) => (a / 2, "1/2 of MemAvailable".into()),
         None => (FALLBACK_LIMIT, "default, /proc/meminfo unreadable".into()),
     }
 }
@@ -83,6 +83,16 @@ pub fn check_env() -> Result<(), String> {
             .map(|_| ())
             .map_err(|e| format!("{LIMIT_ENV}: {e}")),
         Err(_) => Ok(()),
+    }
+}
+
+/// A number for a message: plain when moderate, else in exponent form
+/// (1e300, not three hundred digits).
+pub fn num(x: f64) -> String {
+    if x == 0.0 || (x.is_finite() && (1e-4..1e9).contains(&x.abs())) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
     }
 }
 

@@ -277,17 +277,23 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
     if !(fpix >= 1.0 && spix >= 1.0) {
         return Err(invalid(
             "detector",
-            format!("detector has no pixels ({fpix} x {spix})"),
+            format!(
+                "detector has no pixels ({} x {})",
+                super::budget::num(fpix),
+                super::budget::num(spix)
+            ),
         ));
     }
     if fpix * spix > (1u64 << 28) as f64 {
         return Err(invalid(
             "detector",
             format!(
-                "{fpix:.0} x {spix:.0} pixels (detsize {} x {} mm, pixel {} mm) is too large (at most 2^28 pixels)",
-                detsize_f * 1000.0,
-                detsize_s * 1000.0,
-                pixel_size * 1000.0
+                "{} x {} pixels (detsize {} x {} mm, pixel {} mm) is too large (at most 2^28 pixels)",
+                super::budget::num(fpix),
+                super::budget::num(spix),
+                super::budget::num(detsize_f * 1000.0),
+                super::budget::num(detsize_s * 1000.0),
+                super::budget::num(pixel_size * 1000.0)
             ),
         ));
     }
@@ -1175,7 +1181,7 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
             "beam.water_um",
             format!(
                 "{} um of water gives a background of {bg} photons per pixel: not a finite image",
-                bm.water_um
+                super::budget::num(bm.water_um)
             ),
         ));
     }
