@@ -297,6 +297,20 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
         }
     }
 
+    // The product's size first (checked), so a huge matrix is refused
+    // before any combination is built.
+    let product = axes
+        .iter()
+        .map(|(_, v)| v.len() as u128)
+        .try_fold(1u128, |a, n| a.checked_mul(n));
+    if product.is_none_or(|n| n > MAX_PLANNED_CELLS as u128) {
+        return Err(InputError(format!(
+            "{shown}: matrix: the axes multiply to {} combinations, more than {MAX_PLANNED_CELLS}; refusing to expand (split the experiment)",
+            product
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "more than 2^128".into())
+        )));
+    }
     // Cartesian product, deterministic (first axis outermost).
     let mut combos: Vec<Combo> = vec![vec![]];
     for (k, vals) in &axes {
