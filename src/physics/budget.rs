@@ -178,9 +178,10 @@ pub fn scalar_bytes(f32: bool, dirs: usize) -> u64 {
     }
 }
 
-/// What one render of `setup` allocates: the whole-detector image and
-/// scalar buffer, `dirs` derivative planes, the ROI's pixel list and
-/// values, sources, orientation tables (phi steps x mosaic domains, first
+/// What one render of `setup` allocates: the whole-detector f64 image (and
+/// one copy of it for the caller), `dirs` whole-detector derivative planes,
+/// the ROI's pixel list and scalar values (the CPU engine renders the ROI
+/// only), sources, orientation tables (phi steps x mosaic domains, first
 /// sweep and the rest), the HKL grid (`hkl_points`) and the mask.
 #[allow(clippy::too_many_arguments)]
 pub fn render_need(
@@ -200,9 +201,8 @@ pub fn render_need(
     let mut need = Need::default();
     need.add("image (f64)", n, 8)
         .add("image copy (f64)", n, 8)
-        .add("render buffer", n, t)
         .add("derivative planes", n, 8u64.saturating_mul(dirs as u64))
-        .add("ROI pixels", roi_pixels, 16 + t + 8)
+        .add("ROI pixels and values", roi_pixels, 16 + 2 * (t + 8))
         .add("sources", sources, 48 + 4 * t)
         .add(
             "orientations",
@@ -231,6 +231,6 @@ mod tests {
         n.add("x", u64::MAX, 2);
         assert_eq!(n.total(), None);
         let n = render_need(16384, 16383, 4, 1, 1, 1, 0, false, false, 0);
-        assert!(n.total().unwrap() > 4 << 30);
+        assert!(n.total().unwrap() > 3 << 30);
     }
 }
