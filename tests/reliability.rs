@@ -847,3 +847,59 @@ fn merge_refuses_a_shard_with_a_symbolic_link_and_copies_no_target() {
     assert_eq!(code, 2, "{e}");
     assert!(e.contains("inside the bundle"), "{e}");
 }
+
+#[test]
+fn resume_of_an_interrupted_run_checks_finished_cells_against_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let reference = fresh_bundle(d, TINY, "tiny");
+    let file = d.join("tiny.toml");
+    let out = d.join("killed");
+    let (code, _, e) = out_of(
+        bin()
+            .arg("run")
+            .arg(&file)
+            .arg("--out")
+            .arg(&out)
+            .args(["--jobs", "1"])
+            .env("RUNNER_TEST_ABORT_AFTER", "2"),
+    );
+    assert_ne!(code, 0, "{e}");
+    let b = only_bundle(&out, "tiny");
+    assert!(!b.join("sha256.txt").exists());
+    assert!(b.join("progress.sha256").is_file());
+    // A fake loss in a finished cell of the interrupted bundle.
+    let finished: Vec<PathBuf> = fs::read_dir(b.join("cells"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("result.json").is_file())
+        .collect();
+    assert_eq!(finished.len(), 2);
+    let id = finished[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let mut rec: Value =
+        serde_json::from_str(&fs::read_to_string(finished[0].join("result.json")).unwrap())
+            .unwrap();
+    rec["loss"] = serde_json::json!(42.0);
+    fs::write(
+        finished[0].join("result.json"),
+        serde_json::to_vec_pretty(&rec).unwrap(),
+    )
+    .unwrap();
+    let (code, o, e) = resume(&file, &b, &[]);
+    assert_eq!(code, 0, "{o}{e}");
+    assert!(e.contains(&format!("cell {id}: MODIFIED")), "{e}");
+    assert!(e.contains("2 cell(s) of tiny to run"), "{e}");
+    assert_eq!(
+        fs::read(finished[0].join("result.json")).unwrap(),
+        fs::read(reference.join("cells").join(&id).join("result.json")).unwrap()
+    );
+    assert!(
+        !b.join("progress.sha256").exists(),
+        "the manifest supersedes it"
+    );
+    assert_eq!(verify(&b).0, 0);
+}

@@ -53,7 +53,14 @@ fn on_signal(sig: i32) {
         libc::SIGHUP => "SIGHUP",
         _ => "signal",
     };
-    let removed = remove_temps();
+    // The registry stays locked until the process exits: no temporary
+    // file can be created (creation happens under this lock) after the
+    // registered ones are removed.
+    let mut guard = TEMPS.lock().unwrap_or_else(|e| e.into_inner());
+    let removed = std::mem::take(&mut *guard)
+        .iter()
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .count();
     let note = NOTE.lock().ok().and_then(|n| n.clone());
     crate::errln!(
         "runner: {name}: stopped; {removed} temporary file(s) removed{}",
@@ -84,12 +91,17 @@ pub fn set_note(note: Option<String>) {
 /// A registered temporary file; dropping it unregisters (not removes) it.
 pub struct TempGuard(PathBuf);
 
-/// Register a temporary file for removal on a signal.
-pub fn temp(path: &Path) -> TempGuard {
-    if let Ok(mut g) = TEMPS.lock() {
-        g.push(path.to_path_buf());
-    }
-    TempGuard(path.to_path_buf())
+/// Create (or truncate) a temporary file and register it for removal on a
+/// signal, both under the registry's lock (see `on_signal`).
+pub fn create_temp(path: &Path) -> std::io::Result<(TempGuard, std::fs::File)> {
+    let mut g = TEMPS.lock().unwrap_or_else(|e| e.into_inner());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    g.push(path.to_path_buf());
+    Ok((TempGuard(path.to_path_buf()), f))
 }
 
 impl TempGuard {

@@ -39,9 +39,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
-    let guard = crate::cli::signals::temp(&tmp);
     let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        let (guard, mut f) = crate::cli::signals::create_temp(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);

@@ -107,11 +107,97 @@ fn canonical_header(text: &str) -> String {
         .join("\n")
 }
 
+/// The journal of finished cells: while a bundle has no `sha256.txt`, each
+/// cell that finishes appends a block `# cell <id>` with the digest of each
+/// of its files, so `--resume` can tell a finished cell from a changed one.
+/// Removed when the manifest is written.
+pub const JOURNAL: &str = "progress.sha256";
+
+fn journal_block(b: &Path, id: &str) -> Result<String, String> {
+    let dir = evidence::cell_dir(b, id);
+    let mut text = format!("# cell {id}\n");
+    for f in evidence::list_files(&dir)? {
+        let name = f.rsplit('/').next().unwrap_or("");
+        if name.starts_with('.') && name.contains(".tmp-") {
+            continue;
+        }
+        let d = evidence::sha256_file(&dir.join(&f))?;
+        text.push_str(&format!("{d}  cells/{id}/{f}\n"));
+    }
+    Ok(text)
+}
+
+fn journal_append(b: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let p = b.join(JOURNAL);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_data())
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+fn journal_cell(b: &Path, id: &str) -> Result<(), String> {
+    journal_append(b, &journal_block(b, id)?)
+}
+
+/// Cell id -> (relative path -> digest), the last block of each cell.
+fn read_journal(
+    b: &Path,
+) -> Option<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>> {
+    let text = std::fs::read_to_string(b.join(JOURNAL)).ok()?;
+    let mut map: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+        Default::default();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        if let Some(id) = line.strip_prefix("# cell ") {
+            map.insert(id.to_string(), Default::default());
+            cur = Some(id.to_string());
+        } else if let (Some(id), Some((d, rel))) = (&cur, line.split_once("  ")) {
+            if let Some(m) = map.get_mut(id) {
+                m.insert(rel.to_string(), d.to_string());
+            }
+        }
+    }
+    Some(map)
+}
+
+/// On resume of a verified bundle: the journal of its finished cells (from
+/// the files just verified), before the manifest goes.
+fn seed_journal(
+    b: &Path,
+    rerun: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    if !b.join(evidence::MANIFEST).is_file() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    if let Ok(rd) = std::fs::read_dir(b.join("cells")) {
+        let mut ids: Vec<String> = rd
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|id| !rerun.contains_key(id))
+            .collect();
+        ids.sort();
+        for id in ids {
+            if evidence::cell_dir(b, &id).join("result.json").is_file() {
+                text.push_str(&journal_block(b, &id)?);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(b.join(JOURNAL));
+    journal_append(b, &text)
+}
+
 /// Files a run rewrites at its end (never trusted, never kept).
 fn regenerated(rel: &str) -> bool {
     matches!(
         rel,
-        "results.csv" | "results.json" | "summary.md" | "junit.xml" | evidence::MANIFEST
+        "results.csv" | "results.json" | "summary.md" | "junit.xml" | evidence::MANIFEST | JOURNAL
     ) || (!rel.contains('/') && rel.ends_with(".png"))
 }
 
@@ -159,9 +245,47 @@ fn check_for_resume(
         for f in &rep.malformed {
             refuse.push(format!("{}: {f}", evidence::MANIFEST));
         }
+    } else if let Some(journal) = read_journal(b) {
+        // An interrupted run: each finished cell must match the digests
+        // recorded when it finished (no file added, removed or changed).
+        for id in planned {
+            let dir = evidence::cell_dir(b, id);
+            if !dir.join("result.json").exists() {
+                continue;
+            }
+            let Some(want) = journal.get(*id) else {
+                rerun.insert(
+                    id.to_string(),
+                    format!("not recorded as finished in {JOURNAL}"),
+                );
+                continue;
+            };
+            let prefix = format!("cells/{id}/");
+            let have: Vec<&String> = files.iter().filter(|f| f.starts_with(&prefix)).collect();
+            let mut why = None;
+            for f in &have {
+                match want.get(f.as_str()) {
+                    None => why = Some(format!("UNLISTED {f}")),
+                    Some(d) => {
+                        if evidence::sha256_file(&b.join(f)).ok().as_deref() != Some(d.as_str()) {
+                            why = Some(format!("MODIFIED {f}"));
+                        }
+                    }
+                }
+            }
+            for f in want.keys() {
+                if !have.iter().any(|h| *h == f) {
+                    why = Some(format!("MISSING {f}"));
+                }
+            }
+            if let Some(w) = why {
+                rerun.insert(id.to_string(), w);
+            }
+        }
     } else {
-        // An interrupted run: no digests yet. Each finished cell must be
-        // whole: its record names it and every file it lists is there.
+        // An interrupted run without a journal (an older bundle): each
+        // finished cell must be whole: its record names it and every file
+        // it lists is there.
         let regular: std::collections::BTreeSet<&str> = files.iter().map(|s| s.as_str()).collect();
         for id in planned {
             let dir = evidence::cell_dir(b, id);
@@ -599,6 +723,7 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         for (id, why) in &rerun {
             crate::errln!("runner: resume: cell {id}: {why}; running it again");
         }
+        seed_journal(b, &rerun).map_err(RunFail::Io)?;
         let _ = std::fs::remove_file(b.join(evidence::MANIFEST));
         remove_stray_temps(b);
         let todo = cells
@@ -754,6 +879,11 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         for (i, r) in rx {
             done += 1;
             let cell = &cells[i];
+            if r.is_ok() {
+                if let Err(e) = journal_cell(&bundle, &cell.id) {
+                    io_errors.push(format!("{}: {e}", cell.id));
+                }
+            }
             let line = match &r {
                 Ok(row) => format!(
                     "[{done}/{total}] {} {} ({:.2} s){}",
@@ -883,6 +1013,8 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         &notes,
     )
     .map_err(RunFail::Io)?;
+    // The manifest supersedes the journal of finished cells.
+    let _ = std::fs::remove_file(bundle.join(JOURNAL));
     evidence::write_manifest(&bundle).map_err(RunFail::Io)?;
 
     let t = report::Tally::of(&rows);

@@ -100,12 +100,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     };
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
-    let guard = crate::cli::signals::temp(&tmp);
     let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let (guard, mut f) = crate::cli::signals::create_temp(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
