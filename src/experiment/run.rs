@@ -274,7 +274,7 @@ fn check_for_resume(
                 }
             }
             for f in want.keys() {
-                if !have.iter().any(|h| *h == f) {
+                if !have.contains(&f) {
                     why = Some(format!("MISSING {f}"));
                 }
             }
