@@ -1,5 +1,6 @@
-//! Records the compiler and the git commit at build time, for env.json: the
-//! machine that runs a binary (the GPU machine) may have neither.
+//! Records the compiler and the git commit at build time, for env.json,
+//! commands.txt and summary.md: provenance comes from the binary only (the
+//! machine that runs it may have no git, or sit in another repository).
 use std::process::Command;
 
 fn out(cmd: &str, args: &[&str]) -> Option<String> {
@@ -19,10 +20,24 @@ fn main() {
         .unwrap_or("unknown");
     println!("cargo:rustc-env=BRAGGRUN_BUILD_GIT_COMMIT={commit}");
     println!("cargo:rustc-env=BRAGGRUN_BUILD_GIT_DIRTY={dirty}");
-    for p in [".git/HEAD", ".git/index", ".git/refs/heads"] {
-        if std::path::Path::new(p).exists() {
-            println!("cargo:rerun-if-changed={p}");
+    // Re-run on a new commit (HEAD, refs, index; in a worktree too) and on
+    // any change of the sources, so the dirty flag follows edits.
+    for d in [
+        out("git", &["rev-parse", "--git-dir"]),
+        out("git", &["rev-parse", "--git-common-dir"]),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        for f in ["HEAD", "index", "refs/heads", "packed-refs"] {
+            let p = std::path::Path::new(&d).join(f);
+            if p.exists() {
+                println!("cargo:rerun-if-changed={}", p.display());
+            }
         }
+    }
+    for p in ["src", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={p}");
     }
     println!("cargo:rerun-if-changed=build.rs");
 }

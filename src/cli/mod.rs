@@ -2,6 +2,8 @@
 //! (experiments and evidence bundles) and `nanobragg` flags parsing.
 
 pub mod nanobragg;
+pub mod signals;
+pub mod stream;
 
 use crate::evidence;
 use crate::experiment::{self, run::RunArgs};
@@ -17,6 +19,10 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Memory a render may need (e.g. 8G, 512M; default 1/2 of MemAvailable,
+    /// or BRAGGRUN_MEMORY_LIMIT): larger configurations are refused (exit 2).
+    #[arg(long, global = true, value_name = "SIZE")]
+    memory_limit: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -141,7 +147,7 @@ fn print_plan(cells: &[experiment::matrix::Cell], format: PlanFormat) {
     match format {
         PlanFormat::Json => {
             let rows: Vec<_> = cells.iter().map(|c| c.plan_row()).collect();
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string_pretty(&rows).unwrap_or_default()
             );
@@ -189,9 +195,9 @@ fn print_plan(cells: &[experiment::matrix::Cell], format: PlanFormat) {
                 for (i, s) in l.iter().enumerate() {
                     out.push_str(&format!("{:<width$}  ", s, width = w[i]));
                 }
-                println!("{}", out.trim_end());
+                crate::outln!("{}", out.trim_end());
             }
-            println!("{} cell(s)", cells.len());
+            crate::outln!("{} cell(s)", cells.len());
         }
     }
 }
@@ -216,17 +222,17 @@ fn print_env(env: &serde_json::Value) {
         "git_commit",
     ] {
         if let Some(v) = get(key) {
-            println!("{key:<18} {v}");
+            crate::outln!("{key:<18} {v}");
         }
     }
     match crate::engine::cuda::describe_devices() {
         Ok(lines) if !lines.is_empty() => {
             for l in lines {
-                println!("{:<18} {l}", "gpu");
+                crate::outln!("{:<18} {l}", "gpu");
             }
         }
-        Ok(_) => println!("{:<18} none: no CUDA device visible", "gpu"),
-        Err(why) => println!("{:<18} none: {why}", "gpu"),
+        Ok(_) => crate::outln!("{:<18} none: no CUDA device visible", "gpu"),
+        Err(why) => crate::outln!("{:<18} none: {why}", "gpu"),
     }
 }
 
@@ -239,23 +245,47 @@ fn init_logging() {
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| stream::SafeStderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
 
 pub fn main() -> i32 {
+    signals::install();
     init_logging();
+    let code = dispatch();
+    stream::exit_code(code)
+}
+
+fn dispatch() -> i32 {
     let argv: Vec<String> = std::env::args().collect();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
+            let text = e.render().to_string();
+            if e.use_stderr() {
+                crate::errln!("{}", text.trim_end());
+            } else {
+                crate::outln!("{}", text.trim_end());
+            }
             return code;
         }
     };
+    if let Err(e) = crate::physics::budget::check_env() {
+        crate::errln!("error: {e}");
+        return 2;
+    }
+    if let Some(m) = &cli.memory_limit {
+        match crate::physics::budget::parse_size(m) {
+            Ok(b) => crate::physics::budget::set_limit(b),
+            Err(e) => {
+                crate::errln!("error: --memory-limit: {e}");
+                return 2;
+            }
+        }
+    }
     match cli.cmd {
         Cmd::Validate {
             file,
@@ -263,7 +293,7 @@ pub fn main() -> i32 {
             allow_large,
         } => match experiment::run::load_and_plan(&file, &sets, &[], allow_large) {
             Ok((exp, cells)) => {
-                println!(
+                crate::outln!(
                     "{}: OK: experiment '{}', {} cell(s)",
                     file.display(),
                     exp.id(),
@@ -272,7 +302,7 @@ pub fn main() -> i32 {
                 0
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                crate::errln!("error: {e}");
                 2
             }
         },
@@ -289,17 +319,17 @@ pub fn main() -> i32 {
             Ok((_, cells)) => {
                 match format {
                     PlanFormat::Github => {
-                        println!("{}", experiment::shard::github_matrix(shards, cells.len()))
+                        crate::outln!("{}", experiment::shard::github_matrix(shards, cells.len()))
                     }
                     PlanFormat::Slurm => {
-                        println!("{}", experiment::shard::slurm_range(shards, cells.len()))
+                        crate::outln!("{}", experiment::shard::slurm_range(shards, cells.len()))
                     }
                     _ => print_plan(&cells, format),
                 }
                 0
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                crate::errln!("error: {e}");
                 2
             }
         },
@@ -359,50 +389,54 @@ pub fn main() -> i32 {
         Cmd::Verify { bundle } => match evidence::verify(&bundle) {
             Ok(rep) => {
                 for f in &rep.missing {
-                    println!("MISSING   {f}");
+                    crate::outln!("MISSING   {f}");
                 }
                 for f in &rep.modified {
-                    println!("MODIFIED  {f}");
+                    crate::outln!("MODIFIED  {f}");
                 }
                 for f in &rep.unlisted {
-                    println!("UNLISTED  {f}");
+                    crate::outln!("UNLISTED  {f}");
                 }
                 for f in &rep.malformed {
-                    println!("MALFORMED {f}");
+                    crate::outln!("MALFORMED {f}");
+                }
+                for f in &rep.invalid {
+                    crate::outln!("INVALID   {f}");
                 }
                 if rep.incomplete {
-                    println!("INCOMPLETE {}: no {} (the run did not finish; `runner run FILE --resume {}` completes it)", bundle.display(), evidence::MANIFEST, bundle.display());
+                    crate::outln!("INCOMPLETE {}: no {} (the run did not finish; `runner run FILE --resume {}` completes it)", bundle.display(), evidence::MANIFEST, bundle.display());
                 }
                 if rep.ok() {
-                    println!("OK {}: {} file(s) verified", bundle.display(), rep.checked);
+                    crate::outln!("OK {}: {} file(s) verified", bundle.display(), rep.checked);
                     0
                 } else {
-                    println!(
-                        "FAILED {}: {} missing, {} modified, {} unlisted, {} malformed{}",
+                    crate::outln!(
+                        "FAILED {}: {} missing, {} modified, {} unlisted, {} malformed, {} structure problem(s){}",
                         bundle.display(),
                         rep.missing.len(),
                         rep.modified.len(),
                         rep.unlisted.len(),
                         rep.malformed.len(),
+                        rep.invalid.len(),
                         if rep.incomplete { ", incomplete" } else { "" }
                     );
                     1
                 }
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                crate::errln!("error: {e}");
                 2
             }
         },
         Cmd::Schema => {
-            print!("{}", experiment::schema_json());
+            crate::out!("{}", experiment::schema_json());
             0
         }
         Cmd::Env { json } => {
             let threads = rayon::current_num_threads();
             let env = evidence::env::collect(1, threads);
             if json {
-                println!("{}", serde_json::to_string_pretty(&env).unwrap_or_default());
+                crate::outln!("{}", serde_json::to_string_pretty(&env).unwrap_or_default());
             } else {
                 print_env(&env);
             }

@@ -103,6 +103,7 @@ rotation:  -phi deg  -osc deg  -phistep deg  -phisteps n
 output:    -floatfile f.bin  -intfile f.img  -pgmfile f.pgm  -noisefile f.img
            -scale s  -pgmscale s  -adc counts  -seed n  -nonoise  -nopgm
 braggrun:  -phi_carryover spec|c-parity  -device cpu|cuda|cuda:N  -dtype float32|float64
+           -memory_limit SIZE (e.g. 8G; default 1/2 of MemAvailable): larger renders are refused
 ";
 
 /// Walks the argument list, handing out flag values with errors naming the flag.
@@ -778,56 +779,104 @@ fn smv_header(sim: &Simulation, fpixels: usize, spixels: usize) -> Vec<(String, 
 /// `runner nanobragg [flags]`. Exit codes: 0 success, 2 bad arguments or
 /// inputs (nothing written), 1 render or write failure.
 pub fn run(args: &[String]) -> i32 {
+    // `-memory_limit SIZE` / `--memory-limit SIZE`: the memory budget (not a
+    // nanoBragg.c flag; taken out before the flags are parsed).
+    let mut rest: Vec<String> = Vec::with_capacity(args.len());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "-memory_limit" || a == "--memory-limit" {
+            let Some(v) = it.next() else {
+                crate::errln!("runner nanobragg: error: {a}: expected a size (e.g. 8G)");
+                return 2;
+            };
+            match crate::physics::budget::parse_size(v) {
+                Ok(b) => crate::physics::budget::set_limit(b),
+                Err(e) => {
+                    crate::errln!("runner nanobragg: error: {a}: {e}");
+                    return 2;
+                }
+            }
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let args = &rest[..];
     let a = match parse_args(args) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("runner nanobragg: error: {e}");
+            crate::errln!("runner nanobragg: error: {e}");
             return 2;
         }
     };
     if a.help {
-        print!("{USAGE}");
+        crate::out!("{USAGE}");
         return 0;
     }
     let sim = match Simulation::prepare(&a.config, Path::new(".")) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("runner nanobragg: error: {e}");
+            crate::errln!("runner nanobragg: error: {e}");
             return 2;
         }
     };
+    // The budget of this command: a render plus the f32 copy and the outputs.
+    {
+        let (n, s) = (sim.fpixels() as u64, &sim.setup);
+        let r = sim.roi();
+        let mut need = crate::physics::budget::render_need(
+            n,
+            sim.spixels() as u64,
+            (r[1] - r[0] + 1) as u64 * (r[3] - r[2] + 1) as u64,
+            s.sources.len() as u64,
+            s.phisteps as u64,
+            s.mosaic_deviates.len() as u64,
+            sim.hkl.as_ref().map(|h| h.data.len() as u64).unwrap_or(0),
+            sim.mask.is_some(),
+            a.dtype == crate::engine::Dtype::F32,
+            0,
+        );
+        need.add(
+            "f32 image and outputs",
+            n.saturating_mul(sim.spixels() as u64),
+            4 + 2 + 2 + 1,
+        );
+        if let Err(e) = need.check("detector") {
+            crate::errln!("runner nanobragg: error: {e}");
+            return 2;
+        }
+    }
     // The mask again, for the statistics (masked pixels are not counted).
     let mask = match &a.config.detector.mask_file {
         Some(p) => match io::smv::read_smv(p) {
             Ok(m) => Some(m.data),
             Err(e) => {
-                eprintln!("runner nanobragg: error: -mask: {e}");
+                crate::errln!("runner nanobragg: error: -mask: {e}");
                 return 2;
             }
         },
         None => None,
     };
     for note in sim.notes() {
-        println!("{note}");
+        crate::outln!("{note}");
     }
     for f in &a.ignored {
-        println!("note: {f} is accepted for compatibility and ignored");
+        crate::outln!("note: {f} is accepted for compatibility and ignored");
     }
     let rendered = match engine::render(&sim, a.device, &RenderOptions::new(a.dtype)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("runner nanobragg: error: render on {}: {e}", a.device);
+            crate::errln!("runner nanobragg: error: render on {}: {e}", a.device);
             return 1;
         }
     };
-    println!("rendered on {}", rendered.device);
+    crate::outln!("rendered on {}", rendered.device);
     let (fp, sp, roi) = (rendered.fpixels, rendered.spixels, rendered.roi);
     // C keeps its image in float; the statistics and every output use that.
     let image: Vec<f32> = rendered.image.iter().map(|&x| x as f32).collect();
     let mask = mask.filter(|m| m.len() == image.len());
     let st = roi_stats(&image, fp, roi, mask.as_deref());
     let pixel_m = sim.header().pixel_mm / 1000.0;
-    println!(
+    crate::outln!(
         "max_I = {}  at {} {}  (pixel fast {} slow {})",
         c_fmt_g(st.max_i),
         c_fmt_g((st.max_pixel.0 as f64 + 0.5) * pixel_m),
@@ -835,7 +884,7 @@ pub fn run(args: &[String]) -> i32 {
         st.max_pixel.0,
         st.max_pixel.1
     );
-    println!(
+    crate::outln!(
         "mean= {} rms= {} rmsd= {}",
         c_fmt_g(st.mean),
         c_fmt_g(st.rms),
@@ -843,11 +892,11 @@ pub fn run(args: &[String]) -> i32 {
     );
 
     let fail = |e: io::IoError| {
-        eprintln!("runner nanobragg: error: {e}");
+        crate::errln!("runner nanobragg: error: {e}");
         1
     };
     if let Some(p) = &a.floatfile {
-        println!("writing {} as {} 4-byte floats", p.display(), image.len());
+        crate::outln!("writing {} as {} 4-byte floats", p.display(), image.len());
         if let Err(e) = io::float_image::write_float_image(p, &image) {
             return fail(e);
         }
@@ -865,9 +914,9 @@ pub fn run(args: &[String]) -> i32 {
         vec![]
     };
     if let Some(p) = &a.intfile {
-        println!("intfile_scale = {}", c_fmt_g(int_scale));
+        crate::outln!("intfile_scale = {}", c_fmt_g(int_scale));
         let data = int_image(&image, fp, roi, int_scale, a.adc);
-        println!("writing {} as 2-byte integers", p.display());
+        crate::outln!("writing {} as 2-byte integers", p.display());
         if let Err(e) = io::smv::write_smv(p, &header, fp, sp, &data, cfg!(target_endian = "big")) {
             return fail(e);
         }
@@ -880,8 +929,8 @@ pub fn run(args: &[String]) -> i32 {
         } else {
             int_scale
         };
-        println!("pgm_scale = {}", c_fmt_g(scale));
-        println!("writing {} as 1-byte integers", p.display());
+        crate::outln!("pgm_scale = {}", c_fmt_g(scale));
+        crate::outln!("writing {} as 1-byte integers", p.display());
         if let Err(e) = io::pgm::write_pgm(p, fp, sp, scale, &pgm_image(&image, fp, roi, scale)) {
             return fail(e);
         }
@@ -898,8 +947,8 @@ pub fn run(args: &[String]) -> i32 {
             }
         };
         let (data, photons, overloads) = noise_image(&image, fp, roi, a.adc, seed);
-        println!("{photons:.0} photons on noise image ({overloads} overloads)");
-        println!("writing {} as 2-byte integers", p.display());
+        crate::outln!("{photons:.0} photons on noise image ({overloads} overloads)");
+        crate::outln!("writing {} as 2-byte integers", p.display());
         if let Err(e) = io::smv::write_smv(p, &header, fp, sp, &data, cfg!(target_endian = "big")) {
             return fail(e);
         }

@@ -49,21 +49,19 @@ impl<const N: usize> Extract for DualSVec32<N> {
 pub fn render(sim: &Simulation, opts: &RenderOptions) -> Result<Rendered, EngineError> {
     let roi = check_roi(sim, opts.roi)?;
     let base = super::base_with_shifts(sim, opts)?;
-    let n = sim.fpixels() * sim.spixels();
-    let mut image = vec![0.0; n];
+    let mut image = vec![];
     let mut derivatives: Vec<(Param, Vec<f64>)> = vec![];
     if opts.derivatives.is_empty() {
+        // Values for the ROI only, then one whole-detector f64 image.
         image = match opts.dtype {
-            Dtype::F64 => to_f64(&render_generic::<f64>(
-                sim,
-                roi,
-                &ParamValues::from_f64(&base),
-            )),
-            Dtype::F32 => to_f64(&render_generic::<f32>(
-                sim,
-                roi,
-                &ParamValues::from_f64(&base),
-            )),
+            Dtype::F64 => {
+                let (px, v) = render_roi::<f64>(sim, roi, &ParamValues::from_f64(&base));
+                scatter(sim, &px, |i| v[i].re64())
+            }
+            Dtype::F32 => {
+                let (px, v) = render_roi::<f32>(sim, roi, &ParamValues::from_f64(&base));
+                scatter(sim, &px, |i| v[i].re64())
+            }
         };
     } else {
         for chunk in opts.derivatives.chunks(MAX_DIRECTIONS) {
@@ -103,8 +101,14 @@ pub fn check_roi(sim: &Simulation, roi: Option<[u32; 4]>) -> Result<[u32; 4], En
     Ok(r)
 }
 
-fn to_f64<T: Extract>(v: &[T]) -> Vec<f64> {
-    v.iter().map(|x| x.re64()).collect()
+/// A whole-detector f64 image with `value(i)` at the i-th ROI pixel.
+fn scatter(sim: &Simulation, pixels: &[(usize, usize)], value: impl Fn(usize) -> f64) -> Vec<f64> {
+    let fp = sim.fpixels();
+    let mut out = vec![0.0; fp * sim.spixels()];
+    for (i, (f, s)) in pixels.iter().enumerate() {
+        out[s * fp + f] = value(i);
+    }
+    out
 }
 
 macro_rules! chunk_dispatch {
@@ -148,18 +152,34 @@ fn render_dual<T: Extract>(
     dirs: &[Param],
 ) -> (Vec<f64>, Vec<Vec<f64>>) {
     let pv = seeded_values::<T>(base, dirs);
-    let out = render_generic::<T>(sim, roi, &pv);
-    let img = to_f64(&out);
+    // Dual values for the ROI only (no whole-detector buffer of duals).
+    let (px, out) = render_roi::<T>(sim, roi, &pv);
+    let img = scatter(sim, &px, |j| out[j].re64());
     let ders = (0..dirs.len())
-        .map(|i| out.iter().map(|x| x.eps64(i)).collect())
+        .map(|i| scatter(sim, &px, |j| out[j].eps64(i)))
         .collect();
     (img, ders)
 }
 
 /// Render the ROI in scalar T; pixels outside it (or masked) are 0.
 pub fn render_generic<T: Real>(sim: &Simulation, roi: [u32; 4], pv: &ParamValues<T>) -> Vec<T> {
-    let model = Model::build(&sim.setup, sim.hkl.as_ref(), pv);
+    let (pixels, values) = render_roi(sim, roi, pv);
     let fp = sim.fpixels();
+    let mut out = vec![T::cst(0.0); fp * sim.spixels()];
+    for ((f, s), v) in pixels.iter().zip(values) {
+        out[s * fp + f] = v;
+    }
+    out
+}
+
+/// Render the ROI in scalar T: the ROI's (fast, slow) pixels and their
+/// values, in that order (memory for the ROI, not the whole detector).
+pub fn render_roi<T: Real>(
+    sim: &Simulation,
+    roi: [u32; 4],
+    pv: &ParamValues<T>,
+) -> (Vec<(usize, usize)>, Vec<T>) {
+    let model = Model::build(&sim.setup, sim.hkl.as_ref(), pv);
     let pixels = super::roi_pixels(sim, roi);
     // the pixel holding the image's first executed phi sweep (c-parity carryover)
     let first = pixels
@@ -190,9 +210,6 @@ pub fn render_generic<T: Real>(sim: &Simulation, roi: [u32; 4], pv: &ParamValues
         values.truncate(p);
         values.extend(redo);
     }
-    let mut out = vec![T::cst(0.0); fp * sim.spixels()];
-    for ((f, s), (v, _)) in pixels.iter().zip(values) {
-        out[s * fp + f] = v;
-    }
-    out
+    let values = values.into_iter().map(|(v, _)| v).collect();
+    (pixels, values)
 }

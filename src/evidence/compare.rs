@@ -356,7 +356,7 @@ pub fn render(c: &Comparison, format: Format) -> String {
 pub fn compare(a: &Path, b: &Path, rtol: f64, atol: f64, format: Format) -> i32 {
     match compare_bundles(a, b, rtol, atol) {
         Ok(c) => {
-            print!("{}", render(&c, format));
+            crate::out!("{}", render(&c, format));
             if c.regressions > 0 {
                 1
             } else {
@@ -364,7 +364,7 @@ pub fn compare(a: &Path, b: &Path, rtol: f64, atol: f64, format: Format) -> i32 
             }
         }
         Err(e) => {
-            eprintln!("error: runner compare: {e}");
+            crate::errln!("error: runner compare: {e}");
             2
         }
     }

@@ -32,27 +32,16 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Git commit and dirty flag of the source tree the binary was built from
-/// (falls back to the working directory); "unknown" without git.
+/// Git commit and dirty flag of the source tree the binary was built from,
+/// recorded by build.rs: no git at run time (a run inside another repository,
+/// or on a machine without the sources, names the binary's commit).
 pub fn git_info() -> (String, Option<bool>) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dirs: Vec<&Path> = if src.is_dir() {
-        vec![src, Path::new(".")]
-    } else {
-        vec![Path::new(".")]
+    let dirty = match env!("BRAGGRUN_BUILD_GIT_DIRTY") {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
     };
-    for d in dirs {
-        if let Some(commit) = run("git", &["rev-parse", "HEAD"], Some(d)) {
-            let dirty = run(
-                "git",
-                &["status", "--porcelain", "--untracked-files=no"],
-                Some(d),
-            )
-            .map(|s| !s.is_empty());
-            return (commit, dirty);
-        }
-    }
-    ("unknown".into(), None)
+    (env!("BRAGGRUN_BUILD_GIT_COMMIT").to_string(), dirty)
 }
 
 fn cpu_model() -> String {

@@ -189,7 +189,7 @@ fn newest_per_shard(paths: Vec<PathBuf>) -> Vec<PathBuf> {
                 } else {
                     "incomplete"
                 };
-                eprintln!(
+                crate::errln!(
                     "runner merge: --latest: shard {shard}: using {}, leaving out {} ({why})",
                     best.display(),
                     p.display()
@@ -251,11 +251,11 @@ pub fn merge(args: &MergeArgs) -> i32 {
     match merge_inner(args) {
         Ok(code) => code,
         Err(Fail::Input(m)) => {
-            eprintln!("error: runner merge: {m}");
+            crate::errln!("error: runner merge: {m}");
             2
         }
         Err(Fail::Io(m)) => {
-            eprintln!("error: runner merge: {m}");
+            crate::errln!("error: runner merge: {m}");
             1
         }
     }
@@ -282,6 +282,13 @@ fn merge_inner(args: &MergeArgs) -> Result<i32, Fail> {
     }
     if args.shards.is_empty() {
         return Err(input("no shard bundles given".into()));
+    }
+    if let Some(b) = args.out.parent().and_then(super::enclosing_bundle) {
+        return Err(input(format!(
+            "OUT {}: inside the bundle {}; merging there would invalidate it",
+            args.out.display(),
+            b.display()
+        )));
     }
     let mut paths = Vec::new();
     for p in &args.shards {
@@ -521,14 +528,14 @@ fn merge_inner(args: &MergeArgs) -> Result<i32, Fail> {
         "FAIL"
     };
     if !missing.is_empty() {
-        println!(
+        crate::outln!(
             "partial merge: {} of {} planned cell(s) missing: {}",
             missing.len(),
             first.record.planned.len(),
             describe_missing()
         );
     }
-    eprintln!(
+    crate::errln!(
         "runner merge: {verdict}: {} shard(s), {} cell(s): {} passed, {} failed, {} errored, {} skipped",
         shards.len(),
         rows.len(),
@@ -537,7 +544,7 @@ fn merge_inner(args: &MergeArgs) -> Result<i32, Fail> {
         t.error,
         t.skipped
     );
-    println!("{}", out.display());
+    crate::outln!("{}", out.display());
     Ok(if verdict == "PASS" { 0 } else { 1 })
 }
 

@@ -119,6 +119,28 @@ pub fn deep_merge(base: &mut toml::Table, over: &toml::Table) {
     }
 }
 
+/// Deepest `--set` or `RUNNER_*` key nesting accepted.
+pub const MAX_KEY_DEPTH: usize = 16;
+
+/// Most CPU threads a benchmark probe may ask for.
+pub const MAX_BENCH_THREADS: usize = 1024;
+
+/// The layer that set `key`, or of the nearest enclosing table that has
+/// one (array elements and include entries have none of their own), else
+/// `default`.
+fn find_source(fig: &Figment, key: &str, default: &str) -> String {
+    let mut k = key;
+    loop {
+        if let Some(md) = fig.find_metadata(k) {
+            return source_name(Some(md));
+        }
+        match k.rsplit_once('.') {
+            Some((parent, _)) => k = parent,
+            None => return default.to_string(),
+        }
+    }
+}
+
 fn source_name(md: Option<&Metadata>) -> String {
     match md {
         Some(m) => match &m.source {
@@ -172,10 +194,10 @@ pub fn figment_message_with(
         } else {
             path.join(".")
         };
-        let src = match origin.and_then(|f| f.find_metadata(&key)) {
-            Some(md) => source_name(Some(md)),
-            None if e.metadata.is_some() => source_name(e.metadata.as_ref()),
-            None => default_source.to_string(),
+        let src = match (origin, &e.metadata) {
+            (Some(f), _) => find_source(f, &key, default_source),
+            (None, Some(md)) => source_name(Some(md)),
+            (None, None) => default_source.to_string(),
         };
         lines.push(format!("{src}: {key}: {what}"));
     }
@@ -216,13 +238,18 @@ fn builtin_defaults() -> toml::Table {
 }
 
 /// Walk a value tree; every float must be finite.
-fn check_finite(v: &Value, path: &mut Vec<String>, fig: &Figment) -> Result<(), InputError> {
+fn check_finite(
+    v: &Value,
+    path: &mut Vec<String>,
+    fig: &Figment,
+    shown: &str,
+) -> Result<(), InputError> {
     match v {
         Value::Num(_, n) => {
             if let Some(x) = n.to_f64() {
                 if !x.is_finite() {
                     let key = path.join(".");
-                    let src = source_name(fig.find_metadata(&key));
+                    let src = find_source(fig, &key, shown);
                     return Err(InputError(format!(
                         "{src}: {key}: value {x} is not a finite number (NaN and inf are not allowed)"
                     )));
@@ -232,14 +259,14 @@ fn check_finite(v: &Value, path: &mut Vec<String>, fig: &Figment) -> Result<(), 
         Value::Dict(_, d) => {
             for (k, x) in d {
                 path.push(k.clone());
-                check_finite(x, path, fig)?;
+                check_finite(x, path, fig, shown)?;
                 path.pop();
             }
         }
         Value::Array(_, a) => {
             for (i, x) in a.iter().enumerate() {
                 path.push(i.to_string());
-                check_finite(x, path, fig)?;
+                check_finite(x, path, fig, shown)?;
                 path.pop();
             }
         }
@@ -281,10 +308,31 @@ pub fn load(file: &Path, sets: &[String], use_env: bool) -> Result<Experiment, I
             .split_once('=')
             .ok_or_else(|| InputError(format!("--set '{s}': expected key=value")))?;
         let key = k.trim();
+        let depth = split_key(key).len();
+        if depth > MAX_KEY_DEPTH {
+            return Err(InputError(format!(
+                "--set '{}': the key is nested {depth} levels deep; at most {MAX_KEY_DEPTH}",
+                s.chars().take(80).collect::<String>()
+            )));
+        }
         insert_path(&mut set_table, &split_key(key), parse_loose_value(v.trim()))
             .map_err(|e| InputError(format!("--set '{s}': {key}: {e}")))?;
     }
 
+    if use_env {
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("RUNNER_") && k.contains("__") {
+                let depth = k.split("__").count();
+                if depth > MAX_KEY_DEPTH {
+                    return Err(InputError(format!(
+                        "environment variable {}...: nested {depth} levels deep; at most {MAX_KEY_DEPTH}",
+                        k.chars().take(60).collect::<String>()
+                    )));
+                }
+            }
+        }
+    }
     let mut fig = Figment::from(Named {
         name: "built-in defaults".into(),
         table: builtin_defaults(),
@@ -307,7 +355,7 @@ pub fn load(file: &Path, sets: &[String], use_env: bool) -> Result<Experiment, I
         .map_err(|e| InputError(figment_message(e, &shown, "")))?;
     for (k, v) in &all {
         let mut path = vec![k.clone()];
-        check_finite(v, &mut path, &fig)?;
+        check_finite(v, &mut path, &fig, &shown)?;
     }
     let raw: RawExperiment = fig
         .extract()
@@ -456,6 +504,11 @@ fn check_probe_settings(
                     "{shown}: {prefix}.steps: must be >= 1 (got 0)"
                 )));
             }
+            // The probe keeps a stack of `steps` sets of six dual vectors.
+            let mut need = crate::physics::budget::Need::default();
+            need.add("phi-cache stack", p.steps as u64, 512);
+            need.check(&format!("{prefix}.steps"))
+                .map_err(|e| InputError(format!("{shown}: {e}")))?;
         }
         ProbeSpec::Parity(p) => {
             if p.reference.is_empty() {
@@ -485,6 +538,11 @@ fn check_probe_settings(
             if b.threads == Some(0) {
                 return Err(InputError(format!(
                     "{shown}: {prefix}.threads: must be >= 1 (got 0)"
+                )));
+            }
+            if let Some(t) = b.threads.filter(|t| *t > MAX_BENCH_THREADS) {
+                return Err(InputError(format!(
+                    "{shown}: {prefix}.threads: at most {MAX_BENCH_THREADS} (got {t})"
                 )));
             }
             if b.derivative_count > crate::physics::params::Param::ALL.len() {

@@ -14,6 +14,12 @@ use std::collections::BTreeMap;
 /// Cells above this count need `--allow-large`.
 pub const MAX_CELLS: usize = 256;
 
+/// No more cells than this are planned, even with `--allow-large`: each
+/// cell carries its own model, and planning is about 0.1 ms a cell, so the
+/// largest plan takes seconds; a larger matrix is refused before any cell
+/// is built.
+pub const MAX_PLANNED_CELLS: usize = 100_000;
+
 /// One cell: a combination of axis values and one probe.
 #[derive(Debug, Clone)]
 pub struct Cell {
@@ -34,6 +40,8 @@ pub struct Cell {
     pub fpixels: usize,
     pub spixels: usize,
     pub effective_roi: [u32; 4],
+    /// Filled by validation: the memory a render of this cell needs (bytes).
+    pub mem_bytes: u64,
 }
 
 /// A row of `runner plan --format json`.
@@ -289,6 +297,20 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
         }
     }
 
+    // The product's size first (checked), so a huge matrix is refused
+    // before any combination is built.
+    let product = axes
+        .iter()
+        .map(|(_, v)| v.len() as u128)
+        .try_fold(1u128, |a, n| a.checked_mul(n));
+    if product.is_none_or(|n| n > MAX_PLANNED_CELLS as u128) {
+        return Err(InputError(format!(
+            "{shown}: matrix: the axes multiply to {} combinations, more than {MAX_PLANNED_CELLS}; refusing to expand (split the experiment)",
+            product
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "more than 2^128".into())
+        )));
+    }
     // Cartesian product, deterministic (first axis outermost).
     let mut combos: Vec<Combo> = vec![vec![]];
     for (k, vals) in &axes {
@@ -301,9 +323,14 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
             }
         }
         combos = next;
-        if combos.len() > 1_000_000 {
+        if combos.len() > MAX_PLANNED_CELLS {
             return Err(InputError(format!(
-                "{shown}: matrix: more than 1000000 combinations; refusing to expand"
+                "{shown}: matrix: more than {MAX_PLANNED_CELLS} combinations (the axes multiply to {}); refusing to expand (split the experiment)",
+                axes.iter()
+                    .map(|(_, v)| v.len() as u128)
+                    .try_fold(1u128, |a, n| a.checked_mul(n))
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "more than 2^128".into())
             )));
         }
     }
@@ -356,6 +383,12 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
     if combos.is_empty() {
         return Err(InputError(format!("{shown}: matrix: no cells to run")));
     }
+    if combos.len() > MAX_PLANNED_CELLS {
+        return Err(InputError(format!(
+            "{shown}: matrix: {} cells (with include entries); at most {MAX_PLANNED_CELLS} are planned (split the experiment)",
+            combos.len()
+        )));
+    }
     if combos.len() > MAX_CELLS && !allow_large {
         return Err(InputError(format!(
             "{shown}: matrix: {} cells exceed the limit of {MAX_CELLS}; pass --allow-large to run them anyway",
@@ -376,6 +409,13 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
         } else {
             cell_id(&c, None)
         };
+        if id.len() > 100 {
+            let head: String = id.chars().take(60).collect();
+            return Err(InputError(format!(
+                "{shown}: matrix: cell id '{head}...' is {} characters long, more than 100; shorten the probe names or axis values",
+                id.len()
+            )));
+        }
         if !safe_id(&id) {
             return Err(InputError(format!(
                 "{shown}: matrix: cell id '{id}' is not usable as a folder name"
@@ -533,26 +573,36 @@ fn build_cell(
         fpixels: 0,
         spixels: 0,
         effective_roi: [0; 4],
+        mem_bytes: 0,
     })
 }
 
-/// A prepared model: config, detector size, ROI and every parameter's value.
-type Prepared = (
-    SimConfig,
-    usize,
-    usize,
-    [u32; 4],
-    Vec<(Param, Result<f64, String>)>,
-);
+/// A prepared model: detector size, ROI, every parameter's value and the
+/// figures of the memory budget.
+struct Prepared {
+    nf: usize,
+    ns: usize,
+    model_roi: [u32; 4],
+    vals: Vec<(Param, Result<f64, String>)>,
+    sources: u64,
+    phisteps: u64,
+    domains: u64,
+    hkl_points: u64,
+    mask: bool,
+}
 
-/// Prepare every distinct model once; check ROIs, parameters and probe needs.
+/// Prepare every distinct model once (looked up by its serialised form, so
+/// the time is linear in cells); check ROIs, parameters, probe needs and
+/// each cell's memory budget (its scalar type and derivative directions).
 pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> {
     let shown = exp.file.display().to_string();
     let mut prepared: Vec<Prepared> = Vec::new();
+    let mut by_model: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for cell in cells.iter_mut() {
-        let pos = prepared.iter().position(|(m, ..)| *m == cell.model);
-        let idx = match pos {
-            Some(i) => i,
+        let key =
+            serde_json::to_string(&cell.model).unwrap_or_else(|_| format!("{:?}", cell.model));
+        let idx = match by_model.get(&key) {
+            Some(i) => *i,
             None => {
                 let sim = Simulation::prepare(&cell.model, &exp.base_dir)
                     .map_err(|e| InputError(format!("{shown}: cell {}: model.{e}", cell.id)))?;
@@ -560,17 +610,23 @@ pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> 
                     .iter()
                     .map(|p| (*p, sim.base_value(*p).map_err(|e| e.to_string())))
                     .collect();
-                prepared.push((
-                    cell.model.clone(),
-                    sim.fpixels(),
-                    sim.spixels(),
-                    sim.roi(),
+                prepared.push(Prepared {
+                    nf: sim.fpixels(),
+                    ns: sim.spixels(),
+                    model_roi: sim.roi(),
                     vals,
-                ));
+                    sources: sim.setup.sources.len() as u64,
+                    phisteps: sim.setup.phisteps as u64,
+                    domains: sim.setup.mosaic_deviates.len() as u64,
+                    hkl_points: sim.hkl.as_ref().map(|h| h.data.len() as u64).unwrap_or(0),
+                    mask: sim.mask.is_some(),
+                });
+                by_model.insert(key, prepared.len() - 1);
                 prepared.len() - 1
             }
         };
-        let (_, nf, ns, model_roi, vals) = &prepared[idx];
+        let pr = &prepared[idx];
+        let (nf, ns, model_roi, vals) = (&pr.nf, &pr.ns, &pr.model_roi, &pr.vals);
         cell.fpixels = *nf;
         cell.spixels = *ns;
         let roi = cell.roi.unwrap_or(*model_roi);
@@ -588,6 +644,27 @@ pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> 
             )));
         }
         cell.effective_roi = roi;
+        let dirs = match &exp.resolved.probe[cell.probe_index] {
+            ProbeSpec::Gradcheck(_) => 1,
+            ProbeSpec::Benchmark(b) => super::bench::derivative_params(b).len(),
+            _ => 0,
+        };
+        let roi_pixels = (roi[1] - roi[0] + 1) as u64 * (roi[3] - roi[2] + 1) as u64;
+        let need = crate::physics::budget::render_need(
+            *nf as u64,
+            *ns as u64,
+            roi_pixels,
+            pr.sources,
+            pr.phisteps,
+            pr.domains,
+            pr.hkl_points,
+            pr.mask,
+            cell.dtype == Dtype::F32,
+            dirs,
+        );
+        cell.mem_bytes = need
+            .check("model")
+            .map_err(|e| InputError(format!("{shown}: cell {}: {e}", cell.id)))?;
         if let Some(p) = cell.param {
             if let Some((_, Err(e))) = vals.iter().find(|(q, _)| *q == p) {
                 return Err(InputError(format!(

@@ -16,6 +16,308 @@ use std::time::Instant;
 
 /// Test hook: abort the process (as if killed) after this many cells finish.
 pub const ABORT_AFTER_ENV: &str = "RUNNER_TEST_ABORT_AFTER";
+/// Test hook: send this process SIGTERM after this many cells finish.
+pub const SIGNAL_AFTER_ENV: &str = "RUNNER_TEST_SIGNAL_AFTER";
+
+/// The bundle's record of what was planned (`--only` and the cell ids), so
+/// `--resume` runs the same cells.
+pub const PLAN_FILE: &str = "plan.json";
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PlanRecord {
+    pub only: Vec<String>,
+    pub cells: Vec<String>,
+}
+
+fn only_text(only: &[String]) -> String {
+    if only.is_empty() {
+        "no --only".into()
+    } else {
+        format!("--only {}", only.join(" --only "))
+    }
+}
+
+/// A bundle to resume: its canonical path and recorded plan.
+struct Resume {
+    dir: PathBuf,
+    plan: Option<PlanRecord>,
+}
+
+fn open_for_resume(b: &Path) -> Result<Resume, InputError> {
+    let dir = std::fs::canonicalize(b)
+        .map_err(|e| InputError(format!("--resume {}: {e}", b.display())))?;
+    let is_file = |name: &str| {
+        std::fs::symlink_metadata(dir.join(name))
+            .map(|m| m.is_file())
+            .unwrap_or(false)
+    };
+    if !is_file("experiment.toml") {
+        return Err(InputError(format!(
+            "--resume {}: not a bundle (no experiment.toml)",
+            b.display()
+        )));
+    }
+    let plan = match std::fs::read(dir.join(PLAN_FILE)) {
+        Ok(bytes) => Some(
+            serde_json::from_slice::<PlanRecord>(&bytes)
+                .map_err(|e| InputError(format!("--resume {}: {PLAN_FILE}: {e}", b.display())))?,
+        ),
+        Err(_) => None,
+    };
+    Ok(Resume { dir, plan })
+}
+
+/// An exclusive lock on a bundle folder (flock, released when the process
+/// ends however it ends): a second run or resume of it is refused.
+fn lock_bundle(dir: &Path) -> Result<std::fs::File, InputError> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(dir)
+        .map_err(|e| InputError(format!("{}: cannot open to lock: {e}", dir.display())))?;
+    // SAFETY: flock on a descriptor we own.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(InputError(if e.kind() == std::io::ErrorKind::WouldBlock {
+            format!(
+                "{}: the bundle is in use by another runner (a run or --resume of it is in progress); wait for it to finish",
+                dir.display()
+            )
+        } else {
+            format!("{}: cannot lock: {e}", dir.display())
+        }));
+    }
+    Ok(f)
+}
+
+/// experiment.toml with the paths of its header canonicalised (the same
+/// file reached by another path is the same experiment).
+fn canonical_header(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            for pre in ["# Source: ", "# Relative paths resolve against: "] {
+                if let Some(p) = l.strip_prefix(pre) {
+                    if let Ok(c) = std::fs::canonicalize(p) {
+                        return format!("{pre}{}", c.display());
+                    }
+                }
+            }
+            l.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The journal of finished cells: while a bundle has no `sha256.txt`, each
+/// cell that finishes appends a block `# cell <id>` with the digest of each
+/// of its files, so `--resume` can tell a finished cell from a changed one.
+/// Removed when the manifest is written.
+pub const JOURNAL: &str = "progress.sha256";
+
+fn journal_block(b: &Path, id: &str) -> Result<String, String> {
+    let dir = evidence::cell_dir(b, id);
+    let mut text = format!("# cell {id}\n");
+    for f in evidence::list_files(&dir)? {
+        let name = f.rsplit('/').next().unwrap_or("");
+        if name.starts_with('.') && name.contains(".tmp-") {
+            continue;
+        }
+        let d = evidence::sha256_file(&dir.join(&f))?;
+        text.push_str(&format!("{d}  cells/{id}/{f}\n"));
+    }
+    Ok(text)
+}
+
+fn journal_append(b: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let p = b.join(JOURNAL);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_data())
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+fn journal_cell(b: &Path, id: &str) -> Result<(), String> {
+    journal_append(b, &journal_block(b, id)?)
+}
+
+/// Cell id -> (relative path -> digest), the last block of each cell.
+fn read_journal(
+    b: &Path,
+) -> Option<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>> {
+    let text = std::fs::read_to_string(b.join(JOURNAL)).ok()?;
+    let mut map: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+        Default::default();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        if let Some(id) = line.strip_prefix("# cell ") {
+            map.insert(id.to_string(), Default::default());
+            cur = Some(id.to_string());
+        } else if let (Some(id), Some((d, rel))) = (&cur, line.split_once("  ")) {
+            if let Some(m) = map.get_mut(id) {
+                m.insert(rel.to_string(), d.to_string());
+            }
+        }
+    }
+    Some(map)
+}
+
+/// On resume of a verified bundle: the journal of its finished cells (from
+/// the files just verified), before the manifest goes.
+fn seed_journal(
+    b: &Path,
+    rerun: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    if !b.join(evidence::MANIFEST).is_file() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    if let Ok(rd) = std::fs::read_dir(b.join("cells")) {
+        let mut ids: Vec<String> = rd
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|id| !rerun.contains_key(id))
+            .collect();
+        ids.sort();
+        for id in ids {
+            if evidence::cell_dir(b, &id).join("result.json").is_file() {
+                text.push_str(&journal_block(b, &id)?);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(b.join(JOURNAL));
+    journal_append(b, &text)
+}
+
+/// Files a run rewrites at its end (never trusted, never kept).
+fn regenerated(rel: &str) -> bool {
+    matches!(
+        rel,
+        "results.csv" | "results.json" | "summary.md" | "junit.xml" | evidence::MANIFEST | JOURNAL
+    ) || (!rel.contains('/') && rel.ends_with(".png"))
+}
+
+/// Before a resume changes anything: cells to run again (id -> why), or a
+/// refusal naming what is wrong outside the cells.
+fn check_for_resume(
+    b: &Path,
+    planned: &std::collections::BTreeSet<&str>,
+) -> Result<std::collections::BTreeMap<String, String>, InputError> {
+    let mut rerun = std::collections::BTreeMap::new();
+    let mut refuse: Vec<String> = Vec::new();
+    let mut blame = |rel: &str, what: &str, refuse: &mut Vec<String>| {
+        let name = rel.rsplit('/').next().unwrap_or("");
+        if name.starts_with('.') && name.contains(".tmp-") {
+            return; // a temporary file of an interrupted write
+        }
+        match rel.strip_prefix("cells/").and_then(|r| r.split_once('/')) {
+            Some((id, _)) if planned.contains(id) => {
+                rerun
+                    .entry(id.to_string())
+                    .or_insert_with(|| format!("{what} {rel}"));
+            }
+            _ if regenerated(rel) => {}
+            _ => refuse.push(format!("{what} {rel}")),
+        }
+    };
+    let manifest_present = std::fs::symlink_metadata(b.join(evidence::MANIFEST))
+        .map(|m| m.is_file())
+        .unwrap_or(false);
+    let (files, other) = evidence::list_entries(b).map_err(InputError)?;
+    for (p, what) in &other {
+        blame(p, &format!("{what}:"), &mut refuse);
+    }
+    if manifest_present {
+        let rep = evidence::verify(b).map_err(InputError)?;
+        for f in &rep.modified {
+            blame(f, "MODIFIED", &mut refuse);
+        }
+        for f in &rep.missing {
+            blame(f, "MISSING", &mut refuse);
+        }
+        for f in &rep.unlisted {
+            blame(f, "UNLISTED", &mut refuse);
+        }
+        for f in &rep.malformed {
+            refuse.push(format!("{}: {f}", evidence::MANIFEST));
+        }
+    } else if let Some(journal) = read_journal(b) {
+        // An interrupted run: each finished cell must match the digests
+        // recorded when it finished (no file added, removed or changed).
+        for id in planned {
+            let dir = evidence::cell_dir(b, id);
+            if !dir.join("result.json").exists() {
+                continue;
+            }
+            let Some(want) = journal.get(*id) else {
+                rerun.insert(
+                    id.to_string(),
+                    format!("not recorded as finished in {JOURNAL}"),
+                );
+                continue;
+            };
+            let prefix = format!("cells/{id}/");
+            let have: Vec<&String> = files.iter().filter(|f| f.starts_with(&prefix)).collect();
+            let mut why = None;
+            for f in &have {
+                match want.get(f.as_str()) {
+                    None => why = Some(format!("UNLISTED {f}")),
+                    Some(d) => {
+                        if evidence::sha256_file(&b.join(f)).ok().as_deref() != Some(d.as_str()) {
+                            why = Some(format!("MODIFIED {f}"));
+                        }
+                    }
+                }
+            }
+            for f in want.keys() {
+                if !have.contains(&f) {
+                    why = Some(format!("MISSING {f}"));
+                }
+            }
+            if let Some(w) = why {
+                rerun.insert(id.to_string(), w);
+            }
+        }
+    } else {
+        // An interrupted run without a journal (an older bundle): each
+        // finished cell must be whole: its record names it and every file
+        // it lists is there.
+        let regular: std::collections::BTreeSet<&str> = files.iter().map(|s| s.as_str()).collect();
+        for id in planned {
+            let dir = evidence::cell_dir(b, id);
+            let Some(row) = evidence::read_row(&dir) else {
+                continue;
+            };
+            let has = |f: &str| regular.contains(format!("cells/{id}/{f}").as_str());
+            if row.record.id != *id {
+                rerun.insert(
+                    id.to_string(),
+                    format!("result.json names cell '{}'", row.record.id),
+                );
+            } else if let Some(f) = row
+                .record
+                .files
+                .iter()
+                .chain(["log.txt".to_string(), "timing.json".to_string()].iter())
+                .find(|f| !row.record.not_run && !has(f))
+            {
+                rerun.insert(id.to_string(), format!("{f} is missing"));
+            }
+        }
+    }
+    if !refuse.is_empty() {
+        return Err(InputError(format!(
+            "--resume {}: the bundle has been changed outside its cells ({}); refusing to resume it (start a new run)",
+            b.display(),
+            refuse.join(", ")
+        )));
+    }
+    Ok(rerun)
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct RunArgs {
@@ -234,6 +536,13 @@ fn remove_stray_temps(dir: &Path) {
 
 /// Create `out/<id>/<timestamp>[-suffix]`; on failure remove what was created.
 pub fn create_bundle(out: &Path, id: &str, suffix: Option<&str>) -> Result<PathBuf, InputError> {
+    if let Some(b) = evidence::enclosing_bundle(out) {
+        return Err(InputError(format!(
+            "--out {}: inside the bundle {}; a new bundle there would invalidate it (choose another --out)",
+            out.display(),
+            b.display()
+        )));
+    }
     let mut created: Vec<PathBuf> = Vec::new();
     let mut p = PathBuf::new();
     let target = out.join(id);
@@ -293,11 +602,11 @@ pub fn run(args: &RunArgs) -> i32 {
     match run_inner(args) {
         Ok(code) => code,
         Err(RunFail::Input(e)) => {
-            eprintln!("error: {}", e.0);
+            crate::errln!("error: {}", e.0);
             2
         }
         Err(RunFail::Io(e)) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             1
         }
     }
@@ -326,6 +635,9 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
     if args.jobs == Some(0) {
         return Err(InputError("--jobs 0: must be at least 1".into()).into());
     }
+    let signal_after: Option<usize> = std::env::var(SIGNAL_AFTER_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok());
     let abort_after: Option<usize> = match std::env::var(ABORT_AFTER_ENV) {
         Ok(v) => Some(
             v.trim()
@@ -334,7 +646,25 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         ),
         Err(_) => None,
     };
-    let (exp, cells) = load_and_plan(&args.file, &args.sets, &args.only, args.allow_large)?;
+    // --resume: the bundle first (canonical path, lock, recorded --only).
+    let resume = match &args.resume {
+        Some(b) => Some(open_for_resume(b)?),
+        None => None,
+    };
+    let only: Vec<String> = match resume.as_ref().and_then(|r| r.plan.as_ref()) {
+        Some(p) if !args.only.is_empty() && args.only != p.only => {
+            return Err(InputError(format!(
+                "--resume {}: the bundle was run with {}, this run asks for {}; resume with the same --only (or none)",
+                resume.as_ref().map(|r| r.dir.display().to_string()).unwrap_or_default(),
+                only_text(&p.only),
+                only_text(&args.only)
+            ))
+            .into());
+        }
+        Some(p) => p.only.clone(),
+        None => args.only.clone(),
+    };
+    let (exp, cells) = load_and_plan(&args.file, &args.sets, &only, args.allow_large)?;
     let shard_record = args
         .shard
         .map(|s| super::shard::record(&exp.resolved, &cells, s));
@@ -343,7 +673,7 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         None => cells,
     };
     if let Some(r) = &shard_record {
-        eprintln!(
+        crate::errln!(
             "runner: shard {}: {} of {} planned cell(s)",
             r.shard,
             r.cells.len(),
@@ -353,17 +683,13 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
 
     // The bundle.
     let resolved_text = exp.resolved_toml();
-    let (bundle, todo): (PathBuf, Vec<usize>) = if let Some(b) = &args.resume {
-        if !b.join("experiment.toml").is_file() {
-            return Err(InputError(format!(
-                "--resume {}: not a bundle (no experiment.toml)",
-                b.display()
-            ))
-            .into());
-        }
+    let mut _lock: Option<std::fs::File> = None;
+    let (bundle, todo): (PathBuf, Vec<usize>) = if let Some(r) = &resume {
+        let b = &r.dir;
+        _lock = Some(lock_bundle(b)?);
         let old = std::fs::read_to_string(b.join("experiment.toml"))
             .map_err(|e| RunFail::Io(format!("{}: {e}", b.display())))?;
-        if old != resolved_text {
+        if canonical_header(&old) != canonical_header(&resolved_text) {
             return Err(InputError(format!(
                 "--resume {}: the bundle's experiment.toml differs from the resolved configuration of {} (same file, --set and RUNNER_* variables needed)",
                 b.display(),
@@ -389,13 +715,25 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
             ))
             .into());
         }
+        // What is there is checked before anything changes: the manifest's
+        // digests when the run had finished, else each cell's structure.
+        let planned: std::collections::BTreeSet<&str> =
+            cells.iter().map(|c| c.id.as_str()).collect();
+        let rerun = check_for_resume(b, &planned)?;
+        for (id, why) in &rerun {
+            crate::errln!("runner: resume: cell {id}: {why}; running it again");
+        }
+        seed_journal(b, &rerun).map_err(RunFail::Io)?;
         let _ = std::fs::remove_file(b.join(evidence::MANIFEST));
         remove_stray_temps(b);
         let todo = cells
             .iter()
             .enumerate()
-            .filter(
-                |(_, c)| match evidence::read_row(&evidence::cell_dir(b, &c.id)) {
+            .filter(|(_, c)| {
+                if rerun.contains_key(&c.id) {
+                    return true;
+                }
+                match evidence::read_row(&evidence::cell_dir(b, &c.id)) {
                     None => true,
                     Some(r) => {
                         r.record.not_run
@@ -403,9 +741,12 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
                                 r.record.status,
                                 Status::Fail | Status::Error | Status::NonSmooth
                             )
+                            || (r.record.status == Status::Skipped
+                                && r.record.device_unavailable
+                                && device_required(c, &args.require_device))
                     }
-                },
-            )
+                }
+            })
             .map(|(i, _)| i)
             .collect();
         let mut cmds = std::fs::read_to_string(b.join("commands.txt")).unwrap_or_default();
@@ -419,6 +760,7 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
     } else {
         let suffix = args.shard.map(|s| s.suffix());
         let bundle = create_bundle(&args.out, exp.id(), suffix.as_deref())?;
+        _lock = Some(lock_bundle(&bundle)?);
         let w = |name: &str, bytes: &[u8]| {
             evidence::write_atomic(&bundle.join(name), bytes).map_err(RunFail::Io)
         };
@@ -430,6 +772,13 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         if let Some(r) = &shard_record {
             w(super::shard::SHARD_FILE, &evidence::json_bytes(r))?;
         }
+        w(
+            PLAN_FILE,
+            &evidence::json_bytes(&PlanRecord {
+                only: args.only.clone(),
+                cells: cells.iter().map(|c| c.id.clone()).collect(),
+            }),
+        )?;
         (bundle.clone(), (0..cells.len()).collect())
     };
 
@@ -440,7 +789,26 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         .jobs
         .unwrap_or_else(|| cores.min(todo.len().max(1)))
         .max(1);
+    // Cells that run at once must fit the memory budget together.
+    let biggest = todo.iter().map(|i| cells[*i].mem_bytes).max().unwrap_or(0);
+    let (limit, _) = crate::physics::budget::limit();
+    let fit = (limit / biggest.max(1)).max(1) as usize;
+    let jobs = if jobs > fit {
+        crate::errln!(
+            "runner: {jobs} job(s) would need {} at once; running {fit} at a time (memory limit {})",
+            crate::physics::budget::human(biggest.saturating_mul(jobs as u64)),
+            crate::physics::budget::human(limit)
+        );
+        fit
+    } else {
+        jobs
+    };
     let threads = (cores / jobs).max(1);
+    crate::cli::signals::set_note(Some(format!(
+        "complete the bundle with `runner run {} --resume {}`",
+        args.file.display(),
+        bundle.display()
+    )));
     let env = evidence::env::collect(jobs, threads);
     let env_name = if args.resume.is_some() {
         format!(
@@ -453,7 +821,7 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
     evidence::write_atomic(&bundle.join(&env_name), &evidence::json_bytes(&env))
         .map_err(RunFail::Io)?;
 
-    eprintln!(
+    crate::errln!(
         "runner: {} cell(s) of {} to run, {} job(s) x {} thread(s); bundle {}",
         todo.len(),
         exp.id(),
@@ -514,6 +882,11 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         for (i, r) in rx {
             done += 1;
             let cell = &cells[i];
+            if r.is_ok() {
+                if let Err(e) = journal_cell(&bundle, &cell.id) {
+                    io_errors.push(format!("{}: {e}", cell.id));
+                }
+            }
             let line = match &r {
                 Ok(row) => format!(
                     "[{done}/{total}] {} {} ({:.2} s){}",
@@ -534,7 +907,7 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
                     pb.set_message(cell.id.clone());
                     pb.inc(1);
                 }
-                None => eprintln!("{line}"),
+                None => crate::errln!("{line}"),
             }
             let failed = match &r {
                 Ok(row) => matches!(
@@ -549,8 +922,15 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
             if failed && args.fail_fast {
                 stop.store(true, Ordering::SeqCst);
             }
+            if signal_after == Some(done) {
+                // SAFETY: kill(2) on our own pid; the signal thread takes it.
+                unsafe {
+                    libc::kill(libc::getpid(), libc::SIGTERM);
+                }
+                std::thread::sleep(std::time::Duration::from_secs(30));
+            }
             if abort_after == Some(done) {
-                eprintln!("runner: {ABORT_AFTER_ENV}={done}: aborting");
+                crate::errln!("runner: {ABORT_AFTER_ENV}={done}: aborting");
                 std::process::abort();
             }
         }
@@ -639,6 +1019,8 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
         &notes,
     )
     .map_err(RunFail::Io)?;
+    // The manifest supersedes the journal of finished cells.
+    let _ = std::fs::remove_file(bundle.join(JOURNAL));
     evidence::write_manifest(&bundle).map_err(RunFail::Io)?;
 
     let t = report::Tally::of(&rows);
@@ -647,7 +1029,7 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
     } else {
         "FAIL"
     };
-    eprintln!(
+    crate::errln!(
         "runner: {verdict}: {} passed, {} failed, {} errored, {} skipped{}",
         t.pass,
         t.fail,
@@ -659,7 +1041,7 @@ fn run_inner(args: &RunArgs) -> Result<i32, RunFail> {
             String::new()
         }
     );
-    println!("{}", bundle.display());
+    crate::outln!("{}", bundle.display());
     Ok(if verdict == "PASS" { 0 } else { 1 })
 }
 

@@ -87,6 +87,31 @@ pub fn parse_hkl_text(path: &Path, text: &str) -> Result<Vec<HklLine>, IoError> 
     Ok(out)
 }
 
+fn bounds(lines: &[HklLine]) -> ([i32; 3], [i32; 3]) {
+    let mut min = [i32::MAX; 3];
+    let mut max = [i32::MIN; 3];
+    for r in lines {
+        for (j, v) in [r.h, r.k, r.l].into_iter().enumerate() {
+            min[j] = min[j].min(v);
+            max[j] = max[j].max(v);
+        }
+    }
+    (min, max)
+}
+
+/// Points of the grid the reflections span (checked: u64::MAX on overflow;
+/// 0 without reflections). Indices are at most 1e6 in magnitude.
+pub fn grid_points(lines: &[HklLine]) -> u64 {
+    if lines.is_empty() {
+        return 0;
+    }
+    let (min, max) = bounds(lines);
+    (0..3)
+        .map(|j| (max[j] as i64 - min[j] as i64 + 1) as u64)
+        .try_fold(1u64, |a, x| a.checked_mul(x))
+        .unwrap_or(u64::MAX)
+}
+
 /// Build the grid from parsed reflections: bounds first, then fill a grid
 /// prefilled with `default_f`; a reflection listed twice keeps its last value.
 pub fn grid_from_lines(path: &Path, lines: &[HklLine], default_f: f64) -> Result<HklGrid, IoError> {
@@ -96,15 +121,8 @@ pub fn grid_from_lines(path: &Path, lines: &[HklLine], default_f: f64) -> Result
             "no reflections (expected lines of 'h k l F')",
         ));
     }
-    let mut min = [i32::MAX; 3];
-    let mut max = [i32::MIN; 3];
-    for r in lines {
-        for (j, v) in [r.h, r.k, r.l].into_iter().enumerate() {
-            min[j] = min[j].min(v);
-            max[j] = max[j].max(v);
-        }
-    }
-    let points: u64 = (0..3).map(|j| (max[j] - min[j] + 1) as u64).product();
+    let (min, max) = bounds(lines);
+    let points = grid_points(lines);
     if points > 2_000_000_000 {
         return Err(IoError::file(
             path,

@@ -55,7 +55,25 @@ impl IoError {
 }
 
 /// Read a whole file, mapping the OS error to an [`IoError`] naming it.
+/// Only regular files are read (not /dev/zero, a fifo or a folder), and
+/// none larger than the memory budget.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>, IoError> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| IoError::file(path, format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(IoError::file(path, "not a regular file"));
+    }
+    let (limit, src) = crate::physics::budget::limit();
+    if meta.len() > limit {
+        return Err(IoError::file(
+            path,
+            format!(
+                "{} bytes, more than the memory limit of {} ({src})",
+                meta.len(),
+                crate::physics::budget::human(limit)
+            ),
+        ));
+    }
     std::fs::read(path).map_err(|e| IoError::file(path, format!("cannot read: {e}")))
 }
 
@@ -83,13 +101,11 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let (guard, mut f) = crate::cli::signals::create_temp(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
+        guard.test_hook();
         std::fs::rename(&tmp, path)
     })();
     match result {

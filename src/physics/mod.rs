@@ -2,6 +2,7 @@
 //! forward-mode dual numbers). Normative source: hoidn/nanoBragg
 //! `specs/spec-a-core.md` and `golden_suite_generator/nanoBragg.c`.
 
+pub mod budget;
 pub mod cell;
 pub mod config;
 pub mod lattice;

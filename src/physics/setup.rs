@@ -276,21 +276,50 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
         }
         detsize_s = pixel_size * n as f64;
     }
-    let fpixels = (detsize_f / pixel_size - 0.5).ceil() as i64;
-    let spixels = (detsize_s / pixel_size - 0.5).ceil() as i64;
-    if fpixels < 1 || spixels < 1 {
+    // Pixel counts in f64 first: a huge detector size or a tiny pixel must
+    // not saturate or wrap an integer before the size check.
+    let fpix = (detsize_f / pixel_size - 0.5).ceil();
+    let spix = (detsize_s / pixel_size - 0.5).ceil();
+    if !(fpix >= 1.0 && spix >= 1.0) {
         return Err(invalid(
             "detector",
-            format!("detector has no pixels ({fpixels} x {spixels})"),
+            format!(
+                "detector has no pixels ({} x {})",
+                super::budget::num(fpix),
+                super::budget::num(spix)
+            ),
         ));
     }
-    if fpixels * spixels > 1 << 28 {
+    if fpix * spix > (1u64 << 28) as f64 {
         return Err(invalid(
             "detector",
-            format!("{fpixels} x {spixels} pixels is too large"),
+            format!(
+                "{} x {} pixels (detsize {} x {} mm, pixel {} mm) is too large (at most 2^28 pixels)",
+                super::budget::num(fpix),
+                super::budget::num(spix),
+                super::budget::num(detsize_f * 1000.0),
+                super::budget::num(detsize_s * 1000.0),
+                super::budget::num(pixel_size * 1000.0)
+            ),
         ));
     }
-    let (fpixels, spixels) = (fpixels as usize, spixels as usize);
+    let (fpixels, spixels) = (fpix as usize, spix as usize);
+    let mask_given = det.mask_file.is_some();
+    let need_so_far = |sources: u64, phisteps: u64, domains: u64, hkl: u64| {
+        super::budget::render_need(
+            fpixels as u64,
+            spixels as u64,
+            0,
+            sources,
+            phisteps,
+            domains,
+            hkl,
+            mask_given,
+            false,
+            0,
+        )
+    };
+    need_so_far(0, 0, 0, 0).check("detector")?;
     let roi = match det.roi {
         Some([f0, f1, s0, s1]) => {
             if f0 > f1 || s0 > s1 || f1 as usize >= fpixels || s1 as usize >= spixels {
@@ -565,18 +594,35 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
             None => Ok(-1),
         }
     };
-    let (hdivsteps, hdivrange, hdivstep) = auto_steps(
-        mrad("beam.hdivrange_mrad", bm.hdivrange_mrad)?,
-        mrad("beam.hdivstep_mrad", bm.hdivstep_mrad)?,
-        count("beam.hdivsteps", bm.hdivsteps)?,
-        1.0,
-    );
-    let (vdivsteps, vdivrange, vdivstep) = auto_steps(
-        mrad("beam.vdivrange_mrad", bm.vdivrange_mrad)?,
-        mrad("beam.vdivstep_mrad", bm.vdivstep_mrad)?,
-        count("beam.vdivsteps", bm.vdivsteps)?,
-        1.0,
-    );
+    // Counts derived from range / step obey the same cap as given ones.
+    let capped = |key: &str, (n, r, st): (i64, f64, f64)| -> Result<(i64, f64, f64), SetupError> {
+        if n > 100_000 {
+            Err(invalid(
+                key,
+                format!("{n} steps (derived from the range and step) is too many (at most 100000)"),
+            ))
+        } else {
+            Ok((n, r, st))
+        }
+    };
+    let (hdivsteps, hdivrange, hdivstep) = capped(
+        "beam.hdivsteps",
+        auto_steps(
+            mrad("beam.hdivrange_mrad", bm.hdivrange_mrad)?,
+            mrad("beam.hdivstep_mrad", bm.hdivstep_mrad)?,
+            count("beam.hdivsteps", bm.hdivsteps)?,
+            1.0,
+        ),
+    )?;
+    let (vdivsteps, vdivrange, vdivstep) = capped(
+        "beam.vdivsteps",
+        auto_steps(
+            mrad("beam.vdivrange_mrad", bm.vdivrange_mrad)?,
+            mrad("beam.vdivstep_mrad", bm.vdivstep_mrad)?,
+            count("beam.vdivsteps", bm.vdivsteps)?,
+            1.0,
+        ),
+    )?;
     let dispersion = match bm.dispersion_pct {
         Some(d) => finite("beam.dispersion_pct", d)? / 100.0,
         None => 0.0,
@@ -585,17 +631,40 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
         Some(d) => finite("beam.dispstep_pct", d)? / 100.0,
         None => -1.0,
     };
-    let (dispsteps, dispersion, dispstep) = auto_steps(
-        dispersion,
-        dispstep,
-        count("beam.dispsteps", bm.dispsteps)?,
-        1.0,
-    );
+    let (dispsteps, dispersion, dispstep) = capped(
+        "beam.dispsteps",
+        auto_steps(
+            dispersion,
+            dispstep,
+            count("beam.dispsteps", bm.dispsteps)?,
+            1.0,
+        ),
+    )?;
+    // The product of the three counts, checked, before any source exists.
+    let generated = (hdivsteps as u64)
+        .checked_mul(vdivsteps as u64)
+        .and_then(|x| x.checked_mul(dispsteps as u64));
+    if bm.source_file.is_none() {
+        match generated {
+            Some(n) if n <= 10_000_000 => {
+                need_so_far(n, phisteps as u64, 0, 0).check("beam")?;
+            }
+            _ => {
+                return Err(invalid(
+                    "beam",
+                    format!(
+                        "{hdivsteps} x {vdivsteps} x {dispsteps} sources (hdivsteps x vdivsteps x dispsteps) is too many (at most 10000000)"
+                    ),
+                ))
+            }
+        }
+    }
 
     let source_distance = 10.0;
     let mut sources = vec![];
     if let Some(sf) = &bm.source_file {
-        let rows = crate::io::sources::read_sources(&path(sf))?;
+        let rows = crate::io::sources::read_sources(&path(sf))
+            .map_err(|e| invalid("beam.source_file", e.to_string()))?;
         for r in rows {
             let x = if r[0].is_nan() {
                 -source_distance * beam[0]
@@ -745,6 +814,13 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
     } else if mosaic_spread == 0.0 {
         domains = 1;
     }
+    need_so_far(
+        sources.len() as u64,
+        phisteps as u64,
+        domains.max(1) as u64,
+        0,
+    )
+    .check("crystal.mosaic_domains")?;
     let mut mrng = Ran1::new(-cr.mosaic_seed);
     let mosaic_deviates: Vec<UmatDeviates> = (0..domains)
         .map(|_| UmatDeviates::draw(&mut mrng))
@@ -806,7 +882,23 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
             }
             CellSource::Cell
         }
-        (None, Some(m)) => CellSource::Matrix(crate::io::mosflm::read_matrix(&path(m))?),
+        (None, Some(m)) => {
+            let a = crate::io::mosflm::read_matrix(&path(m))
+                .map_err(|e| invalid("crystal.mosflm_matrix", e.to_string()))?;
+            let det3 = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+                - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+                + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
+            if !(det3.is_finite() && det3 != 0.0) {
+                return Err(invalid(
+                    "crystal.mosflm_matrix",
+                    format!(
+                        "{}: the matrix is singular (determinant {det3}): its rows are not three independent reciprocal vectors",
+                        m.display()
+                    ),
+                ));
+            }
+            CellSource::Matrix(a)
+        }
     };
     let misset_rad: [f64; 3] = if cr.misset_random {
         if cr.misset_deg.is_some() {
@@ -1051,7 +1143,22 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
 
     // ---- structure factors ----
     let hkl = match &cr.hkl_file {
-        Some(f) => Some(crate::io::hkl::read_hkl(&path(f), default_f)?),
+        Some(f) => {
+            let p = path(f);
+            let file_err = |e: IoError| invalid("crystal.hkl_file", e.to_string());
+            let text = crate::io::read_text(&p).map_err(file_err)?;
+            let lines = crate::io::hkl::parse_hkl_text(&p, &text).map_err(file_err)?;
+            // The grid's extent, checked, before the grid is allocated.
+            let points = crate::io::hkl::grid_points(&lines);
+            need_so_far(
+                setup.sources.len() as u64,
+                phisteps as u64,
+                setup.mosaic_deviates.len() as u64,
+                points,
+            )
+            .check("crystal.hkl_file")?;
+            Some(crate::io::hkl::grid_from_lines(&p, &lines, default_f).map_err(file_err)?)
+        }
         None => None,
     };
     if hkl.is_none() && default_f == 0.0 {
@@ -1067,7 +1174,8 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
     // ---- mask ----
     let mask = match &det.mask_file {
         Some(m) => {
-            let img = crate::io::smv::read_smv(&path(m))?;
+            let img = crate::io::smv::read_smv(&path(m))
+                .map_err(|e| invalid("detector.mask_file", e.to_string()))?;
             if img.fpixels != fpixels || img.spixels != spixels {
                 return Err(invalid(
                     "detector.mask_file",
@@ -1084,11 +1192,24 @@ pub fn resolve(cfg: &SimConfig, base_dir: &Path) -> Result<Resolved, SetupError>
         None => None,
     };
 
-    setup.steps = setup.sources.len()
-        * setup.mosaic_deviates.len()
-        * phisteps
-        * setup.oversample
-        * setup.oversample;
+    // The water background must be a finite number (an all-inf image is no image).
+    let bg = water_background::<f64>(&setup, fluence);
+    if !bg.is_finite() {
+        return Err(invalid(
+            "beam.water_um",
+            format!(
+                "{} um of water gives a background of {bg} photons per pixel: not a finite image",
+                super::budget::num(bm.water_um)
+            ),
+        ));
+    }
+    setup.steps = setup
+        .sources
+        .len()
+        .saturating_mul(setup.mosaic_deviates.len())
+        .saturating_mul(phisteps)
+        .saturating_mul(setup.oversample)
+        .saturating_mul(setup.oversample);
     Ok((setup, hkl, mask))
 }
 
