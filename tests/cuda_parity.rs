@@ -222,6 +222,62 @@ fn phi_cache() -> Result<(), Failed> {
     }
 }
 
+/// float32 vs float64 forward-mode derivatives on the GPU, every parameter:
+/// at least 3.5 significant digits (max-norm) on the triclinic case, as on
+/// the CPU (tests/derivative_sweep.rs); the sweep's configurations reported.
+fn float32_digits() -> Result<(), Failed> {
+    let mut bad = vec![];
+    let triclinic = common::sweep::SweepCase {
+        name: "triclinic (acceptance)",
+        cfg: common::sweep::triclinic(),
+        may_kink: common::sweep::MayKink::No,
+    };
+    for c in std::iter::once(triclinic).chain(common::sweep::cases()) {
+        let sim = Simulation::prepare(&c.cfg, std::path::Path::new("."))
+            .map_err(|e| Failed::from(e.to_string()))?;
+        let params: Vec<Param> = Param::ALL
+            .iter()
+            .copied()
+            .filter(|p| sim.base_value(*p).is_ok())
+            .collect();
+        let mut o = RenderOptions::new(Dtype::F64);
+        o.derivatives = params.clone();
+        let r64 = render_on(&sim, Device::Cuda(None), &o)?;
+        o.dtype = Dtype::F32;
+        let r32 = render_on(&sim, Device::Cuda(None), &o)?;
+        let mut worst = (f64::INFINITY, Param::CellA);
+        for p in &params {
+            let (a, b) = (r32.derivative(*p).unwrap(), r64.derivative(*p).unwrap());
+            let scale = max_abs(b);
+            if scale == 0.0 {
+                continue;
+            }
+            let err = max_diff(a, b);
+            let digits = if err == 0.0 {
+                16.0
+            } else {
+                -(err / scale).log10()
+            };
+            // the acceptance case must reach 3.5 digits; the sweep's are reported
+            if !(digits >= 3.5) && c.name.starts_with("triclinic") {
+                bad.push(format!("{} {p}: {digits:.2} digits", c.name));
+            }
+            if digits < worst.0 {
+                worst = (digits, *p);
+            }
+        }
+        println!(
+            "cuda_parity: float32 digits: {:<36} worst {} {:.2}",
+            c.name, worst.1, worst.0
+        );
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad.join("; ").into())
+    }
+}
+
 /// Features the golden rows do not reach (tricubic interpolation and its
 /// re-run after the first out-of-range lookup, curved detector, point pixel,
 /// oversampling flags, detector thickness, water, round and top-hat shapes,
@@ -564,6 +620,22 @@ fn main() {
         .with_ignored_flag(no_gpu.is_some())
     };
     trials.push(gated("phi_cache_probe".into(), Box::new(phi_cache)));
+    trials.push(gated(
+        "derivative_sweep".into(),
+        Box::new(|| match common::sweep::run_sweep(Device::Cuda(None)) {
+            Ok(lines) => {
+                for l in lines {
+                    println!("cuda_parity: sweep: {l}");
+                }
+                Ok(())
+            }
+            Err(f) => Err(format!("{} failures: {}", f.len(), f.join("; ")).into()),
+        }),
+    ));
+    trials.push(gated(
+        "float32_derivative_digits".into(),
+        Box::new(float32_digits),
+    ));
     trials.push(Trial::test("extra_cases_valid_on_cpu", extra_cases_valid));
     for (name, args, dirs, cap) in EXTRA {
         trials.push(gated(

@@ -14,7 +14,6 @@
 mod common;
 
 use braggrun::engine::{render, Device, Dtype, RenderOptions};
-use braggrun::physics::config::*;
 use braggrun::physics::params::Param;
 use braggrun::physics::Simulation;
 use common::runner;
@@ -30,33 +29,6 @@ fn cpu_derivative_sweep() {
         }
         Err(f) => panic!("{} failures:\n{}", f.len(), f.join("\n")),
     }
-}
-
-/// The triclinic case of tests/gradients.rs (misset, 3 mosaic domains, 3
-/// phi steps from 0 in c-parity, oversample 2, polarization).
-fn triclinic() -> SimConfig {
-    let mut c = SimConfig::default();
-    c.crystal.cell = Some([70.0, 80.0, 90.0, 75.0, 85.0, 95.0]);
-    c.crystal.misset_deg = Some([10.0, 20.0, 30.0]);
-    c.crystal.n_cells = [5.0, 5.0, 5.0];
-    c.crystal.default_f = 100.0;
-    c.crystal.mosaic_spread_deg = Some(0.3);
-    c.crystal.mosaic_domains = Some(3);
-    c.beam.wavelength_a = 1.0;
-    c.beam.polarization = 0.9;
-    c.detector.convention = Convention::Mosflm;
-    c.detector.pixel_size_mm = 0.1;
-    c.detector.fpixels = Some(48);
-    c.detector.spixels = Some(48);
-    c.detector.distance_mm = 100.0;
-    c.detector.xbeam_mm = Some(2.4);
-    c.detector.ybeam_mm = Some(2.4);
-    c.detector.oversample = Some(2);
-    c.goniometer.phi_start_deg = 0.0;
-    c.goniometer.osc_deg = Some(0.3);
-    c.goniometer.phisteps = Some(3);
-    c.phi_carryover = PhiCarryover::CParity;
-    c
 }
 
 /// Significant digits of `a` against `b` in the max-norm.
@@ -75,7 +47,7 @@ fn digits(a: &[f64], b: &[f64]) -> f64 {
 
 #[test]
 fn float32_derivatives_agree_with_float64_to_3p5_digits() {
-    let sim = Simulation::prepare(&triclinic(), Path::new(".")).unwrap();
+    let sim = Simulation::prepare(&common::sweep::triclinic(), Path::new(".")).unwrap();
     let mut o = RenderOptions::new(Dtype::F64);
     o.derivatives = Param::ALL.to_vec();
     let r64 = render(&sim, Device::Cpu, &o).unwrap();

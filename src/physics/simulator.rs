@@ -384,6 +384,16 @@ impl<'a, T: Real> Model<'a, T> {
                             }
                             _ => None,
                         };
+                        // ... and its value from there: at small angles d - i in
+                        // float32 keeps ~2 digits of the component along the
+                        // beam, which every derivative of h = a.S multiplies
+                        let scattering = match &scattering_hi {
+                            Some(sh) => Vec3(std::array::from_fn(|i| {
+                                let x = scattering.0[i];
+                                x - c::<T>(x.val()) + c::<T>(sh.0[i])
+                            })),
+                            None => scattering,
+                        };
                         if s.dmin > 0.0 {
                             let stol = 0.5 * magnitude(&scattering).val();
                             if stol > 0.0 && s.dmin > 0.5 / stol {

@@ -597,3 +597,30 @@ pub fn run_sweep(device: Device) -> Result<Vec<String>, Vec<String>> {
         Err(failures)
     }
 }
+
+/// The triclinic case of tests/gradients.rs (misset, 3 mosaic domains, 3
+/// phi steps from 0 in c-parity, oversample 2, polarization).
+pub fn triclinic() -> SimConfig {
+    let mut c = SimConfig::default();
+    c.crystal.cell = Some([70.0, 80.0, 90.0, 75.0, 85.0, 95.0]);
+    c.crystal.misset_deg = Some([10.0, 20.0, 30.0]);
+    c.crystal.n_cells = [5.0, 5.0, 5.0];
+    c.crystal.default_f = 100.0;
+    c.crystal.mosaic_spread_deg = Some(0.3);
+    c.crystal.mosaic_domains = Some(3);
+    c.beam.wavelength_a = 1.0;
+    c.beam.polarization = 0.9;
+    c.detector.convention = Convention::Mosflm;
+    c.detector.pixel_size_mm = 0.1;
+    c.detector.fpixels = Some(48);
+    c.detector.spixels = Some(48);
+    c.detector.distance_mm = 100.0;
+    c.detector.xbeam_mm = Some(2.4);
+    c.detector.ybeam_mm = Some(2.4);
+    c.detector.oversample = Some(2);
+    c.goniometer.phi_start_deg = 0.0;
+    c.goniometer.osc_deg = Some(0.3);
+    c.goniometer.phisteps = Some(3);
+    c.phi_carryover = PhiCarryover::CParity;
+    c
+}

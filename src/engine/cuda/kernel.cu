@@ -661,6 +661,9 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
                         hi3(hi, src0 + 4 * si, inc);
                         double rl = 1.0 / hi[src0 + 4 * si + 3];
                         for (int i = 0; i < 3; i++) s_hi[i] = (d_hi[i] - inc[i]) * rl;
+                        // its value from float64 too: at small angles d - i in
+                        // float keeps ~2 digits of the component along the beam
+                        for (int i = 0; i < 3; i++) scattering.v[i].re = (R)s_hi[i];
                     }
                     if (P.dmin > 0.0) {
                         double stol = 0.5 * (double)magnitude(scattering).re;

@@ -943,13 +943,28 @@ fn run_image<T: Extract>(
     });
     let flat = flatten(&model, nd);
     // float32 with derivatives: the float64 model's values for the indices
-    // (not with a curved detector, whose float64 path the kernel lacks)
-    let hi: Vec<f64> = match &model.hi {
-        Some(m) if !sim.setup.curved => flatten(m, 0),
-        _ => vec![0.0],
+    // and the scattering vector (simulator.rs Model::hi; the host model here
+    // is in float64 duals, so it is built for the float32 kernel explicitly;
+    // not with a curved detector, whose float64 path the kernel lacks)
+    let hi: Vec<f64> = if dtype == Dtype::F32 && nd > 0 && !sim.setup.curved {
+        let exact = ParamValues::<f64> {
+            v: pv.exact,
+            live: pv.live,
+            exact: pv.exact,
+        };
+        flatten(
+            &Model::<f64>::build(&sim.setup, sim.hkl.as_ref(), &exact),
+            0,
+        )
+    } else {
+        vec![0.0]
     };
     let mut params = params_for(sim, &model, norient, first);
     params.hi_index = (hi.len() > 1) as i32;
+    let flat_model = FlatModel {
+        flat: &flat,
+        hi: &hi,
+    };
     match pixels {
         Pixels::Rect { f0, s0, nf, .. } => {
             params.roi_f0 = *f0 as i32;
@@ -966,8 +981,8 @@ fn run_image<T: Extract>(
     );
     let work = (sim.setup.steps.max(1) * sim.setup.thicksteps.max(1)) as f64;
     match dtype {
-        Dtype::F64 => launch_image::<f64>(g, sim, pixels, &flat, &hi, params, nd, work),
-        Dtype::F32 => launch_image::<f32>(g, sim, pixels, &flat, &hi, params, nd, work),
+        Dtype::F64 => launch_image::<f64>(g, sim, pixels, flat_model, params, nd, work),
+        Dtype::F32 => launch_image::<f32>(g, sim, pixels, flat_model, params, nd, work),
     }
 }
 
@@ -1226,16 +1241,25 @@ fn scatter<R: GpuReal>(
     }
 }
 
+/// The model buffer (value + derivative components per scalar, layout M_*
+/// in kernel.cu) and, for float32 with derivatives, the float64 model's
+/// values (stride 1), else a single 0.
+#[derive(Clone, Copy)]
+struct FlatModel<'a> {
+    flat: &'a [f64],
+    hi: &'a [f64],
+}
+
 fn launch_image<R: GpuReal>(
     g: &Gpu,
     sim: &Simulation,
     pixels: &Pixels,
-    flat: &[f64],
-    hi: &[f64],
+    model: FlatModel<'_>,
     params: Params,
     nd: usize,
     work: f64,
 ) -> Result<Planes, EngineError> {
+    let FlatModel { flat, hi } = model;
     let npix = pixels.len();
     let nv = 1 + nd;
     let (fp, n) = (sim.fpixels(), sim.fpixels() * sim.spixels());
