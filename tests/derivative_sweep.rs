@@ -141,3 +141,48 @@ fn m2h3_geometry_derivatives_through_the_runner() {
     assert_eq!(out.status.code(), Some(1), "a NONSMOOTH cell is not a pass");
     assert!(stderr.contains("NONSMOOTH"));
 }
+
+/// Point pixel with the detector angles at 0 (image sum ~1e6): a step on the
+/// parameter's scale and a tolerance relative to the derivative image, so
+/// the gradcheck neither false-FAILs nor passes vacuously.
+#[test]
+fn point_pixel_angles_at_zero_pass_through_the_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(
+        common::manifest_dir().join("experiments/derivatives-flagship.toml"),
+    )
+    .unwrap();
+    let file = dir.path().join("point-pixel.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = runner()
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+        ])
+        .args([
+            "--only",
+            "device=cpu",
+            "--only",
+            "dtype=float64",
+            "--set",
+            r#"matrix.param=["detector_roty","detector_rotz","twotheta"]"#,
+            "--set",
+            "model.detector.point_pixel=true",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let bundle = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    for p in ["detector_roty", "detector_rotz", "twotheta"] {
+        let f = Path::new(&bundle).join(format!("cells/gradcheck-cpu-float64-{p}/result.json"));
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        assert_eq!(r["status"], "PASS", "{p}: {r}");
+        assert_eq!(r["details"]["param_value"], 0.0);
+        assert!(r["loss"].as_f64().unwrap() > 1e5, "{p}: {r}");
+        assert!(r["details"]["nonzero_derivative_pixels"].as_u64().unwrap() > 0);
+    }
+}

@@ -143,7 +143,7 @@ impl<'a, T: Real> Model<'a, T> {
         // Phi carryover (REFERENCE.md): a step whose angle is exactly 0 keeps the
         // most recent rotation: an earlier non-zero step of the same sweep, else
         // the last non-zero step of the previous sweep, else (first sweep of the
-        // image) the unrotated cell. Zero-ness is decided at the base point.
+        // image) the unrotated cell. Zero-ness: `phi_zero_at` below.
         let phi_orient = |first: bool| -> Vec<Orientation<T>> {
             (0..setup.phisteps)
                 .map(|i| {
