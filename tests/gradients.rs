@@ -5,35 +5,17 @@
 //! phi_start sits on the c-parity jump at 0 here: it must be reported as
 //! non-smooth (left and right differences disagree), not checked.
 
+mod common;
+
 use braggrun::engine::{render, Device, Dtype, RenderOptions, Rendered};
 use braggrun::physics::config::*;
 use braggrun::physics::params::Param;
 use braggrun::physics::Simulation;
 use std::path::Path;
 
+/// The triclinic case (tests/common/sweep.rs).
 fn triclinic_case() -> SimConfig {
-    let mut c = SimConfig::default();
-    c.crystal.cell = Some([70.0, 80.0, 90.0, 75.0, 85.0, 95.0]);
-    c.crystal.misset_deg = Some([10.0, 20.0, 30.0]);
-    c.crystal.n_cells = [5.0, 5.0, 5.0];
-    c.crystal.default_f = 100.0;
-    c.crystal.mosaic_spread_deg = Some(0.3);
-    c.crystal.mosaic_domains = Some(3);
-    c.beam.wavelength_a = 1.0;
-    c.beam.polarization = 0.9;
-    c.detector.convention = Convention::Mosflm;
-    c.detector.pixel_size_mm = 0.1;
-    c.detector.fpixels = Some(48);
-    c.detector.spixels = Some(48);
-    c.detector.distance_mm = 100.0;
-    c.detector.xbeam_mm = Some(2.4);
-    c.detector.ybeam_mm = Some(2.4);
-    c.detector.oversample = Some(2);
-    c.goniometer.phi_start_deg = 0.0;
-    c.goniometer.osc_deg = Some(0.3);
-    c.goniometer.phisteps = Some(3);
-    c.phi_carryover = PhiCarryover::CParity;
-    c
+    common::sweep::triclinic()
 }
 
 /// Finite-difference step for a parameter. The mosaic spread passes through

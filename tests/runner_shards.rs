@@ -14,26 +14,7 @@ mod common;
 use common::*;
 
 /// 8 cells: two probes x two parameters x a model axis (N), 16x16 detector.
-const SWEEP: &str = concat!(
-    r#"
-[experiment]
-id = "sweep-small"
-title = "small sweep for sharding tests"
-"#,
-    small_model!(),
-    r#"
-[matrix]
-param = ["cell_a", "distance"]
-"model.crystal.n_cells" = [[4.0, 4.0, 4.0], [5.0, 5.0, 5.0]]
-
-[[probe]]
-kind = "gradcheck"
-require_nonzero = false
-
-[[probe]]
-kind = "simulate"
-"#
-);
+const SWEEP: &str = small_sweep!("sweep-small", "small sweep for sharding tests");
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

@@ -27,26 +27,7 @@ mod common;
 use common::*;
 
 /// 8 cells: two probes x two parameters x a model axis (N), 16x16 detector.
-const SWEEP: &str = concat!(
-    r#"
-[experiment]
-id = "slurm-sweep"
-title = "small sweep on a real Slurm cluster"
-"#,
-    small_model!(),
-    r#"
-[matrix]
-param = ["cell_a", "distance"]
-"model.crystal.n_cells" = [[4.0, 4.0, 4.0], [5.0, 5.0, 5.0]]
-
-[[probe]]
-kind = "gradcheck"
-require_nonzero = false
-
-[[probe]]
-kind = "simulate"
-"#
-);
+const SWEEP: &str = small_sweep!("slurm-sweep", "small sweep on a real Slurm cluster");
 
 const MARKER: &str = "<!-- slurm-submit:";
 

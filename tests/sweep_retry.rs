@@ -15,26 +15,7 @@ mod common;
 use common::*;
 
 /// 8 cells: two probes x two parameters x a model axis (N), 16x16 detector.
-const SWEEP: &str = concat!(
-    r#"
-[experiment]
-id = "sweep-retry"
-title = "small sweep for retry tests"
-"#,
-    small_model!(),
-    r#"
-[matrix]
-param = ["cell_a", "distance"]
-"model.crystal.n_cells" = [[4.0, 4.0, 4.0], [5.0, 5.0, 5.0]]
-
-[[probe]]
-kind = "gradcheck"
-require_nonzero = false
-
-[[probe]]
-kind = "simulate"
-"#
-);
+const SWEEP: &str = small_sweep!("sweep-retry", "small sweep for retry tests");
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_runner"))

@@ -57,6 +57,33 @@ phisteps = 10
     };
 }
 
+/// The small sweep of the sharding tests: 8 cells (two probes x two
+/// parameters x a model axis, N), on the [`small_model!`] geometry.
+macro_rules! small_sweep {
+    ($id:literal, $title:literal) => {
+        concat!(
+            "\n[experiment]\nid = \"",
+            $id,
+            "\"\ntitle = \"",
+            $title,
+            "\"\n",
+            small_model!(),
+            r#"
+[matrix]
+param = ["cell_a", "distance"]
+"model.crystal.n_cells" = [[4.0, 4.0, 4.0], [5.0, 5.0, 5.0]]
+
+[[probe]]
+kind = "gradcheck"
+require_nonzero = false
+
+[[probe]]
+kind = "simulate"
+"#
+        )
+    };
+}
+
 /// One row of tests/golden/cases.tsv: a nanoBragg.c image and its flags.
 pub struct GoldenCase {
     pub case: String,
