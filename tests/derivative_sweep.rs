@@ -186,3 +186,44 @@ fn point_pixel_angles_at_zero_pass_through_the_runner() {
         assert!(r["details"]["nonzero_derivative_pixels"].as_u64().unwrap() > 0);
     }
 }
+
+/// TOPHAT: the image is flat in the cell and the wavelength (NONSMOOTH, not a
+/// vacuous PASS), smooth in the distance and N (PASS: the gradcheck halves
+/// its step until a cap edge near the point is outside it).
+#[test]
+fn tophat_flat_pieces_are_nonsmooth_and_smooth_parameters_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = runner()
+        .arg("run")
+        .arg(common::manifest_dir().join("experiments/derivatives-flagship.toml"))
+        .args(["--out", dir.path().to_str().unwrap()])
+        .args([
+            "--only",
+            "device=cpu",
+            "--only",
+            "dtype=float64",
+            "--set",
+            r#"matrix.param=["cell_a","wavelength","distance","n_a"]"#,
+            "--set",
+            r#"model.crystal.shape="tophat""#,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let bundle = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let result = |p: &str| -> serde_json::Value {
+        let f = Path::new(&bundle).join(format!("cells/gradcheck-cpu-float64-{p}/result.json"));
+        serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
+    };
+    for p in ["cell_a", "wavelength"] {
+        let r = result(p);
+        assert_eq!(r["status"], "NONSMOOTH", "{p}: {r}");
+        assert!(r["reason"].as_str().unwrap().contains("TOPHAT"), "{r}");
+    }
+    for p in ["distance", "n_a"] {
+        let r = result(p);
+        assert_eq!(r["status"], "PASS", "{p}: {r}");
+        assert!(r["grad_ad"].as_f64().unwrap() != 0.0 && r["loss"].as_f64().unwrap() > 0.0);
+    }
+}

@@ -279,94 +279,103 @@ pub fn gradcheck_step(p: Param, x0: f64, eps: f64, mode: EpsMode) -> f64 {
 }
 
 /// Finite differences of the ROI, per pixel and of the loss: the reference
-/// (Richardson-extrapolated from steps h and h/2), its error estimate, and
-/// the left/right asymmetry at both steps (central differences only).
+/// (Richardson-extrapolated from two successive steps h/2^j, h/2^(j+1),
+/// the pair with the smallest error estimate), that estimate, and the
+/// left/right asymmetry at the two finest steps (central differences only).
 struct FiniteDifferences {
     one_sided: bool,
     pix: Vec<f64>,
+    err_pix: Vec<f64>,
     loss: f64,
     /// The plain difference quotient at step h.
     loss_h: f64,
     err_loss: f64,
-    /// (fp - 2 f0 + fm) / h at h and at h/2, per pixel and of the loss.
+    /// (fp - 2 f0 + fm) / step at the two finest steps, per pixel and of the loss.
     asym_pix: Vec<(f64, f64)>,
     asym_loss: (f64, f64),
-    /// Rounding noise of the asymmetry at h/2, per pixel and of the loss.
+    /// Rounding noise of a difference quotient at the finest step.
     noise_pix: Vec<f64>,
     noise_loss: f64,
     loss_plus: f64,
     loss_minus: Option<f64>,
+    finest_step: f64,
 }
 
-/// The renders of a finite-difference check, ROI values: base, +h, +h/2,
-/// and (away from a domain edge) -h, -h/2.
-struct Shifted<'a> {
-    f0: &'a [f64],
-    fp: &'a [f64],
-    fp2: &'a [f64],
-    minus: Option<(&'a [f64], &'a [f64])>,
-}
-
-fn finite_differences(r: Shifted<'_>, h: f64, red: Reduction) -> FiniteDifferences {
-    let Shifted { f0, fp, fp2, minus } = r;
-    let h2 = h / 2.0;
-    let l = |v: &[f64]| reduce(v, red);
-    // rounding floor of a difference quotient at h/2: a few hundred ulps of
-    // the image values (sums over many samples)
-    let noise = |a: f64, b: f64, c: f64| 256.0 * f64::EPSILON * (a.abs() + b.abs() + c.abs()) / h2;
-    match minus {
-        None => {
-            // forward differences into the valid domain: F(h), F(h/2), 2 F(h/2) - F(h)
-            let fwd = |a: f64, b: f64, c: f64| {
-                let (d1, d2) = ((b - a) / h, (c - a) / h2);
-                (2.0 * d2 - d1, (d2 - d1).abs(), d1)
-            };
-            let pix: Vec<f64> = (0..f0.len()).map(|i| fwd(f0[i], fp[i], fp2[i]).0).collect();
-            let (loss, err_loss, loss_h) = fwd(l(f0), l(fp), l(fp2));
-            FiniteDifferences {
-                one_sided: true,
-                pix,
-                loss,
-                loss_h,
-                err_loss,
-                asym_pix: vec![],
-                asym_loss: (0.0, 0.0),
-                noise_pix: (0..f0.len()).map(|i| noise(f0[i], fp[i], fp2[i])).collect(),
-                noise_loss: noise(l(f0), l(fp), l(fp2)),
-                loss_plus: l(fp),
-                loss_minus: None,
+/// `plus[j]` (and `minus[j]`, away from a domain edge) are the ROI values at
+/// +-h/2^j; at least two levels.
+fn finite_differences(
+    f0: &[f64],
+    plus: &[Vec<f64>],
+    minus: Option<&[Vec<f64>]>,
+    h: f64,
+    red: Reduction,
+) -> FiniteDifferences {
+    // the loss as one more "pixel"
+    let ext = |v: &[f64]| {
+        let mut e = v.to_vec();
+        e.push(reduce(v, red));
+        e
+    };
+    let f0 = ext(f0);
+    let plus: Vec<Vec<f64>> = plus.iter().map(|v| ext(v)).collect();
+    let minus: Option<Vec<Vec<f64>>> = minus.map(|m| m.iter().map(|v| ext(v)).collect());
+    let (n, nl) = (f0.len(), plus.len());
+    let step = |j: usize| h / 2f64.powi(j as i32);
+    let order = if minus.is_some() { 4.0 } else { 2.0 };
+    let d: Vec<Vec<f64>> = (0..nl)
+        .map(|j| {
+            (0..n)
+                .map(|i| match &minus {
+                    Some(m) => (plus[j][i] - m[j][i]) / (2.0 * step(j)),
+                    None => (plus[j][i] - f0[i]) / step(j),
+                })
+                .collect()
+        })
+        .collect();
+    let mut best = vec![0.0; n];
+    let mut err = vec![f64::INFINITY; n];
+    for j in 1..nl {
+        for i in 0..n {
+            let e = (d[j][i] - d[j - 1][i]).abs() / (order - 1.0);
+            if e < err[i] || (j == 1 && e.is_nan()) {
+                best[i] = (order * d[j][i] - d[j - 1][i]) / (order - 1.0);
+                err[i] = e;
             }
         }
-        Some((fm, fm2)) => {
-            let central = |p: f64, m: f64, p2: f64, m2: f64| {
-                let (d1, d2) = ((p - m) / (2.0 * h), (p2 - m2) / h);
-                ((4.0 * d2 - d1) / 3.0, (d2 - d1).abs() / 3.0, d1)
-            };
-            let asym = |a: f64, p: f64, m: f64, p2: f64, m2: f64| {
-                ((p - 2.0 * a + m) / h, (p2 - 2.0 * a + m2) / h2)
-            };
-            let n = f0.len();
-            let pix: Vec<f64> = (0..n)
-                .map(|i| central(fp[i], fm[i], fp2[i], fm2[i]).0)
-                .collect();
-            let (ls0, lp, lm, lp2, lm2) = (l(f0), l(fp), l(fm), l(fp2), l(fm2));
-            let (loss, err_loss, loss_h) = central(lp, lm, lp2, lm2);
-            FiniteDifferences {
-                one_sided: false,
-                pix,
-                loss,
-                loss_h,
-                err_loss,
-                asym_pix: (0..n)
-                    .map(|i| asym(f0[i], fp[i], fm[i], fp2[i], fm2[i]))
-                    .collect(),
-                asym_loss: asym(ls0, lp, lm, lp2, lm2),
-                noise_pix: (0..n).map(|i| noise(f0[i], fp2[i], fm2[i])).collect(),
-                noise_loss: noise(ls0, lp2, lm2),
-                loss_plus: lp,
-                loss_minus: Some(lm),
-            }
-        }
+    }
+    let last = nl - 1;
+    // rounding floor of a difference quotient at the finest step: a few
+    // hundred ulps of the image values (sums over many samples)
+    let noise = |i: usize| {
+        let other = match &minus {
+            Some(m) => m[last][i].abs(),
+            None => plus[last - 1][i].abs(),
+        };
+        256.0 * f64::EPSILON * (f0[i].abs() + plus[last][i].abs() + other) / step(last)
+    };
+    let asym: Vec<(f64, f64)> = match &minus {
+        Some(m) => (0..n)
+            .map(|i| {
+                let a = |j: usize| (plus[j][i] - 2.0 * f0[i] + m[j][i]) / step(j);
+                (a(last - 1), a(last))
+            })
+            .collect(),
+        None => vec![(0.0, 0.0); n],
+    };
+    FiniteDifferences {
+        one_sided: minus.is_none(),
+        pix: best[..n - 1].to_vec(),
+        err_pix: err[..n - 1].to_vec(),
+        loss: best[n - 1],
+        loss_h: d[0][n - 1],
+        err_loss: err[n - 1],
+        asym_pix: asym[..n - 1].to_vec(),
+        asym_loss: asym[n - 1],
+        noise_pix: (0..n - 1).map(noise).collect(),
+        noise_loss: noise(n - 1),
+        loss_plus: plus[0][n - 1],
+        loss_minus: minus.as_ref().map(|m| m[0][n - 1]),
+        finest_step: step(last),
     }
 }
 
@@ -447,23 +456,31 @@ fn gradcheck(
         Ok(r.roi_values(&r.image))
     };
     let f0 = fd_render(0.0, "base (float64)")?;
-    let fp = fd_render(h, "+h")?;
-    let fp2 = fd_render(h / 2.0, "+h/2")?;
-    let minus = if boundary.is_none() {
-        Some((fd_render(-h, "-h")?, fd_render(-h / 2.0, "-h/2")?))
-    } else {
-        None
+    let mut plus = vec![fd_render(h, "+h")?, fd_render(h / 2.0, "+h/2")?];
+    let mut minus = match boundary {
+        None => Some(vec![fd_render(-h, "-h")?, fd_render(-h / 2.0, "-h/2")?]),
+        Some(_) => None,
     };
-    let fd = finite_differences(
-        Shifted {
-            f0: &f0,
-            fp: &fp,
-            fp2: &fp2,
-            minus: minus.as_ref().map(|(a, b)| (a.as_slice(), b.as_slice())),
-        },
-        h,
-        g.reduction,
-    );
+    let mut fd = finite_differences(&f0, &plus, minus.as_deref(), h, g.reduction);
+    // Halve the step (down to h/32) while the differences have not settled
+    // within a quarter of the tolerance: a steep flank, or a jump within the
+    // step that a smaller step leaves outside.
+    let settled = |fd: &FiniteDifferences| {
+        let max_fd = fd.pix.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        (0..fd.pix.len()).all(|i| {
+            fd.err_pix[i]
+                <= 0.25 * (g.atol + g.rtol * fd.pix[i].abs() + g.scale_rtol * max_fd)
+                    + fd.noise_pix[i]
+        })
+    };
+    while !settled(&fd) && plus.len() < 6 {
+        let hj = h / 2f64.powi(plus.len() as i32);
+        plus.push(fd_render(hj, &format!("+{hj:e}"))?);
+        if let Some(m) = minus.as_mut() {
+            m.push(fd_render(-hj, &format!("-{hj:e}"))?);
+        }
+        fd = finite_differences(&f0, &plus, minus.as_deref(), h, g.reduction);
+    }
     let grad_fd = fd.loss;
 
     // The reference: the finite difference (float64 cells) or the float64
@@ -554,8 +571,9 @@ fn gradcheck(
         let ok = err <= lim;
         pixels_ok &= ok;
         let (a1, a2) = fd.asym_pix.get(i).copied().unwrap_or((0.0, 0.0));
-        let smooth =
-            fd.one_sided || !asymmetric((a1, a2), smooth_limit(fd.pix[i], fd_max), fd.noise_pix[i]);
+        let smooth = (fd.one_sided || !asymmetric((a1, a2), smooth_limit(fd.pix[i], fd_max), fd.noise_pix[i]))
+                // and the differences settled as the step shrank
+                && fd.err_pix[i] <= smooth_limit(fd.pix[i], fd_max) + fd.noise_pix[i];
         if !smooth {
             nonsmooth_pixels += 1;
         }
@@ -632,8 +650,10 @@ fn gradcheck(
         let tophat = sim.setup.shape == crate::physics::config::LatticeShape::Tophat;
         if nonsmooth_pixels > 0 || loss_nonsmooth {
             nonsmooth.push(format!(
-                "left and right differences disagree at h and h/2 ({} of {} pixels{}): \
+                "finite differences show a kink or a jump: left and right differences \
+                 disagree, or do not settle down to a step of {:e} ({} of {} pixels{}): \
                  the image is not differentiable in {p} here",
+                fd.finest_step,
                 nonsmooth_pixels,
                 img.len(),
                 if loss_nonsmooth { ", and the loss" } else { "" }
@@ -662,6 +682,7 @@ fn gradcheck(
     details.insert("eps".into(), json!(eps));
     details.insert("eps_mode".into(), json!(g.eps_mode));
     details.insert("step".into(), json!(h));
+    details.insert("finest_step".into(), json!(fd.finest_step));
     details.insert(
         "domain".into(),
         json!(if boundary.is_some() {
