@@ -383,6 +383,24 @@ pub struct KernelVariant {
 }
 
 impl KernelVariant {
+    /// The preprocessor definitions that select this variant in kernel.cu
+    /// (NVRTC, and a host compiler in tests/kernel_host.rs).
+    pub fn defines(&self) -> Vec<String> {
+        vec![
+            format!(
+                "-DREAL={}",
+                if self.dtype == Dtype::F64 {
+                    "double"
+                } else {
+                    "float"
+                }
+            ),
+            format!("-DNDIR={}", self.directions),
+            format!("-DSHAPE={}", self.shape_code()),
+            format!("-DINTERPOLATE={}", self.interpolate as i32),
+        ]
+    }
+
     /// Square crystal, nearest-neighbour structure factors: the default model.
     pub fn new(dtype: Dtype, directions: usize) -> Self {
         KernelVariant {
@@ -430,20 +448,8 @@ pub struct KernelInfo {
 /// capability `cc`. Accurate math: no fast-math; float64 also without FMA
 /// contraction, so each operation rounds as the CPU's does.
 pub fn nvrtc_options(v: KernelVariant, cc: (i32, i32)) -> Vec<String> {
-    let mut o = vec![
-        format!("--gpu-architecture=compute_{}{}", cc.0, cc.1),
-        format!(
-            "-DREAL={}",
-            if v.dtype == Dtype::F64 {
-                "double"
-            } else {
-                "float"
-            }
-        ),
-        format!("-DNDIR={}", v.directions),
-        format!("-DSHAPE={}", v.shape_code()),
-        format!("-DINTERPOLATE={}", v.interpolate as i32),
-    ];
+    let mut o = vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)];
+    o.extend(v.defines());
     if v.dtype == Dtype::F64 {
         o.push("--fmad=false".into());
     }
@@ -916,16 +922,22 @@ impl Pixels {
 /// a full detector image.
 type Planes = Vec<Vec<f64>>;
 
-/// Render the pixels in scalar T on the GPU: 1 + nd full-detector planes.
-fn run_image<T: Extract>(
-    g: &Gpu,
+/// What the kernel reads for one render: the model buffer, the float64
+/// model (float32 with derivatives, else one 0) and the launch parameters.
+struct KernelInputs {
+    flat: Vec<f64>,
+    hi: Vec<f64>,
+    params: Params,
+}
+
+/// Build the kernel's inputs in scalar T, exactly as a GPU render does.
+fn kernel_inputs<T: Extract>(
     sim: &Simulation,
     pixels: &Pixels,
     pv: &ParamValues<T>,
     nd: usize,
     dtype: Dtype,
-) -> Result<Planes, EngineError> {
-    let t0 = Instant::now();
+) -> Result<KernelInputs, EngineError> {
     let model = Model::build(&sim.setup, sim.hkl.as_ref(), pv);
     // phi steps x mosaic domains (the domain count can exceed the setup's at
     // the mosaic-spread edge: Model::build)
@@ -961,10 +973,6 @@ fn run_image<T: Extract>(
     };
     let mut params = params_for(sim, &model, norient, first);
     params.hi_index = (hi.len() > 1) as i32;
-    let flat_model = FlatModel {
-        flat: &flat,
-        hi: &hi,
-    };
     match pixels {
         Pixels::Rect { f0, s0, nf, .. } => {
             params.roi_f0 = *f0 as i32;
@@ -973,6 +981,24 @@ fn run_image<T: Extract>(
         }
         Pixels::List(_) => params.pix_list = 1,
     }
+    Ok(KernelInputs { flat, hi, params })
+}
+
+/// Render the pixels in scalar T on the GPU: 1 + nd full-detector planes.
+fn run_image<T: Extract>(
+    g: &Gpu,
+    sim: &Simulation,
+    pixels: &Pixels,
+    pv: &ParamValues<T>,
+    nd: usize,
+    dtype: Dtype,
+) -> Result<Planes, EngineError> {
+    let t0 = Instant::now();
+    let KernelInputs { flat, hi, params } = kernel_inputs(sim, pixels, pv, nd, dtype)?;
+    let flat_model = FlatModel {
+        flat: &flat,
+        hi: &hi,
+    };
     tracing::debug!(
         target: "braggrun::cuda",
         "model built in {:.3} ms ({} values)",
@@ -984,6 +1010,73 @@ fn run_image<T: Extract>(
         Dtype::F64 => launch_image::<f64>(g, sim, pixels, flat_model, params, nd, work),
         Dtype::F32 => launch_image::<f32>(g, sim, pixels, flat_model, params, nd, work),
     }
+}
+
+/// The kernel's inputs for a render of the whole ROI of `sim` with
+/// derivatives by `dirs` (at most 8), as raw files a host-compiled kernel.cu
+/// reads (tests/kernel_host.rs): the Params struct's bytes, the model and
+/// float64 model buffers and the HKL grid as little-endian f64, the pixel
+/// list as i32 pairs. Lets CI check the kernel without a GPU.
+pub struct HostKernelInputs {
+    pub params: Vec<u8>,
+    pub model: Vec<f64>,
+    pub hi: Vec<f64>,
+    pub hkl: Vec<f64>,
+    pub pixels: Vec<i32>,
+    pub npix: usize,
+    pub variant: KernelVariant,
+}
+
+/// See [`HostKernelInputs`].
+pub fn host_kernel_inputs(
+    sim: &Simulation,
+    dtype: Dtype,
+    dirs: &[Param],
+) -> Result<HostKernelInputs, EngineError> {
+    let roi = check_roi(sim, None)?;
+    let pixels = Pixels::of(sim, roi);
+    let base = sim.setup.base_values();
+    macro_rules! inputs {
+        ($($n:literal)*) => {
+            match dirs.len() {
+                0 => kernel_inputs(sim, &pixels, &ParamValues::<f64>::from_f64(&base), 0, dtype),
+                $($n => kernel_inputs(
+                    sim,
+                    &pixels,
+                    &super::cpu::seeded_values::<DualSVec64<$n>>(&base, dirs),
+                    $n,
+                    dtype,
+                ),)*
+                n => Err(EngineError::Failed(format!("{n} directions: at most 8 in one pass"))),
+            }
+        };
+    }
+    let k = inputs!(1 2 3 4 5 6 7 8)?;
+    // SAFETY: Params is repr(C) plain data (i32 and f64 fields only)
+    let params = unsafe {
+        std::slice::from_raw_parts(
+            (&k.params as *const Params).cast::<u8>(),
+            std::mem::size_of::<Params>(),
+        )
+    }
+    .to_vec();
+    let hkl = match &sim.hkl {
+        Some(h) if !h.data.is_empty() => h.data.clone(),
+        _ => vec![0.0],
+    };
+    let pix = match &pixels {
+        Pixels::List(l) => l.iter().flat_map(|(f, s)| [*f as i32, *s as i32]).collect(),
+        Pixels::Rect { .. } => vec![0],
+    };
+    Ok(HostKernelInputs {
+        params,
+        model: k.flat,
+        hi: k.hi,
+        hkl,
+        pixels: pix,
+        npix: pixels.len(),
+        variant: KernelVariant::of(sim, dtype, dirs.len()),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

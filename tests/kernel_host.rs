@@ -1,0 +1,226 @@
+//! The CUDA kernel checked without a GPU: src/engine/cuda/kernel.cu compiled
+//! as host C++ (tests/kernel_host/driver.cpp shims the CUDA qualifiers and
+//! intrinsics), fed the very inputs a GPU render uploads
+//! (`engine::cuda::host_kernel_inputs`), compared with the CPU engine:
+//! every golden case in float64, and every parameter's derivative on every
+//! configuration of the derivative sweep, to 1e-12 of the plane's maximum.
+//! CI has no GPU; this is how it sees kernel drift. Without a C++ compiler
+//! every trial is reported ignored, with the reason.
+// `!(x <= tol)` on purpose: a NaN must fail the comparison.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
+mod common;
+
+use braggrun::cli::nanobragg::parse_args;
+use braggrun::engine::cuda::{host_kernel_inputs, KernelVariant};
+use braggrun::engine::{render, Device, Dtype, RenderOptions};
+use braggrun::physics::params::Param;
+use braggrun::physics::Simulation;
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+const TOL: f64 = 1e-12;
+
+/// One trial's check, given the C++ compiler.
+type Check = Box<dyn FnOnce(&str) -> Result<(), Failed> + Send>;
+
+fn compiler() -> Result<String, String> {
+    for c in ["c++", "g++", "clang++"] {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Ok(c.to_string());
+        }
+    }
+    Err("no C++ compiler (c++, g++, clang++) on PATH".into())
+}
+
+/// One driver executable per kernel variant, compiled once.
+static DRIVERS: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+
+fn driver(cxx: &str, v: KernelVariant) -> Result<PathBuf, Failed> {
+    let defines = v.defines();
+    let key = defines.join(" ");
+    let mut guard = DRIVERS.lock().unwrap();
+    let map = guard.get_or_insert_with(HashMap::new);
+    if let Some(p) = map.get(&key) {
+        return Ok(p.clone());
+    }
+    let name: String = key
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kernel_host_{name}"));
+    let src = common::manifest_dir().join("tests/kernel_host/driver.cpp");
+    let out = Command::new(cxx)
+        .args([
+            "-O2",
+            "-std=c++17",
+            "-Wno-unknown-pragmas",
+            "-ffp-contract=off",
+        ])
+        .args(&defines)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .map_err(|e| format!("{cxx}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cxx} {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+        .into());
+    }
+    map.insert(key, exe.clone());
+    Ok(exe)
+}
+
+fn le_f64(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The host-compiled kernel's planes (image, then one per direction), in
+/// the ROI's pixel order.
+fn host_render(cxx: &str, sim: &Simulation, dirs: &[Param]) -> Result<Vec<Vec<f64>>, Failed> {
+    let k = host_kernel_inputs(sim, Dtype::F64, dirs).map_err(|e| Failed::from(e.to_string()))?;
+    let exe = driver(cxx, k.variant)?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let w = |n: &str, b: Vec<u8>| std::fs::write(dir.path().join(n), b);
+    w("params.bin", k.params.clone())
+        .and_then(|_| w("model.bin", le_f64(&k.model)))
+        .and_then(|_| w("hi.bin", le_f64(&k.hi)))
+        .and_then(|_| w("hkl.bin", le_f64(&k.hkl)))
+        .and_then(|_| {
+            w(
+                "pixels.bin",
+                k.pixels.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .map_err(|e| e.to_string())?;
+    let st = Command::new(&exe)
+        .arg(dir.path())
+        .arg(k.npix.to_string())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !st.status.success() {
+        return Err(format!("driver: {}", String::from_utf8_lossy(&st.stderr)).into());
+    }
+    let bytes = std::fs::read(dir.path().join("out.bin")).map_err(|e| e.to_string())?;
+    let vals: Vec<f64> = bytes
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    Ok(vals.chunks(k.npix.max(1)).map(|c| c.to_vec()).collect())
+}
+
+/// max |a - b| over max |b| (0 when both are all zero).
+fn rel_max_diff(a: &[f64], b: &[f64]) -> f64 {
+    let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let d = a
+        .iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+    if a.len() != b.len() {
+        f64::INFINITY
+    } else if scale == 0.0 {
+        d
+    } else {
+        d / scale
+    }
+}
+
+fn compare(cxx: &str, name: &str, sim: &Simulation, dirs: &[Param]) -> Result<String, Failed> {
+    let host = host_render(cxx, sim, dirs)?;
+    let mut o = RenderOptions::new(Dtype::F64);
+    o.derivatives = dirs.to_vec();
+    let cpu = render(sim, Device::Cpu, &o).map_err(|e| Failed::from(e.to_string()))?;
+    let mut planes = vec![("image".to_string(), cpu.roi_values(&cpu.image))];
+    for p in dirs {
+        planes.push((
+            p.name().to_string(),
+            cpu.roi_values(cpu.derivative(*p).unwrap()),
+        ));
+    }
+    let mut worst = 0.0f64;
+    let mut bad = vec![];
+    for ((what, c), h) in planes.iter().zip(&host) {
+        // masked pixels are not rendered by either engine
+        let r = rel_max_diff(h, c);
+        worst = worst.max(r);
+        if !(r <= TOL) {
+            bad.push(format!("{what}: {r:e}"));
+        }
+    }
+    if planes.iter().all(|(_, c)| c.iter().all(|v| *v == 0.0)) {
+        bad.push("every plane is zero".into());
+    }
+    if bad.is_empty() {
+        Ok(format!("{name}: worst {worst:.1e}"))
+    } else {
+        Err(format!("{name}: {}", bad.join(", ")).into())
+    }
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let cxx = compiler();
+    if let Err(r) = &cxx {
+        eprintln!("kernel_host: SKIPPED: {r}");
+    }
+    let mut trials = vec![];
+    let gate = |name: String, f: Check| {
+        let c = cxx.clone();
+        Trial::test(name, move || match c {
+            Ok(cxx) => f(&cxx),
+            Err(r) => Err(format!("not run: {r}").into()),
+        })
+        .with_ignored_flag(cxx.is_err())
+    };
+    for c in common::golden_cases() {
+        let name = format!("golden/{}/{}", c.case, c.run);
+        trials.push(gate(
+            name.clone(),
+            Box::new(move |cxx| {
+                let mut a = c.args.clone();
+                a.extend(["-phi_carryover".to_string(), "c-parity".to_string()]);
+                let parsed = parse_args(&a).map_err(|e| format!("{name}: {e}"))?;
+                let sim = Simulation::prepare(&parsed.config, &common::golden_dir().join("inputs"))
+                    .map_err(|e| Failed::from(e.to_string()))?;
+                let line = compare(cxx, &name, &sim, &[])?;
+                println!("kernel_host: {line}");
+                Ok(())
+            }),
+        ));
+    }
+    for c in common::sweep::cases() {
+        let name = format!("sweep/{}", c.name);
+        trials.push(gate(
+            name.clone(),
+            Box::new(move |cxx| {
+                let sim = Simulation::prepare(&c.cfg, Path::new("."))
+                    .map_err(|e| Failed::from(e.to_string()))?;
+                let params: Vec<Param> = Param::ALL
+                    .iter()
+                    .copied()
+                    .filter(|p| sim.base_value(*p).is_ok())
+                    .collect();
+                for chunk in params.chunks(8) {
+                    let line = compare(cxx, &name, &sim, chunk)?;
+                    println!("kernel_host: {line} ({} directions)", chunk.len());
+                }
+                Ok(())
+            }),
+        ));
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
