@@ -235,11 +235,7 @@ fn float32_digits() -> Result<(), Failed> {
     for c in std::iter::once(triclinic).chain(common::sweep::cases()) {
         let sim = Simulation::prepare(&c.cfg, std::path::Path::new("."))
             .map_err(|e| Failed::from(e.to_string()))?;
-        let params: Vec<Param> = Param::ALL
-            .iter()
-            .copied()
-            .filter(|p| sim.base_value(*p).is_ok())
-            .collect();
+        let params = sim.applicable_params();
         let mut o = RenderOptions::new(Dtype::F64);
         o.derivatives = params.clone();
         let r64 = render_on(&sim, Device::Cuda(None), &o)?;

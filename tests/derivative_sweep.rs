@@ -19,6 +19,12 @@ use braggrun::physics::Simulation;
 use common::runner;
 use std::path::Path;
 
+/// result.json of the float64 CPU gradcheck cell of `param` in `bundle`.
+fn gradcheck_result(bundle: &str, param: &str) -> serde_json::Value {
+    let f = Path::new(bundle).join(format!("cells/gradcheck-cpu-float64-{param}/result.json"));
+    serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
+}
+
 #[test]
 fn cpu_derivative_sweep() {
     match common::sweep::run_sweep(Device::Cpu) {
@@ -105,10 +111,7 @@ fn m2h3_geometry_derivatives_through_the_runner() {
         .unwrap()
         .to_string();
     let cells = Path::new(&bundle).join("cells");
-    let status = |param: &str| -> serde_json::Value {
-        let f = cells.join(format!("gradcheck-cpu-float64-{param}/result.json"));
-        serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap()
-    };
+    let status = |param: &str| gradcheck_result(&bundle, param);
     for p in [
         "distance",
         "beam_center_f",
@@ -177,9 +180,7 @@ fn point_pixel_angles_at_zero_pass_through_the_runner() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let bundle = String::from_utf8_lossy(&out.stdout).trim().to_string();
     for p in ["detector_roty", "detector_rotz", "twotheta"] {
-        let f = Path::new(&bundle).join(format!("cells/gradcheck-cpu-float64-{p}/result.json"));
-        let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let r = gradcheck_result(&bundle, p);
         assert_eq!(r["status"], "PASS", "{p}: {r}");
         assert_eq!(r["details"]["param_value"], 0.0);
         assert!(r["loss"].as_f64().unwrap() > 1e5, "{p}: {r}");
@@ -212,10 +213,7 @@ fn tophat_flat_pieces_are_nonsmooth_and_smooth_parameters_pass() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let bundle = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let result = |p: &str| -> serde_json::Value {
-        let f = Path::new(&bundle).join(format!("cells/gradcheck-cpu-float64-{p}/result.json"));
-        serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
-    };
+    let result = |p: &str| gradcheck_result(&bundle, p);
     for p in ["cell_a", "wavelength"] {
         let r = result(p);
         assert_eq!(r["status"], "NONSMOOTH", "{p}: {r}");

@@ -300,20 +300,7 @@ fn mutated_nanobragg_command_lines_never_panic_and_accepted_ones_fit_the_budget(
                     }
                     Ok(sim) => {
                         ok.fetch_add(1, Ordering::Relaxed);
-                        let s = &sim.setup;
-                        let r = sim.roi();
-                        let need = budget::render_need(
-                            sim.fpixels() as u64,
-                            sim.spixels() as u64,
-                            (r[1] - r[0] + 1) as u64 * (r[3] - r[2] + 1) as u64,
-                            s.sources.len() as u64,
-                            s.phisteps as u64,
-                            s.mosaic_deviates.len() as u64,
-                            sim.hkl.as_ref().map(|h| h.data.len() as u64).unwrap_or(0),
-                            sim.mask.is_some(),
-                            false,
-                            0,
-                        );
+                        let need = sim.render_need(false, 0);
                         prop_assert!(
                             need.total().map(|t| t <= LIMIT).unwrap_or(false),
                             "prepared beyond the budget: {argv:?}"

@@ -209,11 +209,7 @@ fn main() {
             Box::new(move |cxx| {
                 let sim = Simulation::prepare(&c.cfg, Path::new("."))
                     .map_err(|e| Failed::from(e.to_string()))?;
-                let params: Vec<Param> = Param::ALL
-                    .iter()
-                    .copied()
-                    .filter(|p| sim.base_value(*p).is_ok())
-                    .collect();
+                let params = sim.applicable_params();
                 for chunk in params.chunks(8) {
                     let line = compare(cxx, &name, &sim, chunk)?;
                     println!("kernel_host: {line} ({} directions)", chunk.len());

@@ -16,7 +16,6 @@
 //! cluster that is installed but does not start fails the test.
 
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -194,18 +193,6 @@ fn bundles_under(dir: &Path) -> Vec<PathBuf> {
     }
     v.sort();
     v
-}
-
-fn results(bundle: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_dir(bundle.join("cells"))
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.unwrap();
-            // A cell cut short has a folder but no result.json.
-            let r = fs::read(e.path().join("result.json")).ok()?;
-            Some((e.file_name().to_string_lossy().to_string(), r))
-        })
-        .collect()
 }
 
 #[test]

@@ -65,18 +65,6 @@ fn task(dir: &Path, file: &Path, k: usize, n: usize) -> Command {
     c
 }
 
-fn results(bundle: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_dir(bundle.join("cells"))
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.unwrap();
-            // A cell cut short has a folder but no result.json.
-            let r = fs::read(e.path().join("result.json")).ok()?;
-            Some((e.file_name().to_string_lossy().to_string(), r))
-        })
-        .collect()
-}
-
 /// Bundles (folders with experiment.toml) two levels under `dir`.
 fn bundles_under(dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();

@@ -821,20 +821,8 @@ pub fn run(args: &[String]) -> i32 {
     };
     // The budget of this command: a render plus the f32 copy and the outputs.
     {
-        let (n, s) = (sim.fpixels() as u64, &sim.setup);
-        let r = sim.roi();
-        let mut need = crate::physics::budget::render_need(
-            n,
-            sim.spixels() as u64,
-            (r[1] - r[0] + 1) as u64 * (r[3] - r[2] + 1) as u64,
-            s.sources.len() as u64,
-            s.phisteps as u64,
-            s.mosaic_deviates.len() as u64,
-            sim.hkl.as_ref().map(|h| h.data.len() as u64).unwrap_or(0),
-            sim.mask.is_some(),
-            a.dtype == crate::engine::Dtype::F32,
-            0,
-        );
+        let n = sim.fpixels() as u64;
+        let mut need = sim.render_need(a.dtype == crate::engine::Dtype::F32, 0);
         need.add(
             "f32 image and outputs",
             n.saturating_mul(sim.spixels() as u64),

@@ -92,6 +92,34 @@ impl Simulation {
         }
         Ok(self.setup.user[p as usize])
     }
+    /// What one render of this prepared simulation allocates (budget::render_need
+    /// from its resolved sizes), in float32 or float64 with `dirs` derivatives.
+    pub fn render_need(&self, f32: bool, dirs: usize) -> budget::Need {
+        let (s, r) = (&self.setup, self.roi());
+        budget::render_need(
+            self.fpixels() as u64,
+            self.spixels() as u64,
+            (r[1] - r[0] + 1) as u64 * (r[3] - r[2] + 1) as u64,
+            s.sources.len() as u64,
+            s.phisteps as u64,
+            s.mosaic_deviates.len() as u64,
+            self.hkl.as_ref().map(|h| h.data.len() as u64).unwrap_or(0),
+            self.mask.is_some(),
+            f32,
+            dirs,
+        )
+    }
+
+    /// The parameters that apply here (every one but the cell's with a MOSFLM
+    /// matrix), in [`Param::ALL`] order.
+    pub fn applicable_params(&self) -> Vec<Param> {
+        Param::ALL
+            .iter()
+            .copied()
+            .filter(|p| self.setup.applicable[*p as usize])
+            .collect()
+    }
+
     /// Whether `p`'s value sits on the edge of its domain, where the model
     /// clamps (spec-a-core: N < 1 is taken as 1; a mosaic spread of 0 means
     /// one domain). Derivatives there are one-sided, into the valid domain.
@@ -128,11 +156,7 @@ impl Simulation {
             let shifted_zero = |d: f64| {
                 let mut pv = s.base_values();
                 pv.set(p, pv.get(p) + d);
-                let phi0 = s.iv(Param::PhiStart, &pv);
-                let step = s.iv(Param::OscRange, &pv);
-                (0..s.phisteps)
-                    .map(|i| phi0 + step * i as f64 == 0.0)
-                    .collect::<Vec<_>>()
+                simulator::phi_zero_at(s, &pv)
             };
             if shifted_zero(h) != s.phi_zero || shifted_zero(-h) != s.phi_zero {
                 out.push(
@@ -142,7 +166,7 @@ impl Simulation {
                 );
             }
         }
-        if s.shape == config::LatticeShape::Tophat && !intensity_only {
+        if s.shape == LatticeShape::Tophat && !intensity_only {
             out.push(
                 "TOPHAT lattice factor: piecewise constant (zero derivative inside the cap, \
                  a jump at its edge)"
@@ -181,15 +205,13 @@ impl Simulation {
                     .into(),
             );
         }
-        if s.shape == LatticeShape::Round || s.shape == LatticeShape::Gauss {
+        if matches!(s.shape, LatticeShape::Round | LatticeShape::Gauss) && !intensity_only {
             // smooth except through nearest(h): kinks half way between reflections
-            if !intensity_only {
-                out.push(format!(
-                    "{:?} lattice factor uses the nearest reflection: a kink half way between \
-                     reflections",
-                    s.shape
-                ));
-            }
+            out.push(format!(
+                "{:?} lattice factor uses the nearest reflection: a kink half way between \
+                 reflections",
+                s.shape
+            ));
         }
         out
     }

@@ -140,6 +140,16 @@ impl<T: Real> ParamValues<T> {
             exact: base.exact,
         }
     }
+    /// The same values in float64 without derivatives, with the same live
+    /// flags (so a model built from them has the same domains, N factors and
+    /// orientations).
+    pub fn exact_f64(&self) -> ParamValues<f64> {
+        ParamValues {
+            v: self.exact,
+            live: self.live,
+            exact: self.exact,
+        }
+    }
     /// Set a parameter to a value that carries a derivative direction.
     pub fn seed(&mut self, p: Param, x: T) {
         self.v[p as usize] = x;

@@ -66,7 +66,7 @@ fn lift_threshold<T: Real>() -> usize {
 /// Which phi steps are exactly 0 at the values `pv`: the setup's decision when
 /// phi_start and osc_range are at their base values (to the precision of T),
 /// else C's test on the shifted angles.
-fn phi_zero_at<T: Real>(setup: &Setup, pv: &ParamValues<T>) -> Vec<bool> {
+pub(crate) fn phi_zero_at<T: Real>(setup: &Setup, pv: &ParamValues<T>) -> Vec<bool> {
     let tol = if std::mem::size_of::<T::Primitive>() == 4 {
         f32::EPSILON as f64
     } else {
@@ -236,15 +236,8 @@ impl<'a, T: Real> Model<'a, T> {
             (!live[i] && v.fract() == 0.0 && v >= 1.0 && v <= super::lattice::MAX_WHOLE_N as f64)
                 .then_some(v as u32)
         });
-        let hi =
-            (std::mem::size_of::<T::Primitive>() == 4 && pv.live.iter().any(|l| *l)).then(|| {
-                let exact = ParamValues::<f64> {
-                    v: pv.exact,
-                    live: pv.live, // the same domains, N factors and orientations
-                    exact: pv.exact,
-                };
-                Box::new(Model::<f64>::build(setup, hkl, &exact))
-            });
+        let hi = (std::mem::size_of::<T::Primitive>() == 4 && pv.live.iter().any(|l| *l))
+            .then(|| Box::new(Model::<f64>::build(setup, hkl, &pv.exact_f64())));
         Model {
             hi,
             setup,

@@ -120,4 +120,17 @@ pub fn golden_cases() -> Vec<GoldenCase> {
         .collect()
 }
 
+/// Each cell's result.json bytes in a bundle, by cell folder name (a cell
+/// cut short has a folder but no result.json, and is left out).
+pub fn results(bundle: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(bundle.join("cells"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let r = std::fs::read(e.path().join("result.json")).ok()?;
+            Some((e.file_name().to_string_lossy().to_string(), r))
+        })
+        .collect()
+}
+
 pub mod sweep;

@@ -347,16 +347,11 @@ pub fn shifted_config(cfg: &SimConfig, sim: &Simulation, p: Param, d: f64) -> Si
     c
 }
 
-/// The step of the sweep's differences: 1e-4 of the value, at least 1e-4
-/// of the unit; the mosaic spread (rounded through float32 by C) at least
-/// 1e-3 of its value.
+/// The step of the sweep's differences: the gradcheck's default (1e-4 of
+/// max(|value|, 1 unit); the mosaic spread at least 1e-3 of its value).
 pub fn step(p: Param, x: f64) -> f64 {
-    let h = 1e-4 * x.abs().max(1.0);
-    if p == Param::MosaicSpread {
-        h.max(1e-3 * x.abs())
-    } else {
-        h
-    }
+    use braggrun::experiment::config::EpsMode;
+    braggrun::experiment::probes::gradcheck_step(p, x, 1e-4, EpsMode::Auto)
 }
 
 /// One parameter of one configuration, measured.
@@ -395,11 +390,7 @@ fn full_render(
 pub fn measure(c: &SweepCase, device: Device) -> (Vec<f64>, Vec<Measured>) {
     let base_dir = Path::new(".");
     let sim = Simulation::prepare(&c.cfg, base_dir).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-    let params: Vec<Param> = Param::ALL
-        .iter()
-        .copied()
-        .filter(|p| sim.base_value(*p).is_ok())
-        .collect();
+    let params = sim.applicable_params();
     let (img, ders) = full_render(&sim, device, Dtype::F64, &params);
     let plain = |cfg: &SimConfig| -> Vec<f64> {
         let s = Simulation::prepare(cfg, base_dir).unwrap_or_else(|e| panic!("{}: {e}", c.name));

@@ -959,13 +959,8 @@ fn kernel_inputs<T: Extract>(
     // is in float64 duals, so it is built for the float32 kernel explicitly;
     // not with a curved detector, whose float64 path the kernel lacks)
     let hi: Vec<f64> = if dtype == Dtype::F32 && nd > 0 && !sim.setup.curved {
-        let exact = ParamValues::<f64> {
-            v: pv.exact,
-            live: pv.live,
-            exact: pv.exact,
-        };
         flatten(
-            &Model::<f64>::build(&sim.setup, sim.hkl.as_ref(), &exact),
+            &Model::<f64>::build(&sim.setup, sim.hkl.as_ref(), &pv.exact_f64()),
             0,
         )
     } else {
