@@ -462,7 +462,7 @@ fn gradcheck(
         Some(_) => None,
     };
     let mut fd = finite_differences(&f0, &plus, minus.as_deref(), h, g.reduction);
-    // Halve the step (down to h/32) while the differences have not settled
+    // Halve the step (down to h/65536) while the differences have not settled
     // within a quarter of the tolerance: a steep flank, or a jump within the
     // step that a smaller step leaves outside.
     let settled = |fd: &FiniteDifferences| {
@@ -473,7 +473,7 @@ fn gradcheck(
                     + fd.noise_pix[i]
         })
     };
-    while !settled(&fd) && plus.len() < 6 {
+    while !settled(&fd) && plus.len() < 17 {
         let hj = h / 2f64.powi(plus.len() as i32);
         plus.push(fd_render(hj, &format!("+{hj:e}"))?);
         if let Some(m) = minus.as_mut() {
