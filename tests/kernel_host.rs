@@ -4,15 +4,21 @@
 //! (`engine::cuda::host_kernel_inputs`), compared with the CPU engine:
 //! every golden case in float64, and every parameter's derivative on every
 //! configuration of the derivative sweep, to 1e-12 of the plane's maximum.
-//! CI has no GPU; this is how it sees kernel drift. Without a C++ compiler
-//! every trial is reported ignored, with the reason.
+//! The driver includes the interface header the CUDA engine generates
+//! (`engine::cuda::header`) before kernel.cu, as NVRTC sees it, and the
+//! `interface/params_layout` trial compares the C compiler's layout of
+//! `struct Params` (every field's offset and size) and its reading of the
+//! shared constants with the Rust side. CI has no GPU; this is how it sees
+//! kernel drift. Without a C++ compiler every trial is reported ignored,
+//! with the reason.
 // `!(x <= tol)` on purpose: a NaN must fail the comparison.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 mod common;
 
 use braggrun::cli::nanobragg::parse_args;
-use braggrun::engine::cuda::{host_kernel_inputs, KernelVariant};
+use braggrun::engine::cuda::interface::{CValue, Params, PARAMS_FIELDS, SHARED_CONSTANTS};
+use braggrun::engine::cuda::{header, host_kernel_inputs, KernelVariant};
 use braggrun::engine::{render, Device, Dtype, RenderOptions};
 use braggrun::physics::params::Param;
 use braggrun::physics::Simulation;
@@ -55,7 +61,11 @@ fn driver(cxx: &str, v: KernelVariant) -> Result<PathBuf, Failed> {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kernel_host_{name}"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel_host");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // the generated interface header, which the driver includes before kernel.cu
+    std::fs::write(dir.join("kernel_interface.h"), header()).map_err(|e| e.to_string())?;
+    let exe = dir.join(format!("kernel_host_{name}"));
     let src = common::manifest_dir().join("tests/kernel_host/driver.cpp");
     let out = Command::new(cxx)
         .args([
@@ -65,6 +75,8 @@ fn driver(cxx: &str, v: KernelVariant) -> Result<PathBuf, Failed> {
             "-ffp-contract=off",
         ])
         .args(&defines)
+        .arg("-I")
+        .arg(&dir)
         .arg("-o")
         .arg(&exe)
         .arg(&src)
@@ -171,13 +183,96 @@ fn compare(cxx: &str, name: &str, sim: &Simulation, dirs: &[Param]) -> Result<St
     }
 }
 
+/// `struct Params` as the C compiler lays it out and the shared constants
+/// as it reads them (`driver --layout`), against the Rust side: every
+/// field's offset (the table's, which is `offset_of!` in the Rust struct)
+/// and size, in order, the struct's size, every constant's bits.
+fn params_layout(cxx: &str) -> Result<(), Failed> {
+    let exe = driver(cxx, KernelVariant::new(Dtype::F64, 0))?;
+    let out = Command::new(&exe)
+        .arg("--layout")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("driver --layout: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut bad = vec![];
+    let mut c_fields = vec![];
+    let mut c_consts = HashMap::new();
+    let mut c_size = None;
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["field", name, off, size] => c_fields.push((
+                name.to_string(),
+                off.parse::<usize>().unwrap_or(usize::MAX),
+                size.parse::<usize>().unwrap_or(usize::MAX),
+            )),
+            ["sizeof", n] => c_size = n.parse::<usize>().ok(),
+            ["const", name, v] => {
+                c_consts.insert(name.to_string(), v.parse::<f64>().unwrap_or(f64::NAN));
+            }
+            _ => bad.push(format!("unexpected line {line:?}")),
+        }
+    }
+    if c_fields.len() != PARAMS_FIELDS.len() {
+        bad.push(format!(
+            "C has {} fields, Rust {}",
+            c_fields.len(),
+            PARAMS_FIELDS.len()
+        ));
+    }
+    for (f, (name, off, size)) in PARAMS_FIELDS.iter().zip(&c_fields) {
+        if f.name != name || f.offset != *off || f.size != *size {
+            bad.push(format!(
+                "Rust {} at {} ({} bytes), C {name} at {off} ({size} bytes)",
+                f.name, f.offset, f.size
+            ));
+        }
+    }
+    if c_size != Some(std::mem::size_of::<Params>()) {
+        bad.push(format!(
+            "sizeof(Params) {c_size:?} in C, {} in Rust",
+            std::mem::size_of::<Params>()
+        ));
+    }
+    for c in SHARED_CONSTANTS {
+        let want: Vec<(String, f64)> = match c.value {
+            CValue::F64(x) => vec![(c.name.to_string(), x)],
+            CValue::F32(x) => vec![(c.name.to_string(), x as f64)],
+            CValue::F64s(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (format!("{}[{i}]", c.name), *x))
+                .collect(),
+        };
+        for (name, x) in want {
+            match c_consts.get(&name) {
+                Some(y) if y.to_bits() == x.to_bits() => {}
+                other => bad.push(format!("{name}: Rust {x:e}, C {other:?}")),
+            }
+        }
+    }
+    if bad.is_empty() {
+        println!(
+            "kernel_host: struct Params: {} fields, {} bytes, offsets and sizes as in Rust; {} constants read exactly",
+            c_fields.len(),
+            std::mem::size_of::<Params>(),
+            c_consts.len()
+        );
+        Ok(())
+    } else {
+        Err(bad.join("\n").into())
+    }
+}
+
 fn main() {
     let args = Arguments::from_args();
     let cxx = compiler();
     if let Err(r) = &cxx {
         eprintln!("kernel_host: SKIPPED: {r}");
     }
-    let mut trials = vec![];
     let gate = |name: String, f: Check| {
         let c = cxx.clone();
         Trial::test(name, move || match c {
@@ -186,6 +281,10 @@ fn main() {
         })
         .with_ignored_flag(cxx.is_err())
     };
+    let mut trials = vec![gate(
+        "interface/params_layout".into(),
+        Box::new(params_layout),
+    )];
     for c in common::golden_cases() {
         let name = format!("golden/{}/{}", c.case, c.run);
         trials.push(gate(

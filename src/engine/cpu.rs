@@ -1,54 +1,19 @@
 //! The CPU engine: the generic physics over rayon, one task per detector row.
 
-use super::{Dtype, EngineError, RenderOptions, Rendered};
+use crate::engine::roi::{check_roi, roi_pixels};
+use crate::engine::values::{base_with_shifts, seeded_values, Extract, MAX_DIRECTIONS};
+use crate::engine::{Dtype, EngineError, RenderOptions, Rendered};
 use crate::physics::params::{Param, ParamValues};
 use crate::physics::scalar::Real;
 use crate::physics::simulator::{FMode, Model};
 use crate::physics::Simulation;
-use nalgebra::{Const, U1};
 use num_dual::{DualSVec32, DualSVec64};
 use rayon::prelude::*;
-
-/// Largest number of derivative directions carried in one pass; more are
-/// rendered in several passes.
-pub const MAX_DIRECTIONS: usize = 8;
-
-/// Real part and derivative components of a rendered scalar.
-pub trait Extract: Real {
-    fn re64(&self) -> f64 {
-        self.val()
-    }
-    fn eps64(&self, _i: usize) -> f64 {
-        0.0
-    }
-    /// Seed `x` with derivative direction `dir` (ignored for plain floats).
-    fn seeded(x: f64, _dir: usize) -> Self {
-        Self::cst(x)
-    }
-}
-impl Extract for f64 {}
-impl Extract for f32 {}
-impl<const N: usize> Extract for DualSVec64<N> {
-    fn eps64(&self, i: usize) -> f64 {
-        self.eps.unwrap_generic(Const::<N>, U1)[i]
-    }
-    fn seeded(x: f64, dir: usize) -> Self {
-        DualSVec64::<N>::from_re(x).derivative(dir)
-    }
-}
-impl<const N: usize> Extract for DualSVec32<N> {
-    fn eps64(&self, i: usize) -> f64 {
-        self.eps.unwrap_generic(Const::<N>, U1)[i] as f64
-    }
-    fn seeded(x: f64, dir: usize) -> Self {
-        DualSVec32::<N>::from_re(x as f32).derivative(dir)
-    }
-}
 
 /// Render with the CPU engine.
 pub fn render(sim: &Simulation, opts: &RenderOptions) -> Result<Rendered, EngineError> {
     let roi = check_roi(sim, opts.roi)?;
-    let base = super::base_with_shifts(sim, opts)?;
+    let base = base_with_shifts(sim, opts)?;
     let mut image = vec![];
     let mut derivatives: Vec<(Param, Vec<f64>)> = vec![];
     if opts.derivatives.is_empty() {
@@ -80,25 +45,8 @@ pub fn render(sim: &Simulation, opts: &RenderOptions) -> Result<Rendered, Engine
         image,
         derivatives,
         device: format!("cpu ({} threads)", rayon::current_num_threads()),
+        kernel_seconds: None,
     })
-}
-
-/// The ROI to render: the option's, else the configuration's; inside the detector.
-pub fn check_roi(sim: &Simulation, roi: Option<[u32; 4]>) -> Result<[u32; 4], EngineError> {
-    let r = roi.unwrap_or(sim.roi());
-    if r[0] > r[1]
-        || r[2] > r[3]
-        || r[1] as usize >= sim.fpixels()
-        || r[3] as usize >= sim.spixels()
-    {
-        return Err(EngineError::Failed(format!(
-            "roi {:?} is not inside the {} x {} detector",
-            r,
-            sim.fpixels(),
-            sim.spixels()
-        )));
-    }
-    Ok(r)
 }
 
 /// A whole-detector f64 image with `value(i)` at the i-th ROI pixel.
@@ -136,15 +84,6 @@ macro_rules! chunk_dispatch {
 chunk_dispatch!(render_chunk_f64, DualSVec64);
 chunk_dispatch!(render_chunk_f32, DualSVec32);
 
-/// Parameter values in T with `dirs[i]` seeded as derivative direction i.
-pub fn seeded_values<T: Extract>(base: &ParamValues<f64>, dirs: &[Param]) -> ParamValues<T> {
-    let mut pv = ParamValues::<T>::from_f64(base);
-    for (i, p) in dirs.iter().enumerate() {
-        pv.seed(*p, T::seeded(base.get(*p), i));
-    }
-    pv
-}
-
 fn render_dual<T: Extract>(
     sim: &Simulation,
     roi: [u32; 4],
@@ -180,7 +119,7 @@ pub fn render_roi<T: Real>(
     pv: &ParamValues<T>,
 ) -> (Vec<(usize, usize)>, Vec<T>) {
     let model = Model::build(&sim.setup, sim.hkl.as_ref(), pv);
-    let pixels = super::roi_pixels(sim, roi);
+    let pixels = roi_pixels(sim, roi);
     // the pixel holding the image's first executed phi sweep (c-parity carryover)
     let first = pixels
         .iter()

@@ -1,8 +1,13 @@
 //! Engines that render a prepared [`Simulation`]: the CPU engine (rayon, generic
-//! over the scalar) and the CUDA engine (NVRTC kernels).
+//! over the scalar) and the CUDA engine (NVRTC kernels). What both share (the
+//! ROI and its pixels, the parameter values a render evaluates at, seeding
+//! and reading back derivative directions) lives here, in [`roi`] and
+//! [`values`], so that neither engine imports the other.
 
 pub mod cpu;
 pub mod cuda;
+pub mod roi;
+pub mod values;
 
 use crate::physics::params::Param;
 use crate::physics::Simulation;
@@ -117,6 +122,9 @@ pub struct Rendered {
     pub derivatives: Vec<(Param, Vec<f64>)>,
     /// Which device rendered it, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H100".
     pub device: String,
+    /// GPU time of the render's kernels (CUDA events around the launches:
+    /// no host work, no transfers), seconds; None on the CPU.
+    pub kernel_seconds: Option<f64>,
 }
 
 impl Rendered {
@@ -152,45 +160,6 @@ pub enum EngineError {
     /// The render was attempted and failed (compile error, out of memory, bad input).
     #[error("{0}")]
     Failed(String),
-}
-
-/// Pixels of the ROI in C loop order (slow outer, fast inner), masked ones
-/// skipped: the pixels both engines render, in the order the phi carryover
-/// and the interpolation switch-off follow.
-pub fn roi_pixels(sim: &Simulation, roi: [u32; 4]) -> Vec<(usize, usize)> {
-    let fp = sim.fpixels();
-    let masked = |f: usize, s: usize| {
-        sim.mask
-            .as_ref()
-            .map(|m| m[s * fp + f] == 0)
-            .unwrap_or(false)
-    };
-    (roi[2] as usize..=roi[3] as usize)
-        .flat_map(|s| (roi[0] as usize..=roi[1] as usize).map(move |f| (f, s)))
-        .filter(|(f, s)| !masked(*f, *s))
-        .collect()
-}
-
-/// The parameter values a render uses: the base point plus `opts.shifts`,
-/// after checking that every parameter it names (derivative or shift)
-/// applies to this simulation.
-pub fn base_with_shifts(
-    sim: &Simulation,
-    opts: &RenderOptions,
-) -> Result<crate::physics::params::ParamValues<f64>, EngineError> {
-    for p in opts
-        .derivatives
-        .iter()
-        .chain(opts.shifts.iter().map(|(p, _)| p))
-    {
-        sim.base_value(*p)
-            .map_err(|e| EngineError::Failed(e.to_string()))?;
-    }
-    let mut base = sim.setup.base_values();
-    for (p, d) in &opts.shifts {
-        base.set(*p, base.get(*p) + d);
-    }
-    Ok(base)
 }
 
 /// Render on the given device.

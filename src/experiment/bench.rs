@@ -70,7 +70,7 @@ pub fn benchmark(
         };
         let s = t.elapsed().as_secs_f64();
         if is_gpu {
-            kernel_times.push(crate::engine::cuda::last_kernel_seconds());
+            kernel_times.push(r.kernel_seconds.unwrap_or(0.0));
         }
         Ok((s, r.roi_sum(), r.device))
     };

@@ -27,18 +27,7 @@ pub fn sinc3<T: Real>(x: T) -> T {
 /// the first dropped term is below 3.5e-15 on that interval.
 #[inline(always)]
 pub fn cos_pi_reduced<T: Real>(r: T) -> T {
-    const C: [f64; 10] = [
-        1.0,
-        -4.934802200544679,
-        4.058712126416768,
-        -1.3352627688545893,
-        0.2353306303588932,
-        -0.025_806_891_390_014_06,
-        0.0019295743094039231,
-        -0.000_104_638_104_924_845_7,
-        4.303_069_587_032_947e-6,
-        -1.3878952462213773e-7,
-    ];
+    const C: [f64; 10] = COS_PI_COEFFS;
     let r2 = r * r;
     let mut acc = c::<T>(C[9]);
     for k in (0..9).rev() {
@@ -46,6 +35,37 @@ pub fn cos_pi_reduced<T: Real>(r: T) -> T {
     }
     acc
 }
+
+// The numbers below are shared with the CUDA kernel: engine::cuda::interface
+// writes them into the header prepended to kernel.cu, so each has one source.
+
+/// Taylor coefficients of cos(π r) in powers of (π r)^2 ([`cos_pi_reduced`]).
+pub const COS_PI_COEFFS: [f64; 10] = [
+    1.0,
+    -4.934802200544679,
+    4.058712126416768,
+    -1.3352627688545893,
+    0.2353306303588932,
+    -0.025_806_891_390_014_06,
+    0.0019295743094039231,
+    -0.000_104_638_104_924_845_7,
+    4.303_069_587_032_947e-6,
+    -1.3878952462213773e-7,
+];
+/// 1.5·2^52: adding and subtracting it rounds |x| < 2^51 to the nearest
+/// integer, ties to even ([`round_half_even`]).
+pub const ROUND_MAGIC: f64 = 6755399441055744.0;
+/// 2^51: below it [`ROUND_MAGIC`] rounds exactly.
+pub const ROUND_LIMIT: f64 = 2251799813685248.0;
+/// The round (sphere) shape's normalisation of Na Nb Nc sinc3 (spec-a-core
+/// "Lattice factor F_latt", shape round).
+pub const ROUND_SHAPE_NORM: f64 = 0.723601254558268;
+/// The Gaussian shape's width: exp(-(rad_star_sqr / 0.63) fudge) (spec-a-core
+/// "Lattice factor F_latt", shape gauss).
+pub const GAUSS_SHAPE_WIDTH: f64 = 0.63;
+/// The top-hat shape's cut: Na Nb Nc where rad_star_sqr fudge < 0.3969
+/// (spec-a-core "Lattice factor F_latt", shape tophat).
+pub const TOPHAT_SHAPE_CUT: f64 = 0.3969;
 
 /// sincg(π h, N) for a whole number N: sin(N π h)/sin(π h) = U_{N-1}(cos π h),
 /// the Chebyshev polynomial of the second kind, with cos π h from the reduced
@@ -77,8 +97,8 @@ pub fn sincg_pi_whole_n<T: Real>(h: T, n: u32) -> T {
 /// call on baseline x86-64 (|x| < 2^51; sincg arguments are far smaller).
 #[inline(always)]
 pub fn round_half_even(x: f64) -> f64 {
-    const M: f64 = 6755399441055744.0;
-    if x.abs() < 2251799813685248.0 {
+    const M: f64 = ROUND_MAGIC;
+    if x.abs() < ROUND_LIMIT {
         (x + M) - M
     } else {
         x.round()
@@ -183,7 +203,7 @@ pub fn f_latt<T: Real>(
             let hrad_sqr = dh * dh * n[0] * n[0] + dk * dk * n[1] * n[1] + dl * dl * n[2] * n[2];
             n[0] * n[1]
                 * n[2]
-                * c::<T>(0.723601254558268)
+                * c::<T>(ROUND_SHAPE_NORM)
                 * sinc3(pi * sqrt_safe(hrad_sqr * c::<T>(fudge)))
         }
         LatticeShape::Gauss | LatticeShape::Tophat => {
@@ -193,8 +213,8 @@ pub fn f_latt<T: Real>(
             let rad_star_sqr = super::scalar::dot_product(&d, &d) * nn;
             let nvol = n[0] * n[1] * n[2];
             if shape == LatticeShape::Gauss {
-                nvol * (-(rad_star_sqr / c::<T>(0.63) * c::<T>(fudge))).exp()
-            } else if rad_star_sqr.val() * fudge < 0.3969 {
+                nvol * (-(rad_star_sqr / c::<T>(GAUSS_SHAPE_WIDTH) * c::<T>(fudge))).exp()
+            } else if rad_star_sqr.val() * fudge < TOPHAT_SHAPE_CUT {
                 nvol
             } else {
                 c(0.0)

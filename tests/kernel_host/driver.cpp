@@ -1,9 +1,15 @@
 // Host build of src/engine/cuda/kernel.cu (tests/kernel_host.rs): the CUDA
 // qualifiers and intrinsics are shimmed, render_pixels runs one "thread" per
 // pixel on the CPU, with the host's re-run after the first out-of-range
-// structure-factor lookup (cuda/mod.rs launch_image). Reads the inputs
+// structure-factor lookup (cuda/image.rs launch_image). Reads the inputs
 // host_kernel_inputs wrote into DIR, writes DIR/out.bin (1 + NDIR planes of
-// npix doubles).
+// npix doubles). kernel_interface.h is the header engine::cuda::header()
+// generates (the test writes it and passes its folder with -I), included
+// before kernel.cu as NVRTC sees it.
+//
+// `driver --layout` prints struct Params as this compiler lays it out (each
+// field's offset and size, the struct's size) and the shared constants as
+// it reads them, for the test to compare with the Rust side.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,7 +44,28 @@ static inline int __float_as_int(float x) {
 }
 using std::isfinite;
 
+#include <stddef.h>
+
+#include "kernel_interface.h"
 #include "../../src/engine/cuda/kernel.cu"
+
+static int layout() {
+#define FIELD(f) printf("field %s %zu %zu\n", #f, offsetof(Params, f), sizeof(((Params*)0)->f));
+    PARAMS_FIELDS(FIELD)
+#undef FIELD
+    printf("sizeof %zu\n", sizeof(Params));
+#define SCALAR(c) printf("const %s %.17g\n", #c, (double)(c));
+    SHARED_SCALARS(SCALAR)
+#undef SCALAR
+#define ARRAY(c)                                                                      \
+    {                                                                                 \
+        const double v[c##_LEN] = c;                                                  \
+        for (int i = 0; i < c##_LEN; i++) printf("const %s[%d] %.17g\n", #c, i, v[i]); \
+    }
+    SHARED_ARRAYS(ARRAY)
+#undef ARRAY
+    return 0;
+}
 
 static std::vector<char> slurp(const char* dir, const char* name) {
     char path[4096];
@@ -64,8 +91,9 @@ static std::vector<V> as(const std::vector<char>& b) {
 }
 
 int main(int argc, char** argv) {
+    if (argc == 2 && strcmp(argv[1], "--layout") == 0) return layout();
     if (argc != 3) {
-        fprintf(stderr, "usage: driver DIR NPIX\n");
+        fprintf(stderr, "usage: driver DIR NPIX | driver --layout\n");
         return 2;
     }
     const char* dir = argv[1];

@@ -2,15 +2,20 @@
 // (Model::pixel) and the functions it calls, function by function with the
 // same names, over a small forward-mode dual number.
 //
-// Compiled at run time by NVRTC (src/engine/cuda/mod.rs) once per
-// (precision, number of derivative directions) with
+// Compiled at run time by NVRTC (src/engine/cuda/compile.rs) once per
+// variant (interface.rs KernelVariant) with
 //   -DREAL=double|float  -DNDIR=0..8  -DSHAPE=0..3  -DINTERPOLATE=0|1
 // Everything per image (detector frame, sources, orientations for every phi
 // step and mosaic domain, reciprocal vectors, scales) is computed on the host
 // by Model::build exactly as the CPU engine does and uploaded as value +
-// NDIR derivative components per scalar ("model" buffer, layout below).
+// NDIR derivative components per scalar ("model" buffer).
 // Branch decisions follow the real part, as in the Rust code. No headers:
 // NVRTC provides the device math functions.
+//
+// The host/kernel interface (struct Params, the model buffer's M_* offsets,
+// the numbers shared with lattice.rs, the SHAPE_* codes) is not written
+// here: src/engine/cuda/interface.rs generates it as a header that is put
+// before this file (for NVRTC, and for the host build in tests/kernel_host).
 
 #ifndef REAL
 #define REAL double
@@ -18,11 +23,11 @@
 #ifndef NDIR
 #define NDIR 0
 #endif
-// Compiled in, not branched on (mod.rs KernelVariant): the lattice shape
-// (0 square, 1 round, 2 gauss, 3 tophat) and tricubic interpolation of the
+// Compiled in, not branched on (interface.rs KernelVariant): the lattice shape
+// (SHAPE_SQUARE, _ROUND, _GAUSS, _TOPHAT) and tricubic interpolation of the
 // structure factors. A kernel holds only the code its renders take.
 #ifndef SHAPE
-#define SHAPE 0
+#define SHAPE SHAPE_SQUARE
 #endif
 #ifndef INTERPOLATE
 #define INTERPOLATE 0
@@ -241,63 +246,7 @@ __device__ __forceinline__ V3 rotate_axis(const V3& v, const V3& axis, const T& 
 }
 
 // ---------------------------------------------------------------------------
-// Image constants (host: struct Params in mod.rs, same field order: every
-// double first, then every int).
-
-struct Params {
-    double pixel_size;
-    double sub;  // pixel_size / oversample
-    double pixel_area;  // pixel_size * pixel_size
-    double thickstep;
-    double mu;
-    double thick;
-    double dmin;
-    double water_size;
-    double fudge;
-    double beam[3];
-    int oversample;
-    int thicksteps;
-    int nsources;
-    int norient;  // phisteps * mosaic domains
-    int curved;
-    int point_pixel;
-    int nopolar;
-    int oversample_omega;
-    int oversample_thick;
-    int oversample_polar;
-    int n_gt1[3];
-    int n_whole[3];  // N as a whole number (fast sincg) when it carries no derivative, else 0
-    int lifted;  // three or more live parameters: sincg lifted from a scalar dual
-    int has_hkl;
-    int hkl_count_pos;
-    int h_min, h_max, k_min, k_max, l_min, l_max;
-    int first_pixel;  // index (in the pixel list) of the pixel holding the first phi sweep, -1 none
-    int nearest_mode;  // 0: interpolate; 1: re-run (nearest, SwitchAt for switch_pixel)
-    int switch_pixel;
-    int switch_eval;
-    int pix_list;  // 1: pixels from the list (a mask); 0: the ROI rectangle below, row by row
-    int roi_f0, roi_s0, roi_nf;
-    int hi_index;  // float32 with derivatives: lattice factors at float64 indices (hi buffer)
-};
-
-// Model buffer layout, in scalars of NV = 1 + NDIR values each.
-#define NV (1 + NDIR)
-#define M_FDET 0
-#define M_SDET 3
-#define M_ODET 6
-#define M_PIX0 9
-#define M_CLOSE 12
-#define M_DIST 13
-#define M_POLAR 14
-#define M_KAHN 17
-#define M_DEFF 18
-#define M_SCALE 19
-#define M_IBG 20
-#define M_N 21
-#define M_RECIP 24
-#define M_SOURCES 33
-// then sources (4 scalars each: incident x, y, z, lambda), orient_first
-// (norient x 9: a, b, c) and orient_rest (norient x 9)
+// The model buffer (offsets M_* and NV from the interface header)
 
 __device__ __forceinline__ T ld(const R* __restrict__ m, int i) {
     T r;
@@ -341,20 +290,11 @@ __device__ __forceinline__ T nearest(const T& x) { return C(ceil((double)x.re - 
 // cos(pi r) for |r| <= 1/2: Taylor series in (pi r)^2 (lattice.rs cos_pi_reduced)
 template <typename S, int N>
 __device__ __forceinline__ Dual<S, N> cos_pi_reduced(const Dual<S, N>& r) {
-    const double Cs[10] = {1.0,
-                           -4.934802200544679,
-                           4.058712126416768,
-                           -1.3352627688545893,
-                           0.2353306303588932,
-                           -0.025806891390014061,
-                           0.0019295743094039231,
-                           -0.00010463810492484570,
-                           4.3030695870329470e-6,
-                           -1.3878952462213773e-7};
+    const double Cs[COS_PI_COEFFS_LEN] = COS_PI_COEFFS;
     Dual<S, N> r2 = r * r;
-    Dual<S, N> acc = cst<S, N>((S)Cs[9]);
+    Dual<S, N> acc = cst<S, N>((S)Cs[COS_PI_COEFFS_LEN - 1]);
 #pragma unroll
-    for (int k = 8; k >= 0; k--) acc = acc * r2 + cst<S, N>((S)Cs[k]);
+    for (int k = COS_PI_COEFFS_LEN - 2; k >= 0; k--) acc = acc * r2 + cst<S, N>((S)Cs[k]);
     return acc;
 }
 
@@ -365,8 +305,8 @@ __device__ __forceinline__ Dual<S, N> cos_pi_reduced(const Dual<S, N>& r) {
 // innermost loop (conversions issue at a fraction of the FP32 rate). One
 // overload per precision: the constants differ.
 __device__ __forceinline__ double round_half_even(double x, bool* odd) {
-    const double M = 6755399441055744.0;
-    if (fabs(x) < 2251799813685248.0) {
+    const double M = ROUND_MAGIC_F64;
+    if (fabs(x) < ROUND_LIMIT_F64) {
         double t = __dadd_rn(x, M);
         *odd = (__double2loint(t) & 1) != 0;
         return __dsub_rn(t, M);
@@ -376,8 +316,8 @@ __device__ __forceinline__ double round_half_even(double x, bool* odd) {
     return k;
 }
 __device__ __forceinline__ float round_half_even(float x, bool* odd) {
-    const float M = 12582912.0f;
-    if (fabsf(x) < 4194304.0f) {
+    const float M = ROUND_MAGIC_F32;
+    if (fabsf(x) < ROUND_LIMIT_F32) {
         float t = __fadd_rn(x, M);
         *odd = (__float_as_int(t) & 1) != 0;
         return __fsub_rn(t, M);
@@ -432,7 +372,7 @@ __device__ T sincg_pi_reduced(const T& h, const T& n, double at) {
     D2 r = hd - cst<double, 2>(k);
     double t = nv * k;
     D2 m = nd * cst<double, 2>(k) - cst<double, 2>(2.0 * round_half_even(t * 0.5, &odd_t));
-    D2 pi = cst<double, 2>(3.141592653589793);
+    D2 pi = cst<double, 2>(PI_F64);
     D2 g;
     if (hv == 0.0) {
         g = nd;
@@ -447,9 +387,9 @@ __device__ T sincg_pi_reduced(const T& h, const T& n, double at) {
 // hkl_hi: the float64 indices when P.hi_index (simulator.rs Model::hi), else null
 __device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, const T& k, const T& l,
                     const double* hkl_hi) {
-    T pi = C(3.141592653589793);
+    T pi = C(PI_F64);
     T n0 = ld(mdl, M_N), n1 = ld(mdl, M_N + 1), n2 = ld(mdl, M_N + 2);
-    if (SHAPE == 0) {
+    if (SHAPE == SHAPE_SQUARE) {
         T f = C(1.0);
         const T* xs[3] = {&h, &k, &l};
         const T* ns[3] = {&n0, &n1, &n2};
@@ -476,17 +416,17 @@ __device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, cons
         return f;
     }
     T dh = h - nearest(h), dk = k - nearest(k), dl = l - nearest(l);
-    if (SHAPE == 1) {
+    if (SHAPE == SHAPE_ROUND) {
         T hrad_sqr = dh * dh * n0 * n0 + dk * dk * n1 * n1 + dl * dl * n2 * n2;
-        return n0 * n1 * n2 * C(0.723601254558268) * sinc3(pi * sqrt_safe(hrad_sqr * C(P.fudge)));
+        return n0 * n1 * n2 * C(ROUND_SHAPE_NORM) * sinc3(pi * sqrt_safe(hrad_sqr * C(P.fudge)));
     }
     V3 r0 = ld3(mdl, M_RECIP), r1 = ld3(mdl, M_RECIP + 3), r2 = ld3(mdl, M_RECIP + 6);
     V3 d = vadd(vadd(scale(r0, dh), scale(r1, dk)), scale(r2, dl));
     T nn = n0 * n0 * n1 * n1 * n2 * n2;
     T rad_star_sqr = dot_product(d, d) * nn;
     T nvol = n0 * n1 * n2;
-    if (SHAPE == 2) return nvol * d_exp(-(rad_star_sqr / C(0.63) * C(P.fudge)));
-    if ((double)rad_star_sqr.re * P.fudge < 0.3969) return nvol;
+    if (SHAPE == SHAPE_GAUSS) return nvol * d_exp(-(rad_star_sqr / C(GAUSS_SHAPE_WIDTH) * C(P.fudge)));
+    if ((double)rad_star_sqr.re * P.fudge < TOPHAT_SHAPE_CUT) return nvol;
     return C(0.0);
 }
 
@@ -627,8 +567,8 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
     const T pixel_area = C(P.pixel_area);
     const T default_f = ld(mdl, M_DEFF);
     const int src0 = M_SOURCES;
-    const int orf = M_SOURCES + 4 * P.nsources;
-    const int orr = orf + 9 * P.norient;
+    const int orf = M_SOURCES + M_SOURCE_LEN * P.nsources;
+    const int orr = orf + M_ORIENT_LEN * P.norient;
     for (int t = 0; t < P.thicksteps; t++) {
         double odet = (double)t * P.thickstep;
         capture = P.thick == 0.0 ? one : zero;
@@ -652,14 +592,14 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
                     capture = d_exp(-depth0 / parallax) - d_exp(-depth1 / parallax);
                 }
                 for (int si = 0; si < P.nsources; si++) {
-                    V3 incident = ld3(mdl, src0 + 4 * si);
-                    T lambda = ld(mdl, src0 + 4 * si + 3);
+                    V3 incident = ld3(mdl, src0 + M_SOURCE_LEN * si);
+                    T lambda = ld(mdl, src0 + M_SOURCE_LEN * si + 3);
                     V3 scattering = scale(vsub(diffracted, incident), one / lambda);
                     double s_hi[3] = {0.0, 0.0, 0.0};
                     if (use_hi) {
                         double inc[3];
-                        hi3(hi, src0 + 4 * si, inc);
-                        double rl = 1.0 / hi[src0 + 4 * si + 3];
+                        hi3(hi, src0 + M_SOURCE_LEN * si, inc);
+                        double rl = 1.0 / hi[src0 + M_SOURCE_LEN * si + 3];
                         for (int i = 0; i < 3; i++) s_hi[i] = (d_hi[i] - inc[i]) * rl;
                         // its value from float64 too: at small angles d - i in
                         // float keeps ~2 digits of the component along the beam
@@ -675,15 +615,16 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
                     const int ob = first ? orf : orr;
                     first = false;
                     for (int o = 0; o < P.norient; o++) {
-                        T h = dot_product(ld3(mdl, ob + 9 * o), scattering);
-                        T k = dot_product(ld3(mdl, ob + 9 * o + 3), scattering);
-                        T l = dot_product(ld3(mdl, ob + 9 * o + 6), scattering);
+                        const int oo = ob + M_ORIENT_LEN * o;
+                        T h = dot_product(ld3(mdl, oo), scattering);
+                        T k = dot_product(ld3(mdl, oo + 3), scattering);
+                        T l = dot_product(ld3(mdl, oo + 6), scattering);
                         double hkl_hi[3];
                         if (use_hi) {
                             double a[3], b[3], c[3];
-                            hi3(hi, ob + 9 * o, a);
-                            hi3(hi, ob + 9 * o + 3, b);
-                            hi3(hi, ob + 9 * o + 6, c);
+                            hi3(hi, oo, a);
+                            hi3(hi, oo + 3, b);
+                            hi3(hi, oo + 6, c);
                             hkl_hi[0] = dot3(a, s_hi);
                             hkl_hi[1] = dot3(b, s_hi);
                             hkl_hi[2] = dot3(c, s_hi);
