@@ -34,10 +34,6 @@ pub enum PtxSource {
     MemoryCache,
 }
 
-/// Which kernel: precision, number of derivative directions, and the
-/// features compiled in rather than branched on at run time (the lattice
-/// shape and tricubic interpolation: leaving out the code a render never
-
 /// What preparing a kernel did.
 #[derive(Debug, Clone)]
 pub struct KernelInfo {

@@ -1,8 +1,8 @@
 //! What the kernel reads for one render, built on the host: the per-image
-//! [`Model`] (built exactly as the CPU engine builds it) flattened as value
-//! + N derivative components per scalar in the layout of
-//! [`interface::MODEL_SLOTS`](super::interface::MODEL_SLOTS), the launch
-//! [`Params`], the float64 model for float32 derivatives, and the pixels.
+//! [`Model`] (built exactly as the CPU engine builds it) flattened as the
+//! value and N derivative components of each scalar, in the layout of
+//! [`interface::MODEL_SLOTS`](super::interface::MODEL_SLOTS); the launch
+//! [`Params`]; the float64 model for float32 derivatives; the pixels.
 //! [`host_kernel_inputs`] hands the same bytes to a host build of the kernel.
 
 use super::interface::{KernelVariant, Params, Slot, M_SOURCES, ORIENT_LEN, SOURCE_LEN};
