@@ -9,6 +9,7 @@ pub mod float_image;
 pub mod hkl;
 pub mod mosflm;
 pub mod pgm;
+pub mod picture;
 pub mod plot;
 pub mod png_image;
 pub mod smv;
