@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod prepare;
 
 use crate::physics::params::Param;
 use crate::physics::Simulation;
