@@ -1,5 +1,6 @@
 //! File-format round trips and error reporting of `braggrun::io`.
 use braggrun::io::{self, float_image, hkl, mosflm, pgm, png_image, smv, sources};
+use braggrun::physics::structure_factors::HklGrid;
 use std::path::{Path, PathBuf};
 
 fn golden(name: &str) -> PathBuf {
@@ -110,7 +111,12 @@ fn hkl_bounds_and_values() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("small.hkl");
     std::fs::write(&p, "# h k l F\n0 0 1 5.5\n2 -1 0 7\n-3 1 2 1e2\n").unwrap();
-    let g = hkl::read_hkl(&p, 9.0).unwrap();
+    let r = hkl::read_hkl(&p).unwrap();
+    assert_eq!(
+        r,
+        [([0, 0, 1], 5.5), ([2, -1, 0], 7.0), ([-3, 1, 2], 100.0)]
+    );
+    let g = HklGrid::from_reflections(&r, 9.0);
     assert_eq!(
         [g.h_min, g.h_max, g.k_min, g.k_max, g.l_min, g.l_max],
         [-3, 2, -1, 1, 0, 2]
@@ -139,7 +145,7 @@ fn malformed_inputs_name_file_and_line() {
         let p = dir.path().join(format!("bad.{kind}"));
         std::fs::write(&p, text).unwrap();
         let e = match kind {
-            "hkl" => hkl::read_hkl(&p, 0.0).map(|_| ()).unwrap_err(),
+            "hkl" => hkl::read_hkl(&p).map(|_| ()).unwrap_err(),
             "mat" => mosflm::read_matrix(&p).map(|_| ()).unwrap_err(),
             _ => sources::read_sources(&p).map(|_| ()).unwrap_err(),
         };
@@ -149,7 +155,7 @@ fn malformed_inputs_name_file_and_line() {
     }
     let p = dir.path().join("empty.hkl");
     std::fs::write(&p, "").unwrap();
-    assert!(hkl::read_hkl(&p, 0.0).is_err());
+    assert!(hkl::read_hkl(&p).is_err());
 }
 
 #[test]
@@ -174,7 +180,7 @@ fn golden_matrix_reads_as_c_does() {
 
 #[test]
 fn golden_hkl_reads_full_grid() {
-    let g = hkl::read_hkl(&golden("varied.hkl"), 0.0).unwrap();
+    let g = HklGrid::from_reflections(&hkl::read_hkl(&golden("varied.hkl")).unwrap(), 0.0);
     assert_eq!(
         [g.h_min, g.h_max, g.k_min, g.k_max, g.l_min, g.l_max],
         [-12, 12, -12, 12, -12, 12]
@@ -193,7 +199,7 @@ fn writers_leave_no_temporary_files() {
     let p = dir.path().join("x.img");
     smv::write_smv(&p, &[kv("SIZE1", "1"), kv("SIZE2", "1")], 1, 1, &[7], false).unwrap();
     assert!(smv::write_smv(&p, &[], 2, 2, &[7], false).is_err());
-    io::atomic_write(&dir.path().join("y.bin"), b"abc").unwrap();
+    io::write_atomic(&dir.path().join("y.bin"), b"abc").unwrap();
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod prepare;
 pub mod roi;
 pub mod values;
 

@@ -14,7 +14,7 @@ pub fn encode_f32(data: &[f32]) -> Vec<u8> {
 
 /// Write float32 pixels.
 pub fn write_float_image(path: &Path, data: &[f32]) -> Result<(), IoError> {
-    super::atomic_write(path, &encode_f32(data))
+    super::write_atomic(path, &encode_f32(data))
 }
 
 /// Write f64 pixels rounded to float32 (as nanoBragg stores its image).

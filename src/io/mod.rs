@@ -1,12 +1,17 @@
 //! File formats crystallographers already read: HKL text, MOSFLM A matrix,
-//! source lists, SMV (ADSC) images, raw float images, PGM and PNG.
+//! source lists, SMV (ADSC) images, raw float images, PGM and PNG; and the
+//! process's memory limit ([`memory`]), which bounds what is read.
 //!
-//! Every writer goes through [`atomic_write`]: the bytes land in a temporary
-//! file in the destination's folder and are renamed into place, so a reader
-//! never sees a half-written file.
+//! Readers return plain data (numbers, arrays, rows); the model builds its
+//! own structures from them. Nothing here depends on the model.
+//!
+//! Every file the crate writes goes through [`write_atomic`]: the bytes land
+//! in a temporary file in the destination's folder and are renamed into
+//! place, so a reader never sees a half-written file.
 
 pub mod float_image;
 pub mod hkl;
+pub mod memory;
 pub mod mosflm;
 pub mod pgm;
 pub mod picture;
@@ -64,14 +69,14 @@ pub fn read_bytes(path: &Path) -> Result<Vec<u8>, IoError> {
     if !meta.is_file() {
         return Err(IoError::file(path, "not a regular file"));
     }
-    let (limit, src) = crate::physics::budget::limit();
+    let (limit, src) = memory::limit();
     if meta.len() > limit {
         return Err(IoError::file(
             path,
             format!(
                 "{} bytes, more than the memory limit of {} ({src})",
                 meta.len(),
-                crate::physics::budget::human(limit)
+                memory::human(limit)
             ),
         ));
     }
@@ -86,10 +91,13 @@ pub fn read_text(path: &Path) -> Result<String, IoError> {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Write `bytes` to `path` all at once: a temporary file beside it is written,
-/// flushed to disk and renamed over `path`. On any failure the temporary file
-/// is removed and `path` is left as it was.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+/// Write `bytes` to `path` all at once: a temporary file beside it (a name
+/// unique to this process and call, registered for removal should a signal
+/// stop the process) is written, flushed to disk and renamed over `path`;
+/// then the folder is synced, so the rename itself survives a crash. On any
+/// failure the temporary file is removed and `path` is left as it was.
+/// Safe to call from several threads at once.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     let name = path
         .file_name()
         .ok_or_else(|| IoError::file(path, "not a file name"))?
@@ -110,7 +118,14 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
         std::fs::rename(&tmp, path)
     })();
     match result {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            // Best effort: some filesystems cannot sync a folder; the file
+            // itself is complete and in place either way.
+            if let Ok(d) = std::fs::File::open(&dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(IoError::file(path, format!("cannot write: {e}")))
@@ -196,11 +211,11 @@ mod tests {
     }
 
     #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
+    fn write_atomic_replaces_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out.bin");
-        atomic_write(&p, b"first").unwrap();
-        atomic_write(&p, b"second").unwrap();
+        write_atomic(&p, b"first").unwrap();
+        write_atomic(&p, b"second").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -210,10 +225,51 @@ mod tests {
     }
 
     #[test]
-    fn atomic_write_failure_names_file() {
+    fn write_atomic_failure_names_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("no_such_dir").join("x.bin");
-        let e = atomic_write(&p, b"x").unwrap_err();
+        let e = write_atomic(&p, b"x").unwrap_err();
         assert!(e.to_string().contains("x.bin"), "{e}");
+    }
+
+    /// Threads writing at once each get their own temporary file: every
+    /// file ends with its own bytes and no temporary file is left.
+    #[test]
+    fn write_atomic_from_many_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let dir = dir.path();
+                s.spawn(move || {
+                    for i in 0..20 {
+                        let p = dir.join(format!("f{}.txt", (t + i) % 4));
+                        write_atomic(&p, format!("{t} {i}").repeat(100).as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["f0.txt", "f1.txt", "f2.txt", "f3.txt"]);
+        for n in &names {
+            let text = std::fs::read_to_string(dir.path().join(n)).unwrap();
+            let unit = &text[..text.len() / 100];
+            assert_eq!(text, unit.repeat(100), "{n} holds one write, whole");
+        }
+    }
+
+    /// A path that names a folder is refused, and the folder is untouched.
+    #[test]
+    fn write_atomic_over_a_folder_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("keep"), b"k").unwrap();
+        assert!(write_atomic(&sub, b"x").is_err());
+        assert_eq!(std::fs::read(sub.join("keep")).unwrap(), b"k");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -39,7 +39,7 @@ pub fn write_pgm(
     data: &[u8],
 ) -> Result<(), IoError> {
     let bytes = encode_pgm(width, height, scale, data).map_err(|m| IoError::file(path, m))?;
-    super::atomic_write(path, &bytes)
+    super::write_atomic(path, &bytes)
 }
 
 /// nanoBragg's pixel value: `min(255, x * scale)` truncated to a byte

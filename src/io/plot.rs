@@ -350,7 +350,7 @@ pub fn line_plot_png(
 ) -> Result<(), IoError> {
     let bytes = line_plot_bytes(series, x_label, y_label, log_x, log_y)
         .map_err(|m| IoError::file(path, m))?;
-    super::atomic_write(path, &bytes)
+    super::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

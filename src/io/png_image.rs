@@ -114,7 +114,7 @@ pub fn write_log_png(
     check(data, width, height).map_err(|m| IoError::file(path, m))?;
     let bytes = encode(width, height, png::ColorType::Grayscale, &log_gray(data))
         .map_err(|m| IoError::file(path, m))?;
-    super::atomic_write(path, &bytes)
+    super::write_atomic(path, &bytes)
 }
 
 /// Write a signed image as an RGB PNG on a blue-white-red scale centred on 0.
@@ -127,7 +127,7 @@ pub fn write_diverging_png(
     check(data, width, height).map_err(|m| IoError::file(path, m))?;
     let bytes = encode(width, height, png::ColorType::Rgb, &diverging_rgb(data))
         .map_err(|m| IoError::file(path, m))?;
-    super::atomic_write(path, &bytes)
+    super::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

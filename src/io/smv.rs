@@ -105,7 +105,7 @@ pub fn write_smv(
 ) -> Result<(), IoError> {
     let bytes = encode_smv(header, fpixels, spixels, data, big_endian)
         .map_err(|m| IoError::file(path, m))?;
-    super::atomic_write(path, &bytes)
+    super::write_atomic(path, &bytes)
 }
 
 /// Parse `KEY=VALUE` pairs between `{` and `}`. Entries end at `;` or at a

@@ -6,85 +6,14 @@
 //! inputs) and `matrix::validate` runs it again per cell with the cell's
 //! scalar type and derivative directions.
 //!
-//! The limit defaults to 1/2 of `MemAvailable` (/proc/meminfo; 4 GiB when
-//! that cannot be read); `--memory-limit SIZE` or the environment variable
-//! `BRAGGRUN_MEMORY_LIMIT=SIZE` sets it (SIZE: bytes, or a number with
-//! K, M, G or T, powers of 1024).
+//! The limit itself (flag, `BRAGGRUN_MEMORY_LIMIT`, 1/2 of MemAvailable) is
+//! the process's, read in `io::memory`; it is re-exported here for callers.
 
-use super::setup::{invalid, SetupError};
-use std::sync::atomic::{AtomicU64, Ordering};
+pub use crate::io::memory::{
+    check_env, human, limit, parse_size, set_limit, FALLBACK_LIMIT, LIMIT_ENV,
+};
 
-/// The environment variable that sets the limit (the flag wins).
-pub const LIMIT_ENV: &str = "BRAGGRUN_MEMORY_LIMIT";
-/// The limit when /proc/meminfo cannot be read.
-pub const FALLBACK_LIMIT: u64 = 4 << 30;
-
-static LIMIT: AtomicU64 = AtomicU64::new(0);
-
-/// Parse a size: `123`, `512M`, `1.5G`, `2T` (powers of 1024; a trailing
-/// `B`/`iB` is allowed).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (num, mult) = match t.chars().last() {
-        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
-        Some('t' | 'T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let x: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (e.g. 8G, 512M, 1000000)"))?;
-    let bytes = x * mult as f64;
-    if !(1.0..1.8e19).contains(&bytes) {
-        return Err(format!("'{s}' is not a size between 1 byte and 16 EiB"));
-    }
-    Ok(bytes as u64)
-}
-
-/// Set the limit for this process (the `--memory-limit` flag).
-pub fn set_limit(bytes: u64) {
-    LIMIT.store(bytes.max(1), Ordering::Relaxed);
-}
-
-fn mem_available() -> Option<u64> {
-    let t = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let l = t.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = l.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
-}
-
-/// The limit in force and where it comes from.
-pub fn limit() -> (u64, String) {
-    let set = LIMIT.load(Ordering::Relaxed);
-    if set > 0 {
-        return (set, "--memory-limit".into());
-    }
-    if let Ok(v) = std::env::var(LIMIT_ENV) {
-        if let Ok(b) = parse_size(&v) {
-            return (b, format!("{LIMIT_ENV}={v}"));
-        }
-    }
-    match mem_available() {
-        Some(a) => (a / 2, "1/2 of MemAvailable".into()),
-        None => (FALLBACK_LIMIT, "default, /proc/meminfo unreadable".into()),
-    }
-}
-
-/// Check the environment variable's value (an error names it).
-pub fn check_env() -> Result<(), String> {
-    match std::env::var(LIMIT_ENV) {
-        Ok(v) => parse_size(&v)
-            .map(|_| ())
-            .map_err(|e| format!("{LIMIT_ENV}: {e}")),
-        Err(_) => Ok(()),
-    }
-}
+use super::error::{invalid, SetupError};
 
 /// A number for a message: plain when moderate, else in exponent form
 /// (1e300, not three hundred digits).
@@ -93,22 +22,6 @@ pub fn num(x: f64) -> String {
         format!("{x}")
     } else {
         format!("{x:e}")
-    }
-}
-
-/// Human-readable bytes.
-pub fn human(b: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut x = b as f64;
-    let mut i = 0;
-    while x >= 1024.0 && i + 1 < units.len() {
-        x /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{x:.1} {}", units[i])
     }
 }
 
@@ -141,9 +54,16 @@ impl Need {
             .collect::<Vec<_>>()
             .join(", ")
     }
-    /// Refuse (naming `key`) when the total exceeds the limit or overflows.
+    /// Refuse (naming `key`) when the total exceeds the process's limit
+    /// ([`limit`]) or overflows.
     pub fn check(&self, key: &str) -> Result<u64, SetupError> {
-        let (lim, src) = limit();
+        self.check_within(key, &limit())
+    }
+
+    /// Refuse (naming `key`) when the total exceeds `limit` (bytes, and
+    /// where that figure comes from) or overflows.
+    pub fn check_within(&self, key: &str, limit: &(u64, String)) -> Result<u64, SetupError> {
+        let (lim, src) = (limit.0, &limit.1);
         match self.total() {
             Some(t) if t <= lim => Ok(t),
             Some(t) => Err(invalid(
@@ -164,6 +84,53 @@ impl Need {
                 ),
             )),
         }
+    }
+}
+
+/// The budget of one configuration while it is resolved: a whole-detector
+/// render (no derivatives, float64) of `fpixels` x `spixels` with or without
+/// a mask, against a given limit.
+#[derive(Clone, Copy, Debug)]
+pub struct RenderBudget<'a> {
+    fpixels: u64,
+    spixels: u64,
+    mask: bool,
+    limit: &'a (u64, String),
+}
+
+impl<'a> RenderBudget<'a> {
+    pub fn new(fpixels: usize, spixels: usize, mask: bool, limit: &'a (u64, String)) -> Self {
+        RenderBudget {
+            fpixels: fpixels as u64,
+            spixels: spixels as u64,
+            mask,
+            limit,
+        }
+    }
+
+    /// Check what the render needs with the counts known so far (0 for those
+    /// not yet known), naming `key`.
+    pub fn check(
+        &self,
+        key: &str,
+        sources: u64,
+        phisteps: u64,
+        domains: u64,
+        hkl_points: u64,
+    ) -> Result<u64, SetupError> {
+        render_need(
+            self.fpixels,
+            self.spixels,
+            0,
+            sources,
+            phisteps,
+            domains,
+            hkl_points,
+            self.mask,
+            false,
+            0,
+        )
+        .check_within(key, self.limit)
     }
 }
 
@@ -220,17 +187,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse_and_overflow_is_caught() {
-        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
-        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
-        assert_eq!(parse_size("1000").unwrap(), 1000);
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("-1G").is_err());
-        assert!(parse_size("1e30").is_err());
+    fn overflow_is_caught() {
         let mut n = Need::default();
         n.add("x", u64::MAX, 2);
         assert_eq!(n.total(), None);
         let n = render_need(16384, 16383, 4, 1, 1, 1, 0, false, false, 0);
         assert!(n.total().unwrap() > 3 << 30);
+    }
+
+    /// The resolution-time check against a given limit: a 1024 x 1024
+    /// float64 image and its copy are 16 MiB, which a 10 MiB limit refuses,
+    /// naming the key, the items and the limit's source.
+    #[test]
+    fn render_budget_names_key_items_and_limit() {
+        let limit = (10u64 << 20, "test limit".to_string());
+        let b = RenderBudget::new(1024, 1024, false, &limit);
+        let e = b.check("detector", 0, 0, 0, 0).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "detector: needs 16.0 MiB of memory (image (f64) 8.0 MiB, image copy (f64) 8.0 MiB), \
+             more than the limit of 10.0 MiB (test limit); raise it with --memory-limit SIZE or \
+             BRAGGRUN_MEMORY_LIMIT=SIZE"
+        );
+        let small = RenderBudget::new(512, 512, true, &limit);
+        // 2 x 2 MiB image, 0.5 MiB mask, 1000 sources of 80 bytes
+        assert_eq!(
+            small.check("beam", 1000, 0, 0, 0).unwrap(),
+            (4 << 20) + (1 << 19) + 80_000
+        );
     }
 }

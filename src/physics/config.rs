@@ -2,7 +2,7 @@
 //! nanoBragg's command line (Å, degrees, mm, µm, mrad), grouped the way DIALS
 //! models an experiment (crystal, beam, detector, goniometer). `None` means
 //! "not given": nanoBragg's auto-selection rules then apply
-//! (spec-a-core "Auto-selection rules", resolved in `setup.rs`).
+//! (spec-a-core "Auto-selection rules", resolved per model in `models/`).
 //!
 //! These types are the contract shared by the `nanobragg` command line, the
 //! experiment TOML (`[model]`), the CPU engine and the CUDA engine.

@@ -1,11 +1,18 @@
 //! The nanoBragg model, written once and generic over the scalar (f32, f64,
 //! forward-mode dual numbers). Normative source: hoidn/nanoBragg
 //! `specs/spec-a-core.md` and `golden_suite_generator/nanoBragg.c`.
+//!
+//! The model reads no files: a [`Simulation`] is made from a configuration
+//! and the contents of the files it names ([`Simulation::from_inputs`] with
+//! [`inputs::Inputs`]); `engine::prepare` reads them (`Simulation::prepare`).
 
 pub mod budget;
 pub mod cell;
 pub mod config;
+pub mod error;
+pub mod inputs;
 pub mod lattice;
+pub mod models;
 pub mod params;
 pub mod polarization;
 pub mod rng;
@@ -16,10 +23,10 @@ pub mod simulator;
 pub mod structure_factors;
 
 use config::SimConfig;
+pub use error::SetupError;
+use inputs::Inputs;
 use params::Param;
-pub use setup::SetupError;
 use setup::{detector_geometry, Setup};
-use std::path::Path;
 use structure_factors::HklGrid;
 
 /// A configuration resolved and its input files loaded: ready to render.
@@ -52,9 +59,9 @@ pub struct DetectorHeader {
 }
 
 impl Simulation {
-    /// Resolve `cfg`; relative file paths are taken from `base_dir`.
-    pub fn prepare(cfg: &SimConfig, base_dir: &Path) -> Result<Simulation, SetupError> {
-        let (setup, hkl, mask) = setup::resolve(cfg, base_dir)?;
+    /// Resolve `cfg` with the contents of the files it names.
+    pub fn from_inputs(cfg: &SimConfig, inputs: Inputs) -> Result<Simulation, SetupError> {
+        let (setup, hkl, mask) = setup::resolve(cfg, inputs)?;
         Ok(Simulation {
             config: cfg.clone(),
             setup,
@@ -83,7 +90,7 @@ impl Simulation {
     /// The value of parameter `p` in its user units.
     pub fn base_value(&self, p: Param) -> Result<f64, SetupError> {
         if !self.setup.applicable[p as usize] {
-            return Err(setup::invalid(
+            return Err(error::invalid(
                 "param",
                 format!(
                     "'{p}' does not apply: the cell comes from a MOSFLM matrix, not crystal.cell"

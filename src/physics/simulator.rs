@@ -3,6 +3,7 @@
 //! domain, sources, detector frame) is done once in [`Model::build`]; the
 //! per-pixel function then only evaluates the loop body.
 
+use super::cell::CellVectors;
 use super::config::PhiCarryover;
 use super::lattice::f_latt;
 use super::params::{Param, ParamValues};
@@ -90,6 +91,108 @@ pub(crate) fn phi_zero_at<T: Real>(setup: &Setup, pv: &ParamValues<T>) -> Vec<bo
         .collect()
 }
 
+/// The crystal's orientations, `[phi][domain]` (a, b, c in metres), for the
+/// first executed phi sweep of the image and for every later sweep, and the
+/// number of steps with the mosaic domains they use.
+fn orientations<T: Real>(
+    setup: &Setup,
+    pv: &ParamValues<T>,
+    cell: &CellVectors<T>,
+) -> (Vec<Orientation<T>>, Vec<Orientation<T>>, usize) {
+    let to_m = c::<T>(1e-10);
+    let (a0, b0, c0) = (cell.a.scale(to_m), cell.b.scale(to_m), cell.c.scale(to_m));
+    let spindle = Vec3::<T>::cst(setup.spindle);
+    let phi0 = setup.iv(Param::PhiStart, pv);
+    let phistep = setup.iv(Param::OscRange, pv);
+    let rotated: Vec<Orientation<T>> = (0..setup.phisteps)
+        .map(|i| {
+            let phi = phi0 + phistep * c::<T>(i as f64);
+            [
+                rotate_axis(&a0, &spindle, phi),
+                rotate_axis(&b0, &spindle, phi),
+                rotate_axis(&c0, &spindle, phi),
+            ]
+        })
+        .collect();
+    let base = [a0, b0, c0];
+    // Which phi steps are exactly 0 (C's `phi != 0.0` test): decided at the
+    // base point, and again at shifted phi values, so a render with phi_start
+    // moved off 0 follows the branch a fresh configuration would (and a
+    // finite difference sees the jump the carryover makes).
+    let phi_zero = phi_zero_at(setup, pv);
+    // Phi carryover (REFERENCE.md): a step whose angle is exactly 0 keeps the
+    // most recent rotation: an earlier non-zero step of the same sweep, else
+    // the last non-zero step of the previous sweep, else (first sweep of the
+    // image) the unrotated cell. Zero-ness: `phi_zero_at` below.
+    let phi_orient = |first: bool| -> Vec<Orientation<T>> {
+        (0..setup.phisteps)
+            .map(|i| {
+                if setup.carryover == PhiCarryover::Spec || !phi_zero[i] {
+                    return rotated[i];
+                }
+                if let Some(j) = (0..i).rev().find(|j| !phi_zero[*j]) {
+                    return rotated[j];
+                }
+                if first {
+                    return base;
+                }
+                match (0..setup.phisteps).rev().find(|j| !phi_zero[*j]) {
+                    Some(j) => rotated[j],
+                    None => base,
+                }
+            })
+            .collect()
+    };
+    let spread = setup.iv(Param::MosaicSpread, pv);
+    // Domain edge (spec-a-core "Mosaic"): a spread of 0 makes C use one
+    // domain. At that edge a derivative (or a step into spread > 0) uses
+    // the domains a positive spread would draw, all at angle 0: the same
+    // image, and the one-sided derivative into the valid domain.
+    let at_mosaic_edge = !setup.mosaic_on
+        && !setup.mosaic_deviates_edge.is_empty()
+        && (spread.val() > 0.0 || (spread.val() == 0.0 && pv.live[Param::MosaicSpread as usize]));
+    let deviates = if at_mosaic_edge {
+        &setup.mosaic_deviates_edge
+    } else {
+        &setup.mosaic_deviates
+    };
+    let mosaic_on = setup.mosaic_on || at_mosaic_edge;
+    let steps = setup.steps / setup.mosaic_deviates.len().max(1) * deviates.len();
+    let umats: Vec<[T; 9]> = deviates
+        .iter()
+        .enumerate()
+        .map(|(m, d)| {
+            if m == 0 {
+                // domain 0 is forced to the identity
+                let (o, z) = (c::<T>(1.0), c::<T>(0.0));
+                [o, z, z, z, o, z, z, z, o]
+            } else {
+                axis_angle_umat(d.axis(), mosaic_rotation_angle(spread, d))
+            }
+        })
+        .collect();
+    let with_mosaic = |phis: Vec<Orientation<T>>| -> Vec<Orientation<T>> {
+        let mut out = Vec::with_capacity(phis.len() * umats.len());
+        for p in &phis {
+            for u in &umats {
+                if mosaic_on {
+                    out.push([
+                        rotate_umat(&p[0], u),
+                        rotate_umat(&p[1], u),
+                        rotate_umat(&p[2], u),
+                    ]);
+                } else {
+                    out.push(*p);
+                }
+            }
+        }
+        out
+    };
+    let orient_first = with_mosaic(phi_orient(true));
+    let orient_rest = with_mosaic(phi_orient(false));
+    (orient_first, orient_rest, steps)
+}
+
 /// How structure factors are looked up for a pixel (see [`FMode`] users).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FMode {
@@ -119,98 +222,7 @@ impl<'a, T: Real> Model<'a, T> {
 
         // crystal: base real vectors in metres
         let cell = crystal_cell(setup, pv);
-        let to_m = c::<T>(1e-10);
-        let (a0, b0, c0) = (cell.a.scale(to_m), cell.b.scale(to_m), cell.c.scale(to_m));
-        let spindle = Vec3::<T>::cst(setup.spindle);
-        let phi0 = setup.iv(Param::PhiStart, pv);
-        let phistep = setup.iv(Param::OscRange, pv);
-        let rotated: Vec<Orientation<T>> = (0..setup.phisteps)
-            .map(|i| {
-                let phi = phi0 + phistep * c::<T>(i as f64);
-                [
-                    rotate_axis(&a0, &spindle, phi),
-                    rotate_axis(&b0, &spindle, phi),
-                    rotate_axis(&c0, &spindle, phi),
-                ]
-            })
-            .collect();
-        let base = [a0, b0, c0];
-        // Which phi steps are exactly 0 (C's `phi != 0.0` test): decided at the
-        // base point, and again at shifted phi values, so a render with phi_start
-        // moved off 0 follows the branch a fresh configuration would (and a
-        // finite difference sees the jump the carryover makes).
-        let phi_zero = phi_zero_at(setup, pv);
-        // Phi carryover (REFERENCE.md): a step whose angle is exactly 0 keeps the
-        // most recent rotation: an earlier non-zero step of the same sweep, else
-        // the last non-zero step of the previous sweep, else (first sweep of the
-        // image) the unrotated cell. Zero-ness: `phi_zero_at` below.
-        let phi_orient = |first: bool| -> Vec<Orientation<T>> {
-            (0..setup.phisteps)
-                .map(|i| {
-                    if setup.carryover == PhiCarryover::Spec || !phi_zero[i] {
-                        return rotated[i];
-                    }
-                    if let Some(j) = (0..i).rev().find(|j| !phi_zero[*j]) {
-                        return rotated[j];
-                    }
-                    if first {
-                        return base;
-                    }
-                    match (0..setup.phisteps).rev().find(|j| !phi_zero[*j]) {
-                        Some(j) => rotated[j],
-                        None => base,
-                    }
-                })
-                .collect()
-        };
-        let spread = setup.iv(Param::MosaicSpread, pv);
-        // Domain edge (spec-a-core "Mosaic"): a spread of 0 makes C use one
-        // domain. At that edge a derivative (or a step into spread > 0) uses
-        // the domains a positive spread would draw, all at angle 0: the same
-        // image, and the one-sided derivative into the valid domain.
-        let at_mosaic_edge = !setup.mosaic_on
-            && !setup.mosaic_deviates_edge.is_empty()
-            && (spread.val() > 0.0
-                || (spread.val() == 0.0 && pv.live[Param::MosaicSpread as usize]));
-        let deviates = if at_mosaic_edge {
-            &setup.mosaic_deviates_edge
-        } else {
-            &setup.mosaic_deviates
-        };
-        let mosaic_on = setup.mosaic_on || at_mosaic_edge;
-        let steps = setup.steps / setup.mosaic_deviates.len().max(1) * deviates.len();
-        let umats: Vec<[T; 9]> = deviates
-            .iter()
-            .enumerate()
-            .map(|(m, d)| {
-                if m == 0 {
-                    // domain 0 is forced to the identity
-                    let (o, z) = (c::<T>(1.0), c::<T>(0.0));
-                    [o, z, z, z, o, z, z, z, o]
-                } else {
-                    axis_angle_umat(d.axis(), mosaic_rotation_angle(spread, d))
-                }
-            })
-            .collect();
-        let with_mosaic = |phis: Vec<Orientation<T>>| -> Vec<Orientation<T>> {
-            let mut out = Vec::with_capacity(phis.len() * umats.len());
-            for p in &phis {
-                for u in &umats {
-                    if mosaic_on {
-                        out.push([
-                            rotate_umat(&p[0], u),
-                            rotate_umat(&p[1], u),
-                            rotate_umat(&p[2], u),
-                        ]);
-                    } else {
-                        out.push(*p);
-                    }
-                }
-            }
-            out
-        };
-        let orient_first = with_mosaic(phi_orient(true));
-        let orient_rest = with_mosaic(phi_orient(false));
+        let (orient_first, orient_rest, steps) = orientations(setup, pv, &cell);
 
         let fluence = setup.iv(Param::Fluence, pv);
         let live = [
