@@ -8,6 +8,7 @@
 pub mod float_image;
 pub mod hkl;
 pub mod mosflm;
+pub mod npy;
 pub mod pgm;
 pub mod plot;
 pub mod png_image;
