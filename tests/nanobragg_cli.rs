@@ -167,3 +167,203 @@ fn binary_rejects_malformed_hkl_naming_line() {
     std::fs::write(dir.path().join("bad.hkl"), "1 2 3 4\n1 2 x 4\n").unwrap();
     runner_fails(dir.path(), "-hkl bad.hkl", "bad.hkl:2");
 }
+
+fn runner_in(dir: &std::path::Path, args: &str) -> std::process::Output {
+    Command::cargo_bin("runner")
+        .unwrap()
+        .current_dir(dir)
+        .arg("nanobragg")
+        .args(split(args))
+        .output()
+        .unwrap()
+}
+
+/// The files in a folder, sorted.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn no_arguments_print_the_usage_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = runner_in(dir.path(), "");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("usage: runner nanobragg"), "{text}");
+    for f in ["-cell", "-floatfile", "-deriv", "-memory_limit", "cell_a"] {
+        assert!(text.contains(f), "usage lacks {f}");
+    }
+    assert!(listing(dir.path()).is_empty());
+    let help = runner_in(dir.path(), "-h");
+    assert_eq!(help.status.code(), Some(0));
+    assert_eq!(help.stdout, out.stdout);
+}
+
+/// nanoBragg.c's typical command line: AT-PARALLEL-001 with a noise seed.
+const TYPICAL: &str = "-default_F 100 -cell 100 100 100 90 90 90 -lambda 6.2 -N 3 -pixel 0.1 -distance 100 -mosflm -seed 1 -detpixels 64 -Xbeam 3.2 -Ybeam 3.2";
+
+#[test]
+fn without_output_flags_c_default_files_are_written() {
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let out = runner_in(a.path(), TYPICAL);
+    assert!(out.status.success(), "{out:?}");
+    let defaults = [
+        "floatimage.bin",
+        "image.pgm",
+        "intimage.img",
+        "noiseimage.img",
+    ];
+    assert_eq!(listing(a.path()), defaults);
+    let named = "-floatfile f.bin -intfile i.img -pgmfile p.pgm -noisefile n.img";
+    let out = runner_in(b.path(), &format!("{TYPICAL} {named}"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(listing(b.path()), ["f.bin", "i.img", "n.img", "p.pgm"]);
+    for (d, n) in defaults.iter().zip(["f.bin", "p.pgm", "i.img", "n.img"]) {
+        let (x, y) = (
+            std::fs::read(a.path().join(d)).unwrap(),
+            std::fs::read(b.path().join(n)).unwrap(),
+        );
+        assert!(x == y, "{d} differs from -{n}");
+    }
+    // The data is the image: 64 x 64 float32, not all zero; SMV and PGM headers.
+    let float = std::fs::read(a.path().join("floatimage.bin")).unwrap();
+    assert_eq!(float.len(), 64 * 64 * 4);
+    assert!(float
+        .chunks(4)
+        .any(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) > 0.0));
+    let int = std::fs::read(a.path().join("intimage.img")).unwrap();
+    assert!(int.starts_with(b"{\nHEADER_BYTES=512;") && int.len() == 512 + 64 * 64 * 2);
+    let pgm = std::fs::read(a.path().join("image.pgm")).unwrap();
+    assert!(pgm.starts_with(b"P5\n64 64\n"));
+    // -nopgm and -nonoise drop C's last two defaults.
+    let out = runner_in(c.path(), &format!("{TYPICAL} -nopgm -nonoise"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(listing(c.path()), ["floatimage.bin", "intimage.img"]);
+}
+
+fn read_f32(p: &std::path::Path) -> Vec<f64> {
+    std::fs::read(p)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+        .collect()
+}
+
+/// A small detector with spots on it (lambda 1 A, 100 A cell: about 10
+/// pixels between spots).
+const SPOTS: &str = "-default_F 100 -cell 100 100 100 90 90 90 -misset 10 5 3 -lambda 1 -N 3 -pixel 0.1 -distance 100 -mosflm -detpixels 40 -oversample 1";
+
+#[test]
+fn deriv_images_match_central_differences_of_two_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = runner_in(
+        dir.path(),
+        &format!("{SPOTS} -floatfile img.bin -deriv cell_a,distance"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        listing(dir.path()),
+        [
+            "img.bin",
+            "img.d_cell_a.bin",
+            "img.d_cell_a.npy",
+            "img.d_distance.bin",
+            "img.d_distance.npy"
+        ]
+    );
+    let image = read_f32(&dir.path().join("img.bin"));
+    assert!(image.iter().any(|&x| x > 0.0), "image all zero");
+    // (parameter, h, flags at value - h, flags at value + h). The float32
+    // files limit the differences (rounding / 2h), hence steps this large;
+    // the O(h^2) error is far smaller here (measured: the error halves as h doubles).
+    let cases = [
+        (
+            "cell_a",
+            0.1,
+            "-cell 99.9 100 100 90 90 90",
+            "-cell 100.1 100 100 90 90 90",
+        ),
+        ("distance", 0.04, "-distance 99.96", "-distance 100.04"),
+    ];
+    for (name, h, minus, plus) in cases {
+        let d = braggrun::io::npy::read_image::<f64>(&dir.path().join(format!("img.d_{name}.npy")))
+            .unwrap();
+        assert_eq!(d.shape(), &[40, 40], "{name}");
+        let d: Vec<f64> = d.iter().copied().collect();
+        let bin = read_f32(&dir.path().join(format!("img.d_{name}.bin")));
+        assert!(
+            bin.iter().zip(&d).all(|(b, x)| *b == (*x as f32) as f64),
+            "{name}: .bin is not the .npy in float32"
+        );
+        let mut fd = vec![];
+        for (sign, flags) in [(-1.0, minus), (1.0, plus)] {
+            let out = runner_in(dir.path(), &format!("{SPOTS} {flags} -floatfile fd.bin"));
+            assert!(out.status.success(), "{out:?}");
+            let img = read_f32(&dir.path().join("fd.bin"));
+            if fd.is_empty() {
+                fd = vec![0.0; img.len()];
+            }
+            for (f, x) in fd.iter_mut().zip(img) {
+                *f += sign * x / (2.0 * h);
+            }
+        }
+        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let diff: Vec<f64> = fd.iter().zip(&d).map(|(a, b)| a - b).collect();
+        let rel = norm(&diff) / norm(&d);
+        eprintln!("{name}: |d| = {:.4e}, |fd - d| / |d| = {rel:.3e}", norm(&d));
+        assert!(norm(&d) > 0.0, "{name}: derivative all zero");
+        assert!(
+            rel < 1e-3,
+            "{name}: central differences differ by {rel:.3e} (relative L2)"
+        );
+    }
+}
+
+#[test]
+fn deriv_leaves_the_image_files_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    for dtype in ["float64", "float32"] {
+        let with = runner_in(
+            dir.path(),
+            &format!("{SPOTS} -dtype {dtype} -deriv n_a,wavelength"),
+        );
+        assert!(with.status.success(), "{with:?}");
+        let without = runner_in(
+            dir.path(),
+            &format!(
+                "{SPOTS} -dtype {dtype} -floatfile f.bin -intfile i.img -pgmfile p.pgm -nonoise"
+            ),
+        );
+        assert!(without.status.success(), "{without:?}");
+        for (x, y) in [
+            ("floatimage.bin", "f.bin"),
+            ("intimage.img", "i.img"),
+            ("image.pgm", "p.pgm"),
+        ] {
+            let (x, y) = (dir.path().join(x), dir.path().join(y));
+            assert!(
+                std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(),
+                "{dtype}: {x:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn deriv_rejects_unknown_parameter_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = runner_in(dir.path(), &format!("{TYPICAL} -deriv cell_a,cell_x"));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("-deriv") && err.contains("'cell_x'"), "{err}");
+    assert!(listing(dir.path()).is_empty());
+}

@@ -382,18 +382,7 @@ pub fn resolve(
     // [model]
     let mut model_table = raw.model.clone();
     let model: SimConfig = if let Some(args) = model_table.remove("nanobragg_args") {
-        let s = match &args {
-            toml::Value::String(s) => s.clone(),
-            other => {
-                return Err(InputError(format!(
-                    "{shown}: model.nanobragg_args: expected a string of flags, found {other}"
-                )))
-            }
-        };
-        let argv: Vec<String> = s.split_whitespace().map(|x| x.to_string()).collect();
-        let parsed = crate::cli::nanobragg::parse_args(&argv)
-            .map_err(|e| InputError(format!("{shown}: model.nanobragg_args: \"{s}\": {e}")))?;
-        let mut base = toml::Table::try_from(&parsed.config)
+        let mut base = super::nanobragg_flags::config_table(&args)
             .map_err(|e| InputError(format!("{shown}: model.nanobragg_args: {e}")))?;
         deep_merge(&mut base, &model_table);
         typed_with(&base, &shown, "model", origin)?

@@ -516,23 +516,8 @@ fn build_cell(
     // A cell's own `model.nanobragg_args` replaces the [model] section as its base.
     let mut table = match get(&values, "model.nanobragg_args") {
         None => base.clone(),
-        Some(toml::Value::String(a)) => {
-            let argv: Vec<String> = a.split_whitespace().map(|x| x.to_string()).collect();
-            let parsed = crate::cli::nanobragg::parse_args(&argv).map_err(|e| {
-                InputError(format!(
-                    "{}: \"{a}\": {e}",
-                    key_of("\"model.nanobragg_args\"")
-                ))
-            })?;
-            toml::Table::try_from(&parsed.config)
-                .map_err(|e| InputError(format!("{}: {e}", key_of("\"model.nanobragg_args\""))))?
-        }
-        Some(other) => {
-            return Err(InputError(format!(
-                "{}: expected a string of flags, found {other}",
-                key_of("\"model.nanobragg_args\"")
-            )))
-        }
+        Some(args) => super::nanobragg_flags::config_table(args)
+            .map_err(|e| InputError(format!("{}: {e}", key_of("\"model.nanobragg_args\""))))?,
     };
     for (k, v) in &values {
         if k == "model.nanobragg_args" {

@@ -24,6 +24,7 @@ pub mod bench;
 pub mod config;
 pub mod load;
 pub mod matrix;
+pub mod nanobragg_flags;
 pub mod probes;
 pub mod run;
 pub mod shard;

@@ -13,6 +13,7 @@ pub mod float_image;
 pub mod hkl;
 pub mod memory;
 pub mod mosflm;
+pub mod npy;
 pub mod pgm;
 pub mod picture;
 pub mod plot;
