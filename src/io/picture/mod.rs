@@ -6,7 +6,7 @@
 //! backends, text through `ab_glyph`) in the DejaVu Sans font embedded by the
 //! `dejavu` crate, so no system font or library is needed. The functions take
 //! plain slices and return bytes; writing them is the caller's business (e.g.
-//! [`crate::io::atomic_write`]). The same input gives the same bytes.
+//! [`crate::io::write_atomic`]). The same input gives the same bytes.
 //!
 //! Images are row-major with the fast index innermost:
 //! `data[slow * width + fast]`, as nanoBragg stores its `floatimage`. They are
