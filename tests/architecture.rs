@@ -63,20 +63,20 @@ fn module_of(rel: &str) -> Vec<String> {
 fn strip(src: &str) -> String {
     let c: Vec<char> = src.chars().collect();
     let mut out = String::with_capacity(src.len());
+    let peek = |j: usize| c.get(j).copied().unwrap_or('\0');
     let mut i = 0;
     while i < c.len() {
-        let next = |k: usize| c.get(i + k).copied().unwrap_or('\0');
-        if c[i] == '/' && next(1) == '/' {
+        if c[i] == '/' && peek(i + 1) == '/' {
             while i < c.len() && c[i] != '\n' {
                 i += 1;
             }
-        } else if c[i] == '/' && next(1) == '*' {
+        } else if c[i] == '/' && peek(i + 1) == '*' {
             let mut depth = 0;
             while i < c.len() {
-                if c[i] == '/' && next(1) == '*' {
+                if c[i] == '/' && peek(i + 1) == '*' {
                     depth += 1;
                     i += 2;
-                } else if c[i] == '*' && next(1) == '/' {
+                } else if c[i] == '*' && peek(i + 1) == '/' {
                     depth -= 1;
                     i += 2;
                     if depth == 0 {
@@ -87,7 +87,7 @@ fn strip(src: &str) -> String {
                 }
             }
             out.push(' ');
-        } else if c[i] == 'r' && (next(1) == '"' || (next(1) == '#' && (next(2) == '"' || next(2) == '#')))
+        } else if c[i] == 'r' && (peek(i + 1) == '"' || (peek(i + 1) == '#' && (peek(i + 2) == '"' || peek(i + 2) == '#')))
             && (i == 0 || !(c[i - 1].is_alphanumeric() || c[i - 1] == '_'))
         {
             let mut j = i + 1;
@@ -119,7 +119,7 @@ fn strip(src: &str) -> String {
             }
             i += 1;
             out.push_str("\"\"");
-        } else if c[i] == '\'' && (next(1) == '\\' || next(2) == '\'') {
+        } else if c[i] == '\'' && (peek(i + 1) == '\\' || peek(i + 2) == '\'') {
             // a char literal (not a lifetime)
             i += 1;
             while i < c.len() && c[i] != '\'' {

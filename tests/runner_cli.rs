@@ -1,7 +1,6 @@
 //! End-to-end tests of `runner` (validate, plan, run, verify, schema) on real
 //! TOML files in temporary folders.
 
-use assert_cmd::Command;
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};

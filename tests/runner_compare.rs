@@ -1,6 +1,5 @@
 //! `runner compare A B`: regressions between two bundles of one experiment.
 
-use assert_cmd::Command;
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -3,9 +3,7 @@
 //! Slurm script (run on this machine with SLURM_ARRAY_TASK_ID set by hand),
 //! and the pictures a run leaves (PNG cells, sweep plots).
 
-use assert_cmd::Command;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -175,7 +175,7 @@ pub fn write_junit(bundle: &Path, exp_id: &str, rows: &[Row]) -> Result<(), Bund
         tc.set_classname(format!("{exp_id}.{}", c.probe));
         tc.set_time(seconds(r.timing.seconds));
         if c.status == Verdict::Pass {
-            tc.set_system_out(&body);
+            tc.set_system_out(body.as_str());
         }
         suite.add_test_case(tc);
     }

@@ -323,7 +323,7 @@ fn product(exp: &Experiment, axes: &[(String, Vec<toml::Value>)]) -> Result<Vec<
     }
     // Cartesian product, deterministic (first axis outermost).
     let mut combos: Vec<Combo> = vec![vec![]];
-    for (k, vals) in &axes {
+    for (k, vals) in axes {
         let mut next = Vec::with_capacity(combos.len() * vals.len());
         for c in &combos {
             for v in vals {
