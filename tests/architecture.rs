@@ -87,7 +87,9 @@ fn strip(src: &str) -> String {
                 }
             }
             out.push(' ');
-        } else if c[i] == 'r' && (peek(i + 1) == '"' || (peek(i + 1) == '#' && (peek(i + 2) == '"' || peek(i + 2) == '#')))
+        } else if c[i] == 'r'
+            && (peek(i + 1) == '"'
+                || (peek(i + 1) == '#' && (peek(i + 2) == '"' || peek(i + 2) == '#')))
             && (i == 0 || !(c[i - 1].is_alphanumeric() || c[i - 1] == '_'))
         {
             let mut j = i + 1;
@@ -214,11 +216,7 @@ fn path_tail(b: &[char], mut i: usize, prefix: Vec<String>) -> (Vec<Vec<String>>
 
 /// The file (relative to src/) a path names, given the files there: the
 /// longest module prefix that is a file; a root macro maps to its module.
-fn target_file(
-    from: &str,
-    path: &[String],
-    files: &BTreeSet<String>,
-) -> Option<String> {
+fn target_file(from: &str, path: &[String], files: &BTreeSet<String>) -> Option<String> {
     let mut module = match path.first().map(|s| s.as_str()) {
         Some("crate") => vec![],
         Some("self") => module_of(from),
@@ -298,7 +296,10 @@ fn check(sources: &BTreeMap<String, String>, allowed: &[(&str, &str)]) -> Vec<St
         }
     }
     for cycle in cycles(&same_layer) {
-        bad.push(format!("cycle between files of one layer: {}", cycle.join(" -> ")));
+        bad.push(format!(
+            "cycle between files of one layer: {}",
+            cycle.join(" -> ")
+        ));
     }
     bad
 }
@@ -319,11 +320,10 @@ fn cycles(graph: &BTreeMap<String, Vec<String>>) -> Vec<Vec<String>> {
         t.low.insert(v, n);
         t.stack.push(v);
         t.on.insert(v);
-        let next: Vec<&'a str> = t
-            .g
-            .get(v)
-            .map(|w| w.iter().map(|s| s.as_str()).collect())
-            .unwrap_or_default();
+        let next: Vec<&'a str> =
+            t.g.get(v)
+                .map(|w| w.iter().map(|s| s.as_str()).collect())
+                .unwrap_or_default();
         for w in next {
             if !t.index.contains_key(w) {
                 visit(t, w);
@@ -373,7 +373,11 @@ fn read_tree(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
         if p.is_dir() {
             read_tree(&p, root, out);
         } else if p.extension().is_some_and(|x| x == "rs") {
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             out.insert(rel, std::fs::read_to_string(&p).unwrap());
         }
     }
@@ -388,9 +392,16 @@ fn layers_point_down_and_files_of_a_layer_form_no_cycle() {
     // the checker sees the tree: known downward edges are found
     let e = edges(&sources);
     assert!(e.contains_key(&("cli/mod.rs".to_string(), "evidence/mod.rs".to_string())));
-    assert!(e.keys().any(|(f, t)| f.starts_with("evidence/") && t.starts_with("experiment/")));
+    assert!(e
+        .keys()
+        .any(|(f, t)| f.starts_with("evidence/") && t.starts_with("experiment/")));
     let bad = check(&sources, ALLOWED);
-    assert!(bad.is_empty(), "{} violation(s):\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} violation(s):\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 fn tree(files: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -405,8 +416,14 @@ fn a_planted_upward_edge_fails() {
     let clean = tree(&[
         ("lib.rs", "pub mod io; pub mod physics; pub mod cli;"),
         ("io/mod.rs", "pub fn read() {}"),
-        ("physics/mod.rs", "use crate::io::read;\npub fn model() { read() }"),
-        ("cli/mod.rs", "use crate::{io, physics::model};\nfn main() { crate::errln!(\"x\"); }"),
+        (
+            "physics/mod.rs",
+            "use crate::io::read;\npub fn model() { read() }",
+        ),
+        (
+            "cli/mod.rs",
+            "use crate::{io, physics::model};\nfn main() { crate::errln!(\"x\"); }",
+        ),
         ("platform/stream.rs", ""),
     ]);
     assert_eq!(check(&clean, &[]), Vec::<String>::new());
@@ -417,9 +434,15 @@ fn a_planted_upward_edge_fails() {
     );
     let bad = check(&planted, &[]);
     assert_eq!(bad.len(), 1, "{bad:?}");
-    assert!(bad[0].contains("src/io/mod.rs:1 uses src/physics/mod.rs"), "{bad:?}");
+    assert!(
+        bad[0].contains("src/io/mod.rs:1 uses src/physics/mod.rs"),
+        "{bad:?}"
+    );
     // ... and a grouped `use` reaches the checker too
-    planted.insert("io/mod.rs".into(), "use crate::{platform, cli::{self}};".into());
+    planted.insert(
+        "io/mod.rs".into(),
+        "use crate::{platform, cli::{self}};".into(),
+    );
     assert_eq!(check(&planted, &[]).len(), 1);
     // an allowed edge is let through
     assert!(check(&planted, &[("io/mod.rs", "cli/mod.rs")]).is_empty());
@@ -436,5 +459,8 @@ fn comments_and_strings_are_not_edges_but_super_paths_are() {
     ]);
     let bad = check(&t, &[]);
     assert_eq!(bad.len(), 1, "{bad:?}");
-    assert!(bad[0].contains("cycle") && bad[0].contains("physics/a.rs -> physics/b.rs"), "{bad:?}");
+    assert!(
+        bad[0].contains("cycle") && bad[0].contains("physics/a.rs -> physics/b.rs"),
+        "{bad:?}"
+    );
 }

@@ -56,11 +56,13 @@ fn task(dir: &Path, file: &Path, k: usize, n: usize) -> Command {
 }
 
 fn full_run(tmp: &Path, file: &Path) -> (i32, PathBuf) {
-    let (code, stdout, stderr) = out_of(runner_cmd()
-        .arg("run")
-        .arg(file)
-        .arg("--out")
-        .arg(tmp.join("full")));
+    let (code, stdout, stderr) = out_of(
+        runner_cmd()
+            .arg("run")
+            .arg(file)
+            .arg("--out")
+            .arg(tmp.join("full")),
+    );
     assert!(code == 0 || code == 1, "{stdout}\n{stderr}");
     (code, last_line(&stdout))
 }
@@ -182,12 +184,14 @@ fn merge_latest_takes_the_newest_complete_bundle_of_each_shard() {
         "{stderr}"
     );
     assert!(!merged.exists());
-    let (code, _, stderr) = out_of(runner_cmd()
-        .arg("merge")
-        .arg(&merged)
-        .args(of(1))
-        .args(&s2)
-        .arg(&complete3));
+    let (code, _, stderr) = out_of(
+        runner_cmd()
+            .arg("merge")
+            .arg(&merged)
+            .args(of(1))
+            .args(&s2)
+            .arg(&complete3),
+    );
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("duplicate shard 2/3") && stderr.contains("--latest"),
@@ -195,11 +199,13 @@ fn merge_latest_takes_the_newest_complete_bundle_of_each_shard() {
     );
 
     // With --latest: newest complete per shard, the rest named and left out.
-    let (code, stdout, stderr) = out_of(runner_cmd()
-        .arg("merge")
-        .arg(&merged)
-        .arg(&shards)
-        .arg("--latest"));
+    let (code, stdout, stderr) = out_of(
+        runner_cmd()
+            .arg("merge")
+            .arg(&merged)
+            .arg(&shards)
+            .arg("--latest"),
+    );
     let (full_code, full) = full_run(dir, &file);
     assert_eq!(code, full_code, "{stdout}\n{stderr}");
     assert_eq!(

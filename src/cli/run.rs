@@ -7,9 +7,9 @@
 use crate::evidence::bundle::{self, BundleSink, Finish, PlanRecord, RunError};
 use crate::evidence::resume::{self, ResumeRequest};
 use crate::evidence::{self, CellRecord};
-use crate::experiment::result::Verdict;
 use crate::experiment::load::Experiment;
 use crate::experiment::matrix::Cell;
+use crate::experiment::result::Verdict;
 use crate::experiment::run::{self as scheduler, Schedule, Scheduled, TestHooks};
 use crate::experiment::shard::ShardRecord;
 use crate::experiment::{shard, InputError};
@@ -50,8 +50,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<Verdict, RunError> {
         Some(r) => resume::resumed_only(r, &args.only)?,
         None => args.only.clone(),
     };
-    let (exp, cells) =
-        scheduler::load_and_plan(&args.file, &args.sets, &only, args.allow_large)?;
+    let (exp, cells) = scheduler::load_and_plan(&args.file, &args.sets, &only, args.allow_large)?;
     let shard_record = args.shard.map(|s| shard::record(&exp.resolved, &cells, s));
     let cells = match args.shard {
         Some(s) => shard::select(cells, s),
@@ -123,7 +122,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<Verdict, RunError> {
         bundle::write_not_run(&bundle, &CellRecord::not_run(exp.id(), &cells[*i]))?;
     }
 
-    let verdict = report(&bundle, &exp, &cells, shard_record.as_ref(), &scheduled, env)?;
+    let verdict = report(
+        &bundle,
+        &exp,
+        &cells,
+        shard_record.as_ref(),
+        &scheduled,
+        env,
+    )?;
     crate::outln!("{}", bundle.display());
     Ok(verdict)
 }

@@ -61,7 +61,6 @@ pub fn lock_bundle(dir: &Path) -> Result<std::fs::File, InputError> {
     Ok(f)
 }
 
-
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
@@ -109,7 +108,6 @@ pub fn commands_text(argv: &[String], bundle: &Path) -> String {
         }
     )
 }
-
 
 /// Create `out/<id>/<timestamp>[-suffix]`; on failure remove what was created.
 pub fn create_bundle(out: &Path, id: &str, suffix: Option<&str>) -> Result<PathBuf, InputError> {
@@ -173,7 +171,6 @@ pub fn create_bundle(out: &Path, id: &str, suffix: Option<&str>) -> Result<PathB
     let _ = std::fs::remove_file(&probe);
     Ok(bundle)
 }
-
 
 /// Write the records of a new bundle: experiment.toml, commands.txt,
 /// shard.json (a shard) and plan.json.
@@ -301,7 +298,11 @@ pub fn write_not_run(bundle: &Path, record: &CellRecord) -> Result<(), BundleErr
 /// The rows of a bundle's reports: the planned cells in plan order, then
 /// (`with_others`) cells of the bundle outside this plan (e.g. an earlier
 /// `--only`), sorted; and the planned cells without a result.
-pub fn collect_rows(bundle: &Path, planned: &[String], with_others: bool) -> (Vec<Row>, Vec<String>) {
+pub fn collect_rows(
+    bundle: &Path,
+    planned: &[String],
+    with_others: bool,
+) -> (Vec<Row>, Vec<String>) {
     let mut rows: Vec<Row> = Vec::new();
     let mut missing = Vec::new();
     for id in planned {

@@ -72,38 +72,60 @@ fn rank(s: Verdict) -> u8 {
     }
 }
 
+/// One quantity of a cell in both bundles.
 #[derive(Debug, Clone, Serialize)]
 pub struct ValueChange {
+    /// loss, grad_ad, grad_fd, abs_err or rel_err.
     pub quantity: String,
+    /// In bundle A.
     pub a: Option<f64>,
+    /// In bundle B.
     pub b: Option<f64>,
+    /// b - a.
     pub abs_change: Option<f64>,
+    /// (b - a) / |a|.
     pub rel_change: Option<f64>,
     /// Moved past the tolerance (or appeared / vanished).
     pub moved: bool,
 }
 
+/// One cell in both bundles.
 #[derive(Debug, Clone, Serialize)]
 pub struct CellChange {
+    /// The cell id.
     pub id: String,
+    /// Its status in A.
     pub status_a: Option<String>,
+    /// Its status in B.
     pub status_b: Option<String>,
     /// same, better, worse, added (only in B), removed (only in A).
     pub status_change: String,
+    /// The quantities either bundle has.
     pub values: Vec<ValueChange>,
+    /// Worse, removed, or a value moved.
     pub regression: bool,
 }
 
+/// Two bundles compared.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
+    /// The experiment id.
     pub experiment: String,
+    /// Bundle A.
     pub a: String,
+    /// Bundle B.
     pub b: String,
+    /// Relative tolerance.
     pub rtol: f64,
+    /// Absolute tolerance.
     pub atol: f64,
+    /// Cells that regressed.
     pub regressions: usize,
+    /// Cells whose status changed.
     pub status_changes: usize,
+    /// Values that moved past the tolerance.
     pub moved_values: usize,
+    /// Every cell, status changes first.
     pub cells: Vec<CellChange>,
 }
 
@@ -112,8 +134,7 @@ fn experiment_id(bundle: &Path) -> Result<String, CompareError> {
     let p = bundle.join("experiment.toml");
     let text = std::fs::read_to_string(&p)
         .map_err(|e| bad(format!("{}: not a bundle ({e})", bundle.display())))?;
-    let t: toml::Table =
-        toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", p.display())))?;
+    let t: toml::Table = toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", p.display())))?;
     t.get("experiment")
         .and_then(|e| e.get("id"))
         .and_then(|v| v.as_str())
@@ -129,8 +150,8 @@ fn records(bundle: &Path) -> Result<BTreeMap<String, CellRecord>, CompareError> 
     for e in rd.filter_map(|e| e.ok()) {
         let p = e.path().join("result.json");
         if let Ok(text) = std::fs::read_to_string(&p) {
-            let r: CellRecord = serde_json::from_str(&text)
-                .map_err(|e| bad(format!("{}: {e}", p.display())))?;
+            let r: CellRecord =
+                serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", p.display())))?;
             out.insert(e.file_name().to_string_lossy().to_string(), r);
         }
     }

@@ -62,4 +62,3 @@ pub(crate) fn read_journal(
     }
     Some(map)
 }
-

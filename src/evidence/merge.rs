@@ -259,7 +259,8 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), BundleError> {
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).map_err(|e| at(parent, e))?;
         }
-        let bytes = std::fs::read(from.join(&rel)).map_err(|e| BundleError(format!("{rel}: {e}")))?;
+        let bytes =
+            std::fs::read(from.join(&rel)).map_err(|e| BundleError(format!("{rel}: {e}")))?;
         write_atomic(&dst, &bytes)?;
     }
     Ok(())
@@ -325,7 +326,10 @@ fn find_shards(args: &MergeArgs) -> Result<Vec<ShardBundle>, MergeError> {
     let mut paths = Vec::new();
     for p in &args.shards {
         if !p.is_dir() {
-            return Err(MergeError::Refused(format!("{}: not a folder", p.display())));
+            return Err(MergeError::Refused(format!(
+                "{}: not a folder",
+                p.display()
+            )));
         }
         let before = paths.len();
         find_bundles(p, 6, &mut paths);

@@ -220,7 +220,6 @@ pub fn write_scaling_plot(bundle: &Path, rows: &[Row]) -> Result<Vec<String>, Bu
         "median seconds",
         true,
         true,
-    )
-    ?;
+    )?;
     Ok(vec![file])
 }

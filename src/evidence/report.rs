@@ -421,7 +421,8 @@ pub fn write_summary_with(
                     )
                 })
                 .unwrap_or_default();
-            let count = |n: Option<usize>| n.map(|n| n.to_string()).unwrap_or_else(|| "null".into());
+            let count =
+                |n: Option<usize>| n.map(|n| n.to_string()).unwrap_or_else(|| "null".into());
             s.push_str(&format!(
                 "| `{}` | {} | {} | {} | {} | {} | {} | {} | {}/{} |\n",
                 c.id,
@@ -607,4 +608,3 @@ fn shard_env_lines(s: &mut String, env: &Value) {
         ));
     }
 }
-

@@ -5,8 +5,8 @@
 //! differs from its record runs again, and a change outside the cells is
 //! refused.
 
-use super::bundle::{command_line, lock_bundle, PlanRecord, PLAN_FILE};
 use super::bundle::RunError;
+use super::bundle::{command_line, lock_bundle, PlanRecord, PLAN_FILE};
 use super::journal::{journal_append, journal_block, read_journal, JOURNAL};
 use super::{at, BundleError};
 use crate::experiment::matrix::Cell;
@@ -229,7 +229,6 @@ fn check_for_resume(
     Ok(rerun)
 }
 
-
 fn remove_stray_temps(dir: &Path) {
     if let Ok(files) = super::list_files(dir) {
         for f in files {
@@ -240,7 +239,6 @@ fn remove_stray_temps(dir: &Path) {
         }
     }
 }
-
 
 /// The `--only` of a resumed run: the bundle's, unless the run asks for a
 /// different one (refused).
@@ -312,8 +310,7 @@ pub fn resume_bundle(
     }
     // What is there is checked before anything changes: the manifest's
     // digests when the run had finished, else each cell's structure.
-    let planned: std::collections::BTreeSet<&str> =
-        q.cells.iter().map(|c| c.id.as_str()).collect();
+    let planned: std::collections::BTreeSet<&str> = q.cells.iter().map(|c| c.id.as_str()).collect();
     let rerun = check_for_resume(b, &planned)?;
     for (id, why) in &rerun {
         crate::errln!("runner: resume: cell {id}: {why}; running it again");

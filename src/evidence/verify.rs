@@ -268,4 +268,3 @@ fn check_structure(
         ));
     }
 }
-

@@ -156,7 +156,7 @@ impl ProbeSpec {
 
     /// The probe's settings in one line (summary.md).
     pub fn settings_summary(&self) -> String {
-    match self {
+        match self {
         ProbeSpec::Gradcheck(g) => format!(
             "reduction {:?}, eps {} ({:?}), atol {}, rtol {}, float32: atol {}, rtol {}, require_nonzero {}",
             g.reduction, g.eps, g.eps_mode, g.atol, g.rtol, g.f32_atol, g.f32_rtol, g.require_nonzero

@@ -304,7 +304,10 @@ fn axes_of(exp: &Experiment) -> Result<Vec<(String, Vec<toml::Value>)>, InputErr
 
 /// The Cartesian product of the axes (first axis outermost), less the
 /// exclude entries; refused when it would be too large.
-fn product(exp: &Experiment, axes: &[(String, Vec<toml::Value>)]) -> Result<Vec<Combo>, InputError> {
+fn product(
+    exp: &Experiment,
+    axes: &[(String, Vec<toml::Value>)],
+) -> Result<Vec<Combo>, InputError> {
     let shown = exp.file.display().to_string();
     let m = &exp.resolved.matrix;
     // The product's size first (checked), so a huge matrix is refused
@@ -465,7 +468,6 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
     }
     Ok(cells)
 }
-
 
 fn str_of(v: &toml::Value) -> Option<&str> {
     v.as_str()

@@ -90,7 +90,10 @@ mod tests {
         assert_eq!(c.max_rel_diff, 1.0);
         let zero = [0.0; 4];
         let z = compare_images(&zero, &zero);
-        assert_eq!((z.correlation, z.sum_ratio, z.max_rel_diff), (1.0, 1.0, 0.0));
+        assert_eq!(
+            (z.correlation, z.sum_ratio, z.max_rel_diff),
+            (1.0, 1.0, 0.0)
+        );
         let one_zero = compare_images(&a, &zero);
         assert_eq!(one_zero.correlation, 0.0);
         assert_eq!(one_zero.sum_ratio, f64::INFINITY);

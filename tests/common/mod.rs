@@ -162,13 +162,7 @@ pub fn out_of(c: &mut std::process::Command) -> (i32, String, String) {
 
 /// The last line of stdout as a path (the bundle a run or merge made).
 pub fn last_line(stdout: &str) -> PathBuf {
-    PathBuf::from(
-        stdout
-            .trim_end()
-            .lines()
-            .last()
-            .expect("a path on stdout"),
-    )
+    PathBuf::from(stdout.trim_end().lines().last().expect("a path on stdout"))
 }
 
 /// Copy a folder tree.

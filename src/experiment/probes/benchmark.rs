@@ -28,7 +28,8 @@ pub(crate) fn run(
     p: &BenchmarkProbe,
     log: &mut Log,
 ) -> Result<Outcome, EngineError> {
-    let derivs: Vec<Param> = p.derivative_params()
+    let derivs: Vec<Param> = p
+        .derivative_params()
         .into_iter()
         .filter(|q| sim.base_value(*q).is_ok())
         .collect();

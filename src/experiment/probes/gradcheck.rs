@@ -566,11 +566,21 @@ fn judge(
     } else {
         vec![]
     };
-    let details = details_of(g, s, fd, reference, &pixels, fwd, cell.effective_roi, Limits {
-        scale_rtol,
-        pix_floor,
-        loss_limit,
-    }, &features);
+    let details = details_of(
+        g,
+        s,
+        fd,
+        reference,
+        &pixels,
+        fwd,
+        cell.effective_roi,
+        Limits {
+            scale_rtol,
+            pix_floor,
+            loss_limit,
+        },
+        &features,
+    );
     log.line(format!(
         "loss {loss:e}; grad_ad {grad_ad:e}; grad_fd {:e} (error estimate {:e}); reference {:e}; abs_err {abs_err:e}; rel_err {rel_err:e}",
         fd.loss, fd.err_loss, reference.grad

@@ -57,8 +57,8 @@ pub(crate) fn run(
     let mut files = vec![];
     if p.save_images {
         files.push(float_file(dir, "image.bin", &r.image)?);
-        let png = png_bytes(&r.image, r.fpixels, r.spixels, p.png_scale)
-            .map_err(super::Stop::Error)?;
+        let png =
+            png_bytes(&r.image, r.fpixels, r.spixels, p.png_scale).map_err(super::Stop::Error)?;
         crate::io::atomic_write(&dir.join("image.png"), &png)?;
         files.push("image.png".to_string());
     }
