@@ -47,7 +47,7 @@ fn probes_write_pngs_of_the_intended_size_and_link_them() {
     let file = tmp.path().join("pictures.toml");
     fs::write(
         &file,
-        experiment(&golden_dir().join("AT-PARALLEL-001__detpixels-64.bin")),
+        experiment(&manifest_dir().join("tests/golden/AT-PARALLEL-001__detpixels-64.bin")),
     )
     .unwrap();
     let mut c = Command::cargo_bin("runner").unwrap();

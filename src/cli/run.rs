@@ -220,7 +220,7 @@ fn report(
     let t = bundle::finish_bundle(
         bundle,
         &Finish {
-            exp: &exp,
+            exp,
             rows: &rows,
             commands: &commands,
             env: &env_for_summary,
