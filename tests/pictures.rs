@@ -8,18 +8,8 @@ use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-fn golden() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-/// (width, height, color type) of a PNG.
-fn decode(p: &Path) -> (u32, u32, png::ColorType) {
-    let f = fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let mut r = png::Decoder::new(f).read_info().unwrap();
-    let mut buf = vec![0; r.output_buffer_size()];
-    let info = r.next_frame(&mut buf).unwrap();
-    (info.width, info.height, info.color_type)
-}
+mod common;
+use common::*;
 
 fn experiment(reference: &Path) -> String {
     format!(
@@ -57,7 +47,7 @@ fn probes_write_pngs_of_the_intended_size_and_link_them() {
     let file = tmp.path().join("pictures.toml");
     fs::write(
         &file,
-        experiment(&golden().join("AT-PARALLEL-001__detpixels-64.bin")),
+        experiment(&manifest_dir().join("tests/golden/AT-PARALLEL-001__detpixels-64.bin")),
     )
     .unwrap();
     let mut c = Command::cargo_bin("runner").unwrap();
@@ -78,16 +68,16 @@ fn probes_write_pngs_of_the_intended_size_and_link_them() {
     let gray = png::ColorType::Grayscale;
     // ROI fast 10..=29 (20 wide), slow 30..=39 (10 high).
     let parity = cells.join("parity-cpu-float64-cell_a-roi_10_29_30_39");
-    assert_eq!(decode(&parity.join("image.png")), (20, 10, gray));
-    assert_eq!(decode(&parity.join("reference.png")), (20, 10, gray));
-    assert_eq!(decode(&parity.join("diff.png")), (20, 10, rgb));
+    assert_eq!(png_info(&parity.join("image.png")), (20, 10, gray));
+    assert_eq!(png_info(&parity.join("reference.png")), (20, 10, gray));
+    assert_eq!(png_info(&parity.join("diff.png")), (20, 10, rgb));
     let grad = cells.join("gradcheck-cpu-float64-cell_a-roi_10_29_30_39");
-    assert_eq!(decode(&grad.join("image.png")), (20, 10, gray));
-    assert_eq!(decode(&grad.join("d_cell_a.png")), (20, 10, rgb));
+    assert_eq!(png_info(&grad.join("image.png")), (20, 10, gray));
+    assert_eq!(png_info(&grad.join("d_cell_a.png")), (20, 10, rgb));
     let sim = cells.join("simulate-cpu-float64-cell_a-roi_10_29_30_39");
-    assert_eq!(decode(&sim.join("image.png")), (64, 64, gray));
-    assert_eq!(decode(&sim.join("image_log.png")), (64, 64, gray));
-    assert_eq!(decode(&sim.join("d_cell_a.png")), (64, 64, rgb));
+    assert_eq!(png_info(&sim.join("image.png")), (64, 64, gray));
+    assert_eq!(png_info(&sim.join("image_log.png")), (64, 64, gray));
+    assert_eq!(png_info(&sim.join("d_cell_a.png")), (64, 64, rgb));
 
     // result.json lists them; summary.md links them relatively.
     let summary = fs::read_to_string(bundle.join("summary.md")).unwrap();
@@ -160,7 +150,7 @@ fn line_plot_is_a_deterministic_png() {
     braggrun::io::plot::line_plot_png(&b, &series, "threads", "seconds", true, true).unwrap();
     assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
     assert_eq!(
-        decode(&a),
+        png_info(&a),
         (
             braggrun::io::plot::PLOT_WIDTH as u32,
             braggrun::io::plot::PLOT_HEIGHT as u32,
@@ -169,6 +159,6 @@ fn line_plot_is_a_deterministic_png() {
     );
     let lin = tmp.path().join("lin.png");
     braggrun::io::plot::line_plot_png(&lin, &series, "x", "y", false, false).unwrap();
-    assert_eq!(decode(&lin).0, 640);
+    assert_eq!(png_info(&lin).0, 640);
     assert!(braggrun::io::plot::line_plot_png(&lin, &[], "x", "y", false, false).is_err());
 }

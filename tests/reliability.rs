@@ -11,6 +11,7 @@ use std::process::Stdio;
 
 #[macro_use]
 mod common;
+use common::{out_of, write};
 
 const TINY: &str = concat!(
     r#"
@@ -54,12 +55,6 @@ kind = "simulate"
 "#
 );
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    fs::write(&p, text).unwrap();
-    p
-}
-
 /// The plain std Command of the built runner (assert_cmd's path, our stdio).
 fn bin() -> std::process::Command {
     let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"));
@@ -88,15 +83,6 @@ fn dev_full() -> Stdio {
             .write(true)
             .open("/dev/full")
             .unwrap(),
-    )
-}
-
-fn out_of(c: &mut std::process::Command) -> (i32, String, String) {
-    let o = c.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
     )
 }
 

@@ -1,7 +1,6 @@
 //! End-to-end tests of `runner` (validate, plan, run, verify, schema) on real
 //! TOML files in temporary folders.
 
-use assert_cmd::Command;
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -36,32 +35,6 @@ expected_grad = 3.9976002
 kind = "gradcheck"
 "#
 );
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    fs::write(&p, text).unwrap();
-    p
-}
-
-/// Run and return (exit code, stdout, stderr).
-fn run_cmd(mut c: Command) -> (i32, String, String) {
-    let out = c.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-fn bundle_of(stdout: &str) -> PathBuf {
-    PathBuf::from(
-        stdout
-            .trim_end()
-            .lines()
-            .last()
-            .expect("a bundle path on stdout"),
-    )
-}
 
 fn result(bundle: &Path, cell: &str) -> Value {
     let t = fs::read_to_string(bundle.join("cells").join(cell).join("result.json"))
@@ -98,7 +71,7 @@ fn runner_m2h3_reproduces_the_published_numbers() {
     c.arg("run").arg(&file).arg("--out").arg(&out);
     let (code, stdout, stderr) = run_cmd(c);
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let bundle = bundle_of(&stdout);
+    let bundle = last_line(&stdout);
     assert!(bundle.starts_with(out.join("m2h3")), "{}", bundle.display());
 
     let pc = result(&bundle, "phi-cache-cpu-float64-cell_a");
@@ -196,7 +169,7 @@ fn runner_verify_names_tampered_deleted_and_added_files() {
     let tmp = tempfile::tempdir().unwrap();
     let (code, stdout, stderr) = run_tiny(tmp.path(), &[]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let bundle = bundle_of(&stdout);
+    let bundle = last_line(&stdout);
     fs::write(bundle.join("results.csv"), "tampered\n").unwrap();
     fs::remove_file(bundle.join("cells/gradcheck-cpu-float64-distance/log.txt")).unwrap();
     fs::write(bundle.join("cells/extra.txt"), "added\n").unwrap();
@@ -218,7 +191,7 @@ fn runner_verify_calls_a_bundle_without_manifest_incomplete() {
     let tmp = tempfile::tempdir().unwrap();
     let (code, stdout, _) = run_tiny(tmp.path(), &[]);
     assert_eq!(code, 0);
-    let bundle = bundle_of(&stdout);
+    let bundle = last_line(&stdout);
     fs::remove_file(bundle.join("sha256.txt")).unwrap();
     let mut v = runner();
     v.arg("verify").arg(&bundle);
@@ -249,7 +222,7 @@ fn runner_same_experiment_twice_gives_identical_result_json() {
     let (c1, s1, _) = run_tiny(tmp.path(), &[]);
     let (c2, s2, _) = run_tiny(tmp.path(), &["--jobs", "1"]);
     assert_eq!((c1, c2), (0, 0));
-    let (b1, b2) = (bundle_of(&s1), bundle_of(&s2));
+    let (b1, b2) = (last_line(&s1), last_line(&s2));
     assert_ne!(b1, b2, "two runs, two bundles");
     let (r1, r2) = (result_files(&b1), result_files(&b2));
     assert_eq!(r1.len(), 4);
@@ -262,7 +235,7 @@ fn runner_killed_run_resumes_to_the_uninterrupted_result() {
     // Uninterrupted reference.
     let (code, stdout, _) = run_tiny(tmp.path(), &[]);
     assert_eq!(code, 0);
-    let reference = result_files(&bundle_of(&stdout));
+    let reference = result_files(&last_line(&stdout));
 
     // Killed after 2 of 4 cells.
     let out = tmp.path().join("killed");
@@ -299,7 +272,7 @@ fn runner_killed_run_resumes_to_the_uninterrupted_result() {
         .arg(&bundle);
     let (code, stdout, stderr) = run_cmd(r);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert_eq!(bundle_of(&stdout), bundle);
+    assert_eq!(last_line(&stdout), bundle);
     assert!(
         stderr.contains("2 cell(s) of tiny to run"),
         "only the missing cells run: {stderr}"
@@ -373,7 +346,7 @@ fn runner_panic_in_a_cell_is_an_error_and_the_rest_go_on() {
         .env("RUNNER_TEST_PANIC_CELL", "gradcheck-cpu-float64-cell_a");
     let (code, stdout, stderr) = run_cmd(c);
     assert_eq!(code, 1, "{stderr}");
-    let bundle = bundle_of(&stdout);
+    let bundle = last_line(&stdout);
     let r = result(&bundle, "gradcheck-cpu-float64-cell_a");
     assert_eq!(r["status"], "ERROR");
     assert!(r["reason"].as_str().unwrap().contains("panic"), "{r}");
@@ -404,7 +377,7 @@ fn runner_fail_fast_stops_starting_cells() {
         .env("RUNNER_TEST_PANIC_CELL", "cache-cpu-float64-cell_a");
     let (code, stdout, _) = run_cmd(c);
     assert_eq!(code, 1);
-    let bundle = bundle_of(&stdout);
+    let bundle = last_line(&stdout);
     let r = result(&bundle, "gradcheck-cpu-float64-default_f");
     assert_eq!(r["status"], "SKIPPED");
     assert_eq!(r["not_run"], true);
@@ -422,7 +395,7 @@ fn runner_require_device_cuda_fails_without_a_gpu() {
         .arg(tmp.path().join("runs"))
         .args(["--only", "param=cell_a", "--require-device", "cuda"]);
     let (code, stdout, _) = run_cmd(c);
-    let bundle = bundle_of(&stdout);
+    let bundle = last_line(&stdout);
     if cuda_present(&bundle) {
         return;
     }
@@ -505,7 +478,7 @@ fn runner_set_and_environment_layers() {
         .env("RUNNER_MODEL__CRYSTAL__DEFAULT_F", "75");
     let (code, stdout, stderr) = run_cmd(c);
     assert_eq!(code, 0, "{stderr}");
-    let bundle = bundle_of(&stdout);
+    let bundle = last_line(&stdout);
     let resolved = fs::read_to_string(bundle.join("experiment.toml")).unwrap();
     assert!(resolved.contains("title = \"overridden\""), "{resolved}");
     assert!(

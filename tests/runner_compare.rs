@@ -1,6 +1,5 @@
 //! `runner compare A B`: regressions between two bundles of one experiment.
 
-use assert_cmd::Command;
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,39 +26,18 @@ kind = "simulate"
 "#
 );
 
-fn run_cmd(mut c: Command) -> (i32, String, String) {
-    let out = c.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 fn run(file: &Path, out: &Path) -> PathBuf {
     let mut c = runner();
     c.arg("run").arg(file).arg("--out").arg(out);
     let (code, stdout, stderr) = run_cmd(c);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    PathBuf::from(stdout.trim_end().lines().last().unwrap())
+    last_line(&stdout)
 }
 
 fn compare(a: &Path, b: &Path, extra: &[&str]) -> (i32, String, String) {
     let mut c = runner();
     c.arg("compare").arg(a).arg(b).args(extra);
     run_cmd(c)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// Edit one top-level line of a result.json as text (re-serialising the

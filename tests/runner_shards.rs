@@ -3,9 +3,7 @@
 //! Slurm script (run on this machine with SLURM_ARRAY_TASK_ID set by hand),
 //! and the pictures a run leaves (PNG cells, sweep plots).
 
-use assert_cmd::Command;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -15,25 +13,6 @@ use common::*;
 
 /// 8 cells: two probes x two parameters x a model axis (N), 16x16 detector.
 const SWEEP: &str = small_sweep!("sweep-small", "small sweep for sharding tests");
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    fs::write(&p, text).unwrap();
-    p
-}
-
-fn run_cmd(mut c: Command) -> (i32, String, String) {
-    let out = c.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-fn last_line(stdout: &str) -> PathBuf {
-    PathBuf::from(stdout.trim_end().lines().last().expect("a path on stdout"))
-}
 
 /// Run (optionally one shard); returns the bundle.
 fn run(file: &Path, out: &Path, shard: Option<&str>) -> PathBuf {
@@ -62,29 +41,6 @@ fn verify_ok(bundle: &Path) {
     c.arg("verify").arg(bundle);
     let (code, stdout, stderr) = run_cmd(c);
     assert_eq!(code, 0, "verify {}:\n{stdout}\n{stderr}", bundle.display());
-}
-
-/// cell id -> result.json bytes.
-fn results(bundle: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_dir(bundle.join("cells"))
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().to_string(),
-                fs::read(e.path().join("result.json")).unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn png_dims(p: &Path) -> (u32, u32) {
-    let dec =
-        png::Decoder::new(fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
-    let mut r = dec.read_info().unwrap();
-    let mut buf = vec![0; r.output_buffer_size()];
-    let info = r.next_frame(&mut buf).unwrap();
-    (info.width, info.height)
 }
 
 #[test]
@@ -279,19 +235,6 @@ fn wrong_shard_sets_are_refused() {
             .args(["--shard", bad]);
         let (code, _, stderr) = run_cmd(c);
         assert_eq!(code, 2, "{bad}: {stderr}");
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
     }
 }
 

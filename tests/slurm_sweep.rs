@@ -182,19 +182,6 @@ fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
-fn bundles_under(dir: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for a in fs::read_dir(dir).into_iter().flatten().flatten() {
-        for b in fs::read_dir(a.path()).into_iter().flatten().flatten() {
-            if b.path().join("experiment.toml").is_file() {
-                v.push(b.path());
-            }
-        }
-    }
-    v.sort();
-    v
-}
-
 #[test]
 fn sweep_on_a_real_slurm_cluster_with_a_requeued_task() {
     let t_start = Instant::now();

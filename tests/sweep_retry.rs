@@ -21,16 +21,6 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_runner"))
 }
 
-/// (exit code, stdout, stderr)
-fn out(c: &mut Command) -> (i32, String, String) {
-    let o = c.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    )
-}
-
 fn runner_cmd() -> Command {
     let mut c = Command::new(bin());
     for (k, _) in std::env::vars() {
@@ -65,31 +55,16 @@ fn task(dir: &Path, file: &Path, k: usize, n: usize) -> Command {
     c
 }
 
-/// Bundles (folders with experiment.toml) two levels under `dir`.
-fn bundles_under(dir: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for a in fs::read_dir(dir).unwrap().flatten() {
-        for b in fs::read_dir(a.path()).unwrap().flatten() {
-            if b.path().join("experiment.toml").is_file() {
-                v.push(b.path());
-            }
-        }
-    }
-    v.sort();
-    v
-}
-
 fn full_run(tmp: &Path, file: &Path) -> (i32, PathBuf) {
-    let (code, stdout, stderr) = out(runner_cmd()
-        .arg("run")
-        .arg(file)
-        .arg("--out")
-        .arg(tmp.join("full")));
+    let (code, stdout, stderr) = out_of(
+        runner_cmd()
+            .arg("run")
+            .arg(file)
+            .arg("--out")
+            .arg(tmp.join("full")),
+    );
     assert!(code == 0 || code == 1, "{stdout}\n{stderr}");
-    (
-        code,
-        PathBuf::from(stdout.trim_end().lines().last().unwrap()),
-    )
+    (code, last_line(&stdout))
 }
 
 #[test]
@@ -100,7 +75,7 @@ fn a_shard_task_that_runs_again_resumes_its_own_bundle() {
     fs::write(&file, SWEEP).unwrap();
 
     // Task 2 of 3 dies after its first cell (as if the node went away).
-    let (code, stdout, stderr) = out(task(dir, &file, 2, 3).env("RUNNER_TEST_ABORT_AFTER", "1"));
+    let (code, stdout, stderr) = out_of(task(dir, &file, 2, 3).env("RUNNER_TEST_ABORT_AFTER", "1"));
     assert_ne!(code, 0, "aborted: {stdout}\n{stderr}");
     let shard_dir = dir.join("shards/shard-2-of-3");
     let first = bundles_under(&shard_dir);
@@ -110,7 +85,7 @@ fn a_shard_task_that_runs_again_resumes_its_own_bundle() {
     assert!(done_before < 3, "{done_before} of 3 cells before the retry");
 
     // The same task again (a requeue or a retry): it resumes that bundle.
-    let (code, stdout, stderr) = out(&mut task(dir, &file, 2, 3));
+    let (code, stdout, stderr) = out_of(&mut task(dir, &file, 2, 3));
     assert!(code == 0 || code == 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("resuming"), "{stdout}");
     assert_eq!(bundles_under(&shard_dir), first, "no second bundle");
@@ -121,27 +96,27 @@ fn a_shard_task_that_runs_again_resumes_its_own_bundle() {
 
     // A third run of a complete shard changes nothing it had passed.
     let before = results(&first[0]);
-    let (code, stdout, stderr) = out(&mut task(dir, &file, 2, 3));
+    let (code, stdout, stderr) = out_of(&mut task(dir, &file, 2, 3));
     assert!(code == 0 || code == 1, "{stdout}\n{stderr}");
     assert_eq!(bundles_under(&shard_dir), first);
     assert_eq!(results(&first[0]), before);
 
     for k in [1, 3] {
-        let (code, stdout, stderr) = out(&mut task(dir, &file, k, 3));
+        let (code, stdout, stderr) = out_of(&mut task(dir, &file, k, 3));
         assert!(code == 0 || code == 1, "task {k}: {stdout}\n{stderr}");
     }
-    let (code, stdout, stderr) = out(script(dir, &file).env("SWEEP_STEP", "merge"));
+    let (code, stdout, stderr) = out_of(script(dir, &file).env("SWEEP_STEP", "merge"));
     let (full_code, full) = full_run(dir, &file);
     assert_eq!(code, full_code, "merge: {stdout}\n{stderr}");
     assert!(stdout.contains("OK "), "verified: {stdout}");
     let merged = dir.join("merged");
     assert_eq!(results(&merged), results(&full), "cell for cell");
-    let (code, stdout, stderr) = out(runner_cmd().arg("compare").arg(&full).arg(&merged));
+    let (code, stdout, stderr) = out_of(runner_cmd().arg("compare").arg(&full).arg(&merged));
     assert_eq!(code, 0, "compare: {stdout}\n{stderr}");
 
     // Merging again into the same output: said at once, exit 2, no verify.
     let manifest = fs::read(merged.join("sha256.txt")).unwrap();
-    let (code, stdout, stderr) = out(script(dir, &file).env("SWEEP_STEP", "merge"));
+    let (code, stdout, stderr) = out_of(script(dir, &file).env("SWEEP_STEP", "merge"));
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(stderr.contains("already exists"), "{stderr}");
     assert!(stderr.contains("not verified"), "{stderr}");
@@ -169,7 +144,7 @@ fn merge_latest_takes_the_newest_complete_bundle_of_each_shard() {
         for (a, b) in extra {
             c.env(a, b);
         }
-        let (code, stdout, stderr) = out(&mut c);
+        let (code, stdout, stderr) = out_of(&mut c);
         (code, format!("{stdout}\n{stderr}"))
     };
     for k in 1..=3 {
@@ -202,19 +177,21 @@ fn merge_latest_takes_the_newest_complete_bundle_of_each_shard() {
 
     // Without --latest: refused, with a hint.
     let merged = dir.join("merged");
-    let (code, _, stderr) = out(runner_cmd().arg("merge").arg(&merged).arg(&shards));
+    let (code, _, stderr) = out_of(runner_cmd().arg("merge").arg(&merged).arg(&shards));
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("incomplete shard") || stderr.contains("duplicate shard"),
         "{stderr}"
     );
     assert!(!merged.exists());
-    let (code, _, stderr) = out(runner_cmd()
-        .arg("merge")
-        .arg(&merged)
-        .args(of(1))
-        .args(&s2)
-        .arg(&complete3));
+    let (code, _, stderr) = out_of(
+        runner_cmd()
+            .arg("merge")
+            .arg(&merged)
+            .args(of(1))
+            .args(&s2)
+            .arg(&complete3),
+    );
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("duplicate shard 2/3") && stderr.contains("--latest"),
@@ -222,11 +199,13 @@ fn merge_latest_takes_the_newest_complete_bundle_of_each_shard() {
     );
 
     // With --latest: newest complete per shard, the rest named and left out.
-    let (code, stdout, stderr) = out(runner_cmd()
-        .arg("merge")
-        .arg(&merged)
-        .arg(&shards)
-        .arg("--latest"));
+    let (code, stdout, stderr) = out_of(
+        runner_cmd()
+            .arg("merge")
+            .arg(&merged)
+            .arg(&shards)
+            .arg("--latest"),
+    );
     let (full_code, full) = full_run(dir, &file);
     assert_eq!(code, full_code, "{stdout}\n{stderr}");
     assert_eq!(
@@ -253,7 +232,7 @@ fn merge_latest_takes_the_newest_complete_bundle_of_each_shard() {
         .collect();
     assert_eq!(used["2/3"], newest2.display().to_string());
     assert_eq!(used["3/3"], complete3.display().to_string());
-    let (code, stdout, stderr) = out(runner_cmd().arg("verify").arg(&merged));
+    let (code, stdout, stderr) = out_of(runner_cmd().arg("verify").arg(&merged));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert_eq!(results(&merged), results(&full));
 }

@@ -1,14 +1,102 @@
 //! The `runner` command line: `validate`, `plan`, `run`, `merge`, `compare`, `verify`, `schema`
 //! (experiments and evidence bundles) and `nanobragg` flags parsing.
+//!
+//! The top layer: it wires the layers below together and decides every
+//! exit code, in one place ([`exit_code`]): 0 pass, 1 fail (a FAIL/ERROR
+//! verdict, a bundle that does not verify, an I/O error), 2 refused input.
 
 pub mod nanobragg;
-pub mod signals;
-pub mod stream;
+mod run;
 
-use crate::evidence;
-use crate::experiment::{self, run::RunArgs};
+use crate::evidence::compare::CompareError;
+use crate::evidence::merge::MergeError;
+use crate::evidence::{self, bundle::RunError, VerifyError};
+use crate::experiment::result::Verdict;
+use crate::experiment::{self, InputError};
+use crate::platform::{signals, stream};
 use clap::{Parser, Subcommand, ValueEnum};
+use run::RunArgs;
 use std::path::PathBuf;
+
+/// How a command ended.
+#[derive(Debug)]
+enum Ended {
+    /// It did its work and found nothing wrong: exit 0.
+    Passed,
+    /// It did its work and found something wrong (a FAIL verdict, a
+    /// regression, a bundle that does not verify): exit 1.
+    Failed,
+    /// Refused input, nothing run or written: exit 2 (the message goes to stderr).
+    Refused(String),
+    /// An I/O failure while working: exit 1 (the message goes to stderr).
+    Broke(String),
+    /// The command printed its own outcome (clap's help and usage errors,
+    /// `runner nanobragg`): exit with this code.
+    Printed(i32),
+}
+
+/// The one error-to-exit-code mapping.
+fn exit_code(e: &Ended) -> i32 {
+    match e {
+        Ended::Passed => 0,
+        Ended::Failed | Ended::Broke(_) => 1,
+        Ended::Refused(_) => 2,
+        Ended::Printed(code) => *code,
+    }
+}
+
+impl Ended {
+    fn of_verdict(v: Verdict) -> Ended {
+        if v == Verdict::Pass {
+            Ended::Passed
+        } else {
+            Ended::Failed
+        }
+    }
+    fn prefixed(self, prefix: &str) -> Ended {
+        match self {
+            Ended::Refused(m) => Ended::Refused(format!("{prefix}{m}")),
+            Ended::Broke(m) => Ended::Broke(format!("{prefix}{m}")),
+            other => other,
+        }
+    }
+}
+
+impl From<InputError> for Ended {
+    fn from(e: InputError) -> Self {
+        Ended::Refused(e.0)
+    }
+}
+
+impl From<RunError> for Ended {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Input(e) => Ended::Refused(e.0),
+            RunError::Io(e) => Ended::Broke(e.0),
+        }
+    }
+}
+
+impl From<MergeError> for Ended {
+    fn from(e: MergeError) -> Self {
+        match e {
+            MergeError::Refused(m) => Ended::Refused(m),
+            MergeError::Io(e) => Ended::Broke(e.0),
+        }
+    }
+}
+
+impl From<CompareError> for Ended {
+    fn from(e: CompareError) -> Self {
+        Ended::Refused(e.to_string())
+    }
+}
+
+impl From<VerifyError> for Ended {
+    fn from(e: VerifyError) -> Self {
+        Ended::Refused(e.to_string())
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -236,7 +324,6 @@ fn print_env(env: &serde_json::Value) {
     }
 }
 
-/// Entry point; returns the process exit code.
 /// Diagnostics on stderr, filtered by RUST_LOG (e.g. `RUST_LOG=braggrun=debug`
 /// for the CUDA engine's per-render timings); silent by default.
 fn init_logging() {
@@ -251,61 +338,58 @@ fn init_logging() {
         .try_init();
 }
 
+/// Entry point; returns the process exit code.
 pub fn main() -> i32 {
     signals::install();
     init_logging();
-    let code = dispatch();
-    stream::exit_code(code)
+    let ended = dispatch();
+    match &ended {
+        Ended::Refused(m) | Ended::Broke(m) => crate::errln!("error: {m}"),
+        _ => {}
+    }
+    stream::exit_code(exit_code(&ended))
 }
 
-fn dispatch() -> i32 {
+/// Parse the command line; print clap's help, version or usage error.
+fn parse(argv: &[String]) -> Result<Cli, Ended> {
+    Cli::try_parse_from(argv).map_err(|e| {
+        let text = e.render().to_string();
+        if e.use_stderr() {
+            crate::errln!("{}", text.trim_end());
+            Ended::Printed(2)
+        } else {
+            crate::outln!("{}", text.trim_end());
+            Ended::Printed(0)
+        }
+    })
+}
+
+/// The memory budget: BRAGGRUN_MEMORY_LIMIT, then --memory-limit.
+fn set_memory_limit(memory_limit: Option<&str>) -> Result<(), Ended> {
+    crate::physics::budget::check_env().map_err(|e| Ended::Refused(e.to_string()))?;
+    if let Some(m) = memory_limit {
+        let b = crate::physics::budget::parse_size(m)
+            .map_err(|e| Ended::Refused(format!("--memory-limit: {e}")))?;
+        crate::physics::budget::set_limit(b);
+    }
+    Ok(())
+}
+
+fn dispatch() -> Ended {
     let argv: Vec<String> = std::env::args().collect();
-    let cli = match Cli::try_parse_from(&argv) {
+    let cli = match parse(&argv) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let text = e.render().to_string();
-            if e.use_stderr() {
-                crate::errln!("{}", text.trim_end());
-            } else {
-                crate::outln!("{}", text.trim_end());
-            }
-            return code;
-        }
+        Err(e) => return e,
     };
-    if let Err(e) = crate::physics::budget::check_env() {
-        crate::errln!("error: {e}");
-        return 2;
+    if let Err(e) = set_memory_limit(cli.memory_limit.as_deref()) {
+        return e;
     }
-    if let Some(m) = &cli.memory_limit {
-        match crate::physics::budget::parse_size(m) {
-            Ok(b) => crate::physics::budget::set_limit(b),
-            Err(e) => {
-                crate::errln!("error: --memory-limit: {e}");
-                return 2;
-            }
-        }
-    }
-    match cli.cmd {
+    let r = match cli.cmd {
         Cmd::Validate {
             file,
             sets,
             allow_large,
-        } => match experiment::run::load_and_plan(&file, &sets, &[], allow_large) {
-            Ok((exp, cells)) => {
-                crate::outln!(
-                    "{}: OK: experiment '{}', {} cell(s)",
-                    file.display(),
-                    exp.id(),
-                    cells.len()
-                );
-                0
-            }
-            Err(e) => {
-                crate::errln!("error: {e}");
-                2
-            }
-        },
+        } => validate(&file, &sets, allow_large),
         Cmd::Plan {
             file,
             format,
@@ -313,26 +397,7 @@ fn dispatch() -> i32 {
             sets,
             only,
             allow_large,
-        } => match experiment::shard::check_shards(shards)
-            .and_then(|_| experiment::run::load_and_plan(&file, &sets, &only, allow_large))
-        {
-            Ok((_, cells)) => {
-                match format {
-                    PlanFormat::Github => {
-                        crate::outln!("{}", experiment::shard::github_matrix(shards, cells.len()))
-                    }
-                    PlanFormat::Slurm => {
-                        crate::outln!("{}", experiment::shard::slurm_range(shards, cells.len()))
-                    }
-                    _ => print_plan(&cells, format),
-                }
-                0
-            }
-            Err(e) => {
-                crate::errln!("error: {e}");
-                2
-            }
-        },
+        } => plan(&file, format, shards, &sets, &only, allow_large),
         Cmd::Run {
             file,
             out,
@@ -344,7 +409,7 @@ fn dispatch() -> i32 {
             sets,
             allow_large,
             shard,
-        } => experiment::run::run(&RunArgs {
+        } => run::run(&RunArgs {
             file,
             out,
             only,
@@ -356,13 +421,15 @@ fn dispatch() -> i32 {
             allow_large,
             shard,
             argv,
-        }),
+        })
+        .map(Ended::of_verdict)
+        .map_err(Ended::from),
         Cmd::Merge {
             out,
             shards,
             allow_partial,
             latest,
-        } => evidence::merge::merge(&evidence::merge::MergeArgs {
+        } => merge(evidence::merge::MergeArgs {
             out,
             shards,
             allow_partial,
@@ -375,62 +442,11 @@ fn dispatch() -> i32 {
             rtol,
             atol,
             format,
-        } => evidence::compare::compare(
-            &a,
-            &b,
-            rtol,
-            atol,
-            match format {
-                CompareFormat::Table => evidence::compare::Format::Table,
-                CompareFormat::Json => evidence::compare::Format::Json,
-                CompareFormat::Markdown => evidence::compare::Format::Markdown,
-            },
-        ),
-        Cmd::Verify { bundle } => match evidence::verify(&bundle) {
-            Ok(rep) => {
-                for f in &rep.missing {
-                    crate::outln!("MISSING   {f}");
-                }
-                for f in &rep.modified {
-                    crate::outln!("MODIFIED  {f}");
-                }
-                for f in &rep.unlisted {
-                    crate::outln!("UNLISTED  {f}");
-                }
-                for f in &rep.malformed {
-                    crate::outln!("MALFORMED {f}");
-                }
-                for f in &rep.invalid {
-                    crate::outln!("INVALID   {f}");
-                }
-                if rep.incomplete {
-                    crate::outln!("INCOMPLETE {}: no {} (the run did not finish; `runner run FILE --resume {}` completes it)", bundle.display(), evidence::MANIFEST, bundle.display());
-                }
-                if rep.ok() {
-                    crate::outln!("OK {}: {} file(s) verified", bundle.display(), rep.checked);
-                    0
-                } else {
-                    crate::outln!(
-                        "FAILED {}: {} missing, {} modified, {} unlisted, {} malformed, {} structure problem(s){}",
-                        bundle.display(),
-                        rep.missing.len(),
-                        rep.modified.len(),
-                        rep.unlisted.len(),
-                        rep.malformed.len(),
-                        rep.invalid.len(),
-                        if rep.incomplete { ", incomplete" } else { "" }
-                    );
-                    1
-                }
-            }
-            Err(e) => {
-                crate::errln!("error: {e}");
-                2
-            }
-        },
+        } => compare(&a, &b, rtol, atol, format),
+        Cmd::Verify { bundle } => verify(&bundle),
         Cmd::Schema => {
             crate::out!("{}", experiment::schema_json());
-            0
+            Ok(Ended::Passed)
         }
         Cmd::Env { json } => {
             let threads = rayon::current_num_threads();
@@ -440,8 +456,131 @@ fn dispatch() -> i32 {
             } else {
                 print_env(&env);
             }
-            0
+            Ok(Ended::Passed)
         }
-        Cmd::Nanobragg { args } => nanobragg::run(&args),
+        Cmd::Nanobragg { args } => Ok(match nanobragg::run(&args) {
+            0 => Ended::Passed,
+            1 => Ended::Failed,
+            code => Ended::Printed(code),
+        }),
+    };
+    r.unwrap_or_else(|e| e)
+}
+
+fn validate(file: &std::path::Path, sets: &[String], allow_large: bool) -> Result<Ended, Ended> {
+    let (exp, cells) = experiment::run::load_and_plan(file, sets, &[], allow_large)?;
+    crate::outln!(
+        "{}: OK: experiment '{}', {} cell(s)",
+        file.display(),
+        exp.id(),
+        cells.len()
+    );
+    Ok(Ended::Passed)
+}
+
+fn plan(
+    file: &std::path::Path,
+    format: PlanFormat,
+    shards: usize,
+    sets: &[String],
+    only: &[String],
+    allow_large: bool,
+) -> Result<Ended, Ended> {
+    experiment::shard::check_shards(shards)?;
+    let (_, cells) = experiment::run::load_and_plan(file, sets, only, allow_large)?;
+    match format {
+        PlanFormat::Github => {
+            crate::outln!("{}", experiment::shard::github_matrix(shards, cells.len()))
+        }
+        PlanFormat::Slurm => {
+            crate::outln!("{}", experiment::shard::slurm_range(shards, cells.len()))
+        }
+        _ => print_plan(&cells, format),
     }
+    Ok(Ended::Passed)
+}
+
+fn merge(args: evidence::merge::MergeArgs) -> Result<Ended, Ended> {
+    let m = evidence::merge::merge(&args).map_err(|e| Ended::from(e).prefixed("runner merge: "))?;
+    if !m.missing.is_empty() {
+        crate::outln!(
+            "partial merge: {} of {} planned cell(s) missing: {}",
+            m.missing.len(),
+            m.planned,
+            evidence::merge::describe_missing(&m.missing)
+        );
+    }
+    let t = m.tally;
+    crate::errln!(
+        "runner merge: {}: {} shard(s), {} cell(s): {} passed, {} failed, {} errored, {} skipped",
+        m.verdict,
+        m.shards,
+        m.cells,
+        t.pass,
+        t.fail,
+        t.error,
+        t.skipped
+    );
+    crate::outln!("{}", m.out.display());
+    Ok(Ended::of_verdict(m.verdict))
+}
+
+fn compare(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    rtol: f64,
+    atol: f64,
+    format: CompareFormat,
+) -> Result<Ended, Ended> {
+    use evidence::compare::{compare_bundles, render, Format};
+    let c = compare_bundles(a, b, rtol, atol)
+        .map_err(|e| Ended::from(e).prefixed("runner compare: "))?;
+    let format = match format {
+        CompareFormat::Table => Format::Table,
+        CompareFormat::Json => Format::Json,
+        CompareFormat::Markdown => Format::Markdown,
+    };
+    crate::out!("{}", render(&c, format));
+    Ok(if c.regressions > 0 {
+        Ended::Failed
+    } else {
+        Ended::Passed
+    })
+}
+
+fn verify(bundle: &std::path::Path) -> Result<Ended, Ended> {
+    let rep = evidence::verify(bundle)?;
+    for f in &rep.missing {
+        crate::outln!("MISSING   {f}");
+    }
+    for f in &rep.modified {
+        crate::outln!("MODIFIED  {f}");
+    }
+    for f in &rep.unlisted {
+        crate::outln!("UNLISTED  {f}");
+    }
+    for f in &rep.malformed {
+        crate::outln!("MALFORMED {f}");
+    }
+    for f in &rep.invalid {
+        crate::outln!("INVALID   {f}");
+    }
+    if rep.incomplete {
+        crate::outln!("INCOMPLETE {}: no {} (the run did not finish; `runner run FILE --resume {}` completes it)", bundle.display(), evidence::MANIFEST, bundle.display());
+    }
+    if rep.ok() {
+        crate::outln!("OK {}: {} file(s) verified", bundle.display(), rep.checked);
+        return Ok(Ended::Passed);
+    }
+    crate::outln!(
+        "FAILED {}: {} missing, {} modified, {} unlisted, {} malformed, {} structure problem(s){}",
+        bundle.display(),
+        rep.missing.len(),
+        rep.modified.len(),
+        rep.unlisted.len(),
+        rep.malformed.len(),
+        rep.invalid.len(),
+        if rep.incomplete { ", incomplete" } else { "" }
+    );
+    Ok(Ended::Failed)
 }

@@ -7,16 +7,48 @@
 //! appeared or vanished); 0 otherwise; 2 when the bundles cannot be compared.
 
 use super::CellRecord;
-use crate::experiment::probes::Status;
+use crate::experiment::result::Verdict;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// How a comparison is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// Aligned columns.
     Table,
+    /// The [`Comparison`] as JSON.
     Json,
+    /// A Markdown report.
     Markdown,
+}
+
+/// Two bundles that cannot be compared (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// A negative or NaN tolerance.
+    #[error("--rtol {rtol} --atol {atol}: tolerances must be >= 0")]
+    Tolerance {
+        /// --rtol.
+        rtol: f64,
+        /// --atol.
+        atol: f64,
+    },
+    /// Bundles of two experiments.
+    #[error("bundles of different experiments: {a} is '{ea}', {b} is '{eb}'")]
+    DifferentExperiments {
+        /// Bundle A.
+        a: String,
+        /// Its experiment.
+        ea: String,
+        /// Bundle B.
+        b: String,
+        /// Its experiment.
+        eb: String,
+    },
+    /// A bundle (or one of its records) could not be read.
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 const QUANTITIES: [&str; 5] = ["loss", "grad_ad", "grad_fd", "abs_err", "rel_err"];
@@ -32,70 +64,94 @@ fn value(c: &CellRecord, q: &str) -> Option<f64> {
     }
 }
 
-fn rank(s: Status) -> u8 {
+fn rank(s: Verdict) -> u8 {
     match s {
-        Status::Pass => 2,
-        Status::Skipped | Status::NonSmooth => 1,
-        Status::Fail | Status::Error => 0,
+        Verdict::Pass => 2,
+        Verdict::Skipped | Verdict::NonSmooth => 1,
+        Verdict::Fail | Verdict::Error => 0,
     }
 }
 
+/// One quantity of a cell in both bundles.
 #[derive(Debug, Clone, Serialize)]
 pub struct ValueChange {
+    /// loss, grad_ad, grad_fd, abs_err or rel_err.
     pub quantity: String,
+    /// In bundle A.
     pub a: Option<f64>,
+    /// In bundle B.
     pub b: Option<f64>,
+    /// b - a.
     pub abs_change: Option<f64>,
+    /// (b - a) / |a|.
     pub rel_change: Option<f64>,
     /// Moved past the tolerance (or appeared / vanished).
     pub moved: bool,
 }
 
+/// One cell in both bundles.
 #[derive(Debug, Clone, Serialize)]
 pub struct CellChange {
+    /// The cell id.
     pub id: String,
+    /// Its status in A.
     pub status_a: Option<String>,
+    /// Its status in B.
     pub status_b: Option<String>,
     /// same, better, worse, added (only in B), removed (only in A).
     pub status_change: String,
+    /// The quantities either bundle has.
     pub values: Vec<ValueChange>,
+    /// Worse, removed, or a value moved.
     pub regression: bool,
 }
 
+/// Two bundles compared.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
+    /// The experiment id.
     pub experiment: String,
+    /// Bundle A.
     pub a: String,
+    /// Bundle B.
     pub b: String,
+    /// Relative tolerance.
     pub rtol: f64,
+    /// Absolute tolerance.
     pub atol: f64,
+    /// Cells that regressed.
     pub regressions: usize,
+    /// Cells whose status changed.
     pub status_changes: usize,
+    /// Values that moved past the tolerance.
     pub moved_values: usize,
+    /// Every cell, status changes first.
     pub cells: Vec<CellChange>,
 }
 
-fn experiment_id(bundle: &Path) -> Result<String, String> {
+fn experiment_id(bundle: &Path) -> Result<String, CompareError> {
+    let bad = |m: String| CompareError::Unreadable(m);
     let p = bundle.join("experiment.toml");
     let text = std::fs::read_to_string(&p)
-        .map_err(|e| format!("{}: not a bundle ({e})", bundle.display()))?;
-    let t: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+        .map_err(|e| bad(format!("{}: not a bundle ({e})", bundle.display())))?;
+    let t: toml::Table = toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", p.display())))?;
     t.get("experiment")
         .and_then(|e| e.get("id"))
         .and_then(|v| v.as_str())
         .map(|s| s.to_string())
-        .ok_or_else(|| format!("{}: no experiment.id", p.display()))
+        .ok_or_else(|| bad(format!("{}: no experiment.id", p.display())))
 }
 
-fn records(bundle: &Path) -> Result<BTreeMap<String, CellRecord>, String> {
+fn records(bundle: &Path) -> Result<BTreeMap<String, CellRecord>, CompareError> {
+    let bad = |m: String| CompareError::Unreadable(m);
     let mut out = BTreeMap::new();
     let dir = bundle.join("cells");
-    let rd = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let rd = std::fs::read_dir(&dir).map_err(|e| bad(format!("{}: {e}", dir.display())))?;
     for e in rd.filter_map(|e| e.ok()) {
         let p = e.path().join("result.json");
         if let Ok(text) = std::fs::read_to_string(&p) {
             let r: CellRecord =
-                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+                serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", p.display())))?;
             out.insert(e.file_name().to_string_lossy().to_string(), r);
         }
     }
@@ -103,19 +159,23 @@ fn records(bundle: &Path) -> Result<BTreeMap<String, CellRecord>, String> {
 }
 
 /// Compare two bundles.
-pub fn compare_bundles(a: &Path, b: &Path, rtol: f64, atol: f64) -> Result<Comparison, String> {
+pub fn compare_bundles(
+    a: &Path,
+    b: &Path,
+    rtol: f64,
+    atol: f64,
+) -> Result<Comparison, CompareError> {
     if rtol.is_nan() || atol.is_nan() || rtol < 0.0 || atol < 0.0 {
-        return Err(format!(
-            "--rtol {rtol} --atol {atol}: tolerances must be >= 0"
-        ));
+        return Err(CompareError::Tolerance { rtol, atol });
     }
     let (ea, eb) = (experiment_id(a)?, experiment_id(b)?);
     if ea != eb {
-        return Err(format!(
-            "bundles of different experiments: {} is '{ea}', {} is '{eb}'",
-            a.display(),
-            b.display()
-        ));
+        return Err(CompareError::DifferentExperiments {
+            a: a.display().to_string(),
+            ea,
+            b: b.display().to_string(),
+            eb,
+        });
     }
     let (ra, rb) = (records(a)?, records(b)?);
     let mut ids: Vec<&String> = ra.keys().chain(rb.keys()).collect();
@@ -348,24 +408,6 @@ pub fn render(c: &Comparison, format: Format) -> String {
                 s.push('\n');
             }
             s
-        }
-    }
-}
-
-/// `runner compare`; returns the exit code.
-pub fn compare(a: &Path, b: &Path, rtol: f64, atol: f64, format: Format) -> i32 {
-    match compare_bundles(a, b, rtol, atol) {
-        Ok(c) => {
-            crate::out!("{}", render(&c, format));
-            if c.regressions > 0 {
-                1
-            } else {
-                0
-            }
-        }
-        Err(e) => {
-            crate::errln!("error: runner compare: {e}");
-            2
         }
     }
 }

@@ -1,44 +1,61 @@
 //! Reports of a bundle: results.csv, results.json, summary.md, junit.xml.
 
-use super::{json_bytes, list_files, write_atomic, Row, MANIFEST};
-use crate::experiment::config::ProbeSpec;
+use super::{json_bytes, list_files, write_atomic, BundleError, Row, MANIFEST};
 use crate::experiment::load::Experiment;
-use crate::experiment::probes::Status;
+use crate::experiment::result::{GradcheckDetails, PhiCacheDetails, Verdict};
 use serde_json::{json, Value};
 use std::path::Path;
 
 /// Counts by status.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Tally {
+    /// PASS cells.
     pub pass: usize,
+    /// FAIL cells.
     pub fail: usize,
+    /// ERROR cells.
     pub error: usize,
+    /// SKIPPED cells.
     pub skipped: usize,
+    /// NONSMOOTH cells.
     pub nonsmooth: usize,
 }
 
 impl Tally {
+    /// Count the rows.
     pub fn of(rows: &[Row]) -> Tally {
         let mut t = Tally::default();
         for r in rows {
             match r.record.status {
-                Status::Pass => t.pass += 1,
-                Status::Fail => t.fail += 1,
-                Status::Error => t.error += 1,
-                Status::Skipped => t.skipped += 1,
-                Status::NonSmooth => t.nonsmooth += 1,
+                Verdict::Pass => t.pass += 1,
+                Verdict::Fail => t.fail += 1,
+                Verdict::Error => t.error += 1,
+                Verdict::Skipped => t.skipped += 1,
+                Verdict::NonSmooth => t.nonsmooth += 1,
             }
         }
         t
     }
-    pub fn verdict(&self) -> &'static str {
+    /// The cells' verdict: FAIL when a cell failed or errored, else
+    /// NONSMOOTH when a derivative check met a non-differentiable point
+    /// (not a pass), else PASS.
+    pub fn verdict(&self) -> Verdict {
         if self.fail + self.error > 0 {
-            "FAIL"
+            Verdict::Fail
         } else if self.nonsmooth > 0 {
-            // a derivative check met a non-differentiable point: not a pass
-            "NONSMOOTH"
+            Verdict::NonSmooth
         } else {
-            "PASS"
+            Verdict::Pass
+        }
+    }
+
+    /// A bundle's verdict: FAIL when there are failures outside the cells
+    /// (I/O errors, missing cells), else the cells' verdict.
+    pub fn overall(&self, extra_failures: &[String]) -> Verdict {
+        if extra_failures.is_empty() {
+            self.verdict()
+        } else {
+            Verdict::Fail
         }
     }
 }
@@ -74,9 +91,10 @@ fn roi_str(r: &[u32; 4]) -> String {
 }
 
 /// results.csv and results.json.
-pub fn write_results(bundle: &Path, rows: &[Row]) -> Result<(), String> {
+pub fn write_results(bundle: &Path, rows: &[Row]) -> Result<(), BundleError> {
+    let csv_err = |e: csv::Error| BundleError(format!("results.csv: {e}"));
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(COLUMNS).map_err(|e| e.to_string())?;
+    w.write_record(COLUMNS).map_err(csv_err)?;
     let mut list = Vec::new();
     for r in rows {
         let c = &r.record;
@@ -98,7 +116,7 @@ pub fn write_results(bundle: &Path, rows: &[Row]) -> Result<(), String> {
             r.timing.engine.clone().unwrap_or_default(),
             c.reason.clone().unwrap_or_default(),
         ])
-        .map_err(|e| e.to_string())?;
+        .map_err(csv_err)?;
         list.push(json!({
             "id": c.id, "probe": c.probe, "kind": c.kind, "status": c.status,
             "device": c.device, "dtype": c.dtype, "param": c.param, "roi": c.roi,
@@ -108,7 +126,9 @@ pub fn write_results(bundle: &Path, rows: &[Row]) -> Result<(), String> {
             "reason": c.reason, "axes": c.axes,
         }));
     }
-    let bytes = w.into_inner().map_err(|e| e.to_string())?;
+    let bytes = w
+        .into_inner()
+        .map_err(|e| BundleError(format!("results.csv: {e}")))?;
     write_atomic(&bundle.join("results.csv"), &bytes)?;
     write_atomic(
         &bundle.join("results.json"),
@@ -116,46 +136,17 @@ pub fn write_results(bundle: &Path, rows: &[Row]) -> Result<(), String> {
     )
 }
 
-fn xml_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' && c != '\r' => o.push(' '),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-/// junit.xml: one testcase per cell.
-pub fn write_junit(bundle: &Path, exp_id: &str, rows: &[Row]) -> Result<(), String> {
-    let t = Tally::of(rows);
+/// junit.xml: one testcase per cell (quick-junit): PASS with the numbers on
+/// system-out, SKIPPED with its reason, FAIL and NONSMOOTH as failures
+/// (type FAIL or NONSMOOTH, the numbers as the text), ERROR as an error.
+pub fn write_junit(bundle: &Path, exp_id: &str, rows: &[Row]) -> Result<(), BundleError> {
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
     let total: f64 = rows.iter().map(|r| r.timing.seconds).sum();
-    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    x.push_str(&format!(
-        "<testsuites name=\"{0}\" tests=\"{1}\" failures=\"{2}\" errors=\"{3}\" skipped=\"{4}\" time=\"{5:.6}\">\n  <testsuite name=\"{0}\" tests=\"{1}\" failures=\"{2}\" errors=\"{3}\" skipped=\"{4}\" time=\"{5:.6}\">\n",
-        xml_escape(exp_id),
-        rows.len(),
-        t.fail,
-        t.error,
-        t.skipped,
-        total
-    ));
+    let seconds = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
+    let mut suite = TestSuite::new(exp_id);
     for r in rows {
         let c = &r.record;
-        x.push_str(&format!(
-            "    <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.6}\"",
-            xml_escape(exp_id),
-            xml_escape(&c.probe),
-            xml_escape(&c.id),
-            r.timing.seconds
-        ));
-        let reason = xml_escape(c.reason.as_deref().unwrap_or(""));
+        let reason = c.reason.as_deref().unwrap_or("");
         let body = format!(
             "loss={} grad_ad={} grad_fd={} abs_err={} rel_err={}",
             num(c.loss),
@@ -164,24 +155,38 @@ pub fn write_junit(bundle: &Path, exp_id: &str, rows: &[Row]) -> Result<(), Stri
             num(c.abs_err),
             num(c.rel_err)
         );
-        match c.status {
-            Status::Pass => x.push_str(&format!(">\n      <system-out>{}</system-out>\n    </testcase>\n", xml_escape(&body))),
-            Status::Skipped => x.push_str(&format!(">\n      <skipped message=\"{reason}\"/>\n    </testcase>\n")),
-            Status::Fail => x.push_str(&format!(
-                ">\n      <failure message=\"{reason}\" type=\"FAIL\">{}</failure>\n    </testcase>\n",
-                xml_escape(&body)
-            )),
-            Status::Error => x.push_str(&format!(
-                ">\n      <error message=\"{reason}\" type=\"ERROR\">{reason}</error>\n    </testcase>\n"
-            )),
-            Status::NonSmooth => x.push_str(&format!(
-                ">\n      <failure message=\"{reason}\" type=\"NONSMOOTH\">{}</failure>\n    </testcase>\n",
-                xml_escape(&body)
-            )),
+        let failure = |kind: NonSuccessKind, ty: &str, text: &str| {
+            let mut st = TestCaseStatus::non_success(kind);
+            st.set_message(reason).set_type(ty).set_description(text);
+            st
+        };
+        let status = match c.status {
+            Verdict::Pass => TestCaseStatus::success(),
+            Verdict::Skipped => {
+                let mut st = TestCaseStatus::skipped();
+                st.set_message(reason);
+                st
+            }
+            Verdict::Fail => failure(NonSuccessKind::Failure, "FAIL", &body),
+            Verdict::Error => failure(NonSuccessKind::Error, "ERROR", reason),
+            Verdict::NonSmooth => failure(NonSuccessKind::Failure, "NONSMOOTH", &body),
+        };
+        let mut tc = TestCase::new(c.id.as_str(), status);
+        tc.set_classname(format!("{exp_id}.{}", c.probe));
+        tc.set_time(seconds(r.timing.seconds));
+        if c.status == Verdict::Pass {
+            tc.set_system_out(body.as_str());
         }
+        suite.add_test_case(tc);
     }
-    x.push_str("  </testsuite>\n</testsuites>\n");
-    write_atomic(&bundle.join("junit.xml"), x.as_bytes())
+    suite.set_time(seconds(total));
+    let mut report = Report::new(exp_id);
+    report.set_time(seconds(total));
+    report.add_test_suite(suite);
+    let xml = report
+        .to_string()
+        .map_err(|e| BundleError(format!("junit.xml: {e}")))?;
+    write_atomic(&bundle.join("junit.xml"), xml.as_bytes())
 }
 
 fn md_cell(s: &str) -> String {
@@ -285,7 +290,7 @@ pub fn write_summary(
     commands: &str,
     env: &Value,
     extra_failures: &[String],
-) -> Result<(), String> {
+) -> Result<(), BundleError> {
     write_summary_with(
         bundle,
         exp,
@@ -301,7 +306,9 @@ pub fn write_summary(
 /// plots in the bundle root (relative paths) to link.
 #[derive(Debug, Clone, Default)]
 pub struct SummaryNotes {
+    /// Paragraphs under the verdict.
     pub lines: Vec<String>,
+    /// Plots in the bundle root (relative paths).
     pub plots: Vec<String>,
 }
 
@@ -315,13 +322,9 @@ pub fn write_summary_with(
     env: &Value,
     extra_failures: &[String],
     notes: &SummaryNotes,
-) -> Result<(), String> {
+) -> Result<(), BundleError> {
     let t = Tally::of(rows);
-    let verdict = if extra_failures.is_empty() {
-        t.verdict()
-    } else {
-        "FAIL"
-    };
+    let verdict = t.overall(extra_failures);
     let meta = &exp.resolved.experiment;
     let mut s = String::new();
     s.push_str(&format!("# {}: {verdict}\n\n", meta.id));
@@ -347,7 +350,7 @@ pub fn write_summary_with(
     for l in &notes.lines {
         s.push_str(&format!("\n{l}\n"));
     }
-    for r in rows.iter().filter(|r| r.record.status != Status::Pass) {
+    for r in rows.iter().filter(|r| r.record.status != Verdict::Pass) {
         let c = &r.record;
         s.push_str(&format!(
             "\n- `{}` {}: {}",
@@ -367,24 +370,25 @@ pub fn write_summary_with(
     // Published comparisons (phi-cache with expected values).
     let pc: Vec<&Row> = rows
         .iter()
-        .filter(|r| r.record.kind == "phi-cache" && r.record.status != Status::Skipped)
+        .filter(|r| r.record.kind == "phi-cache" && r.record.status != Verdict::Skipped)
         .collect();
     if !pc.is_empty() {
         s.push_str("\n## Phi-carryover cache arithmetic (M2h.3)\n\n");
         s.push_str("| cell | status | loss | expected loss | rel. err | d loss/d cell_a | expected | rel. err | central difference |\n|---|---|---|---|---|---|---|---|---|\n");
         for r in pc {
             let c = &r.record;
-            let d = |k: &str| c.details.get(k).and_then(|v| v.as_f64());
+            let d = c.details_as::<PhiCacheDetails>();
+            let d = d.as_ref();
             s.push_str(&format!(
                 "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 c.id,
                 c.status.as_str(),
                 short(c.loss),
-                short(d("expected_loss")),
-                short(d("loss_rel_err")),
+                short(d.and_then(|d| d.expected_loss)),
+                short(d.and_then(|d| d.loss_rel_err)),
                 short(c.grad_ad),
-                short(d("expected_grad")),
-                short(d("grad_rel_err")),
+                short(d.and_then(|d| d.expected_grad)),
+                short(d.and_then(|d| d.grad_rel_err)),
                 short(c.grad_fd)
             ));
         }
@@ -393,7 +397,7 @@ pub fn write_summary_with(
         .iter()
         .filter(|r| {
             r.record.kind == "gradcheck"
-                && r.record.status != Status::Skipped
+                && r.record.status != Verdict::Skipped
                 && r.record.grad_ad.is_some()
         })
         .collect();
@@ -403,42 +407,39 @@ pub fn write_summary_with(
         s.push_str("| cell | status | reference | loss | grad_ad | grad_fd | rel. err | worst pixel (fast, slow): ad vs ref | non-zero pixels |\n|---|---|---|---|---|---|---|---|---|\n");
         for r in gc {
             let c = &r.record;
-            let wp = c
-                .details
-                .get("worst_pixel")
+            let d = c.details_as::<GradcheckDetails>();
+            let wp = d
+                .as_ref()
+                .and_then(|d| d.worst_pixel.as_ref())
                 .map(|w| {
                     format!(
                         "({}, {}): {} vs {}",
-                        w["fast"],
-                        w["slow"],
-                        short(w["d_ad"].as_f64()),
-                        short(w["d_ref"].as_f64())
+                        w.fast,
+                        w.slow,
+                        short(w.d_ad),
+                        short(w.d_ref)
                     )
                 })
                 .unwrap_or_default();
+            let count =
+                |n: Option<usize>| n.map(|n| n.to_string()).unwrap_or_else(|| "null".into());
             s.push_str(&format!(
                 "| `{}` | {} | {} | {} | {} | {} | {} | {} | {}/{} |\n",
                 c.id,
                 c.status.as_str(),
-                c.details
-                    .get("reference")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or(""),
+                d.as_ref().map(|d| d.reference.as_str()).unwrap_or(""),
                 short(c.loss),
                 short(c.grad_ad),
                 short(c.grad_fd),
                 short(c.rel_err),
                 wp,
-                c.details
-                    .get("nonzero_pixels")
-                    .cloned()
-                    .unwrap_or(Value::Null),
-                c.details.get("pixels").cloned().unwrap_or(Value::Null),
+                count(d.as_ref().map(|d| d.nonzero_pixels)),
+                count(d.as_ref().map(|d| d.pixels)),
             ));
         }
     }
 
-    super::merge::pictures_section(&mut s, rows, &notes.plots);
+    super::pictures::pictures_section(&mut s, rows, &notes.plots);
     s.push_str("\n## All cells\n\n");
     s.push_str("| cell | probe | device | dtype | param | ROI (f0 f1 s0 s1) | status | loss | grad_ad | grad_fd | abs_err | rel_err | seconds | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
@@ -494,33 +495,7 @@ pub fn write_summary_with(
         s.push_str(&format!("- matrix {k}: {v}\n"));
     }
     for (i, p) in exp.resolved.probe.iter().enumerate() {
-        let settings = match p {
-            ProbeSpec::Gradcheck(g) => format!(
-                "reduction {:?}, eps {} ({:?}), atol {}, rtol {}, float32: atol {}, rtol {}, require_nonzero {}",
-                g.reduction, g.eps, g.eps_mode, g.atol, g.rtol, g.f32_atol, g.f32_rtol, g.require_nonzero
-            ),
-            ProbeSpec::PhiCache(c) => format!(
-                "expected loss {}, expected grad {}, rtol {}, stored x{}, fresh x{}, {} steps",
-                c.expected_loss.map(|x| x.to_string()).unwrap_or_else(|| "–".into()),
-                c.expected_grad.map(|x| x.to_string()).unwrap_or_else(|| "–".into()),
-                c.rtol,
-                c.stored_scale,
-                c.fresh_scale,
-                c.steps
-            ),
-            ProbeSpec::Parity(c) => format!(
-                "reference {}, correlation >= {}, |sum ratio - 1| <= {}, max rel diff <= {}",
-                c.reference, c.min_correlation, c.max_sum_ratio_err, c.max_rel_diff
-            ),
-            ProbeSpec::Simulate(c) => format!("png scale {:?}", c.png_scale),
-            ProbeSpec::Benchmark(b) => format!(
-                "{} warm-up render(s), {} timed repeat(s), {} derivative direction(s), threads {}",
-                b.warmup,
-                b.repeats,
-                crate::experiment::bench::derivative_params(b).len(),
-                b.threads.map(|t| t.to_string()).unwrap_or_else(|| "job share".into())
-            ),
-        };
+        let settings = p.settings_summary();
         s.push_str(&format!(
             "- probe {i}: `{}` ({}): {settings}\n",
             p.name(),
@@ -568,7 +543,7 @@ pub fn write_summary_with(
                 .unwrap_or("unknown")
         ));
     }
-    super::merge::shard_env_lines(&mut s, env);
+    shard_env_lines(&mut s, env);
     s.push_str("- details in `env.json`\n");
 
     s.push_str("\n## Commands\n\n```sh\n");
@@ -603,4 +578,33 @@ pub fn write_summary_with(
         bundle.display()
     ));
     write_atomic(&bundle.join("summary.md"), s.as_bytes())
+}
+
+/// Environment lines of a merged bundle: one per shard.
+fn shard_env_lines(s: &mut String, env: &Value) {
+    let Some(list) = env.get("shards").and_then(|v| v.as_array()) else {
+        return;
+    };
+    for e in list {
+        let g = |k: &str| {
+            e["env"]
+                .get(k)
+                .map(|v| {
+                    v.as_str()
+                        .map(|x| x.to_string())
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .unwrap_or_else(|| "?".into())
+        };
+        s.push_str(&format!(
+            "- shard {}: host {} ({}, {} cores), braggrun {} (git {}), at {}\n",
+            e["shard"].as_str().unwrap_or("?"),
+            g("hostname"),
+            g("cpu_model"),
+            g("cores"),
+            g("braggrun_version"),
+            g("git_commit"),
+            g("time_utc")
+        ));
+    }
 }

@@ -153,6 +153,37 @@ impl ProbeSpec {
     }
     pub const KINDS: &'static [&'static str] =
         &["gradcheck", "phi-cache", "parity", "simulate", "benchmark"];
+
+    /// The probe's settings in one line (summary.md).
+    pub fn settings_summary(&self) -> String {
+        match self {
+        ProbeSpec::Gradcheck(g) => format!(
+            "reduction {:?}, eps {} ({:?}), atol {}, rtol {}, float32: atol {}, rtol {}, require_nonzero {}",
+            g.reduction, g.eps, g.eps_mode, g.atol, g.rtol, g.f32_atol, g.f32_rtol, g.require_nonzero
+        ),
+        ProbeSpec::PhiCache(c) => format!(
+            "expected loss {}, expected grad {}, rtol {}, stored x{}, fresh x{}, {} steps",
+            c.expected_loss.map(|x| x.to_string()).unwrap_or_else(|| "–".into()),
+            c.expected_grad.map(|x| x.to_string()).unwrap_or_else(|| "–".into()),
+            c.rtol,
+            c.stored_scale,
+            c.fresh_scale,
+            c.steps
+        ),
+        ProbeSpec::Parity(c) => format!(
+            "reference {}, correlation >= {}, |sum ratio - 1| <= {}, max rel diff <= {}",
+            c.reference, c.min_correlation, c.max_sum_ratio_err, c.max_rel_diff
+        ),
+        ProbeSpec::Simulate(c) => format!("png scale {:?}", c.png_scale),
+        ProbeSpec::Benchmark(b) => format!(
+            "{} warm-up render(s), {} timed repeat(s), {} derivative direction(s), threads {}",
+            b.warmup,
+            b.repeats,
+            b.derivative_params().len(),
+            b.threads.map(|t| t.to_string()).unwrap_or_else(|| "job share".into())
+        ),
+    }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -338,6 +369,21 @@ pub struct BenchmarkProbe {
     /// FAIL below this throughput (absent: measurement only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_pixel_samples_per_s: Option<f64>,
+}
+
+impl BenchmarkProbe {
+    /// The parameters a benchmark differentiates by: its list, or the first N.
+    pub fn derivative_params(&self) -> Vec<crate::physics::params::Param> {
+        if !self.derivatives.is_empty() {
+            self.derivatives.clone()
+        } else {
+            crate::physics::params::Param::ALL
+                .iter()
+                .copied()
+                .take(self.derivative_count)
+                .collect()
+        }
+    }
 }
 
 impl Default for BenchmarkProbe {

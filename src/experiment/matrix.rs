@@ -224,7 +224,9 @@ fn set(c: &mut Combo, k: &str, v: toml::Value) {
 }
 
 /// Expand the matrix into cells (without preparing simulations).
-pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputError> {
+/// The axes, in canonical order (probe, device, dtype, param, roi, model.*),
+/// with the include and exclude entries checked against them.
+fn axes_of(exp: &Experiment) -> Result<Vec<(String, Vec<toml::Value>)>, InputError> {
     let shown = exp.file.display().to_string();
     let src = |k: &str| exp.source_of(k);
     let m = &exp.resolved.matrix;
@@ -297,6 +299,17 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
         }
     }
 
+    Ok(axes)
+}
+
+/// The Cartesian product of the axes (first axis outermost), less the
+/// exclude entries; refused when it would be too large.
+fn product(
+    exp: &Experiment,
+    axes: &[(String, Vec<toml::Value>)],
+) -> Result<Vec<Combo>, InputError> {
+    let shown = exp.file.display().to_string();
+    let m = &exp.resolved.matrix;
     // The product's size first (checked), so a huge matrix is refused
     // before any combination is built.
     let product = axes
@@ -313,7 +326,7 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
     }
     // Cartesian product, deterministic (first axis outermost).
     let mut combos: Vec<Combo> = vec![vec![]];
-    for (k, vals) in &axes {
+    for (k, vals) in axes {
         let mut next = Vec::with_capacity(combos.len() * vals.len());
         for c in &combos {
             for v in vals {
@@ -347,6 +360,18 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
             m.exclude.len()
         )));
     }
+    Ok(combos)
+}
+
+/// GitHub Actions `include` semantics: an entry extends every original
+/// combination it is compatible with, or adds a combination of its own.
+/// Returns the original axis keys and the number of original combinations.
+fn include(
+    combos: &mut Vec<Combo>,
+    axes: &[(String, Vec<toml::Value>)],
+    m: &MatrixSection,
+    probes: &[ProbeSpec],
+) -> (Vec<String>, usize) {
     // include: GitHub Actions semantics.
     let original_keys: Vec<String> = axes.iter().map(|(k, _)| k.clone()).collect();
     let n_original = combos.len();
@@ -380,6 +405,16 @@ pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputErr
             }
         }
     }
+    (original_keys, n_original)
+}
+
+pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputError> {
+    let shown = exp.file.display().to_string();
+    let m = &exp.resolved.matrix;
+    let probes = &exp.resolved.probe;
+    let axes = axes_of(exp)?;
+    let mut combos = product(exp, &axes)?;
+    let (original_keys, n_original) = include(&mut combos, &axes, m, probes);
     if combos.is_empty() {
         return Err(InputError(format!("{shown}: matrix: no cells to run")));
     }
@@ -631,7 +666,7 @@ pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> 
         cell.effective_roi = roi;
         let dirs = match &exp.resolved.probe[cell.probe_index] {
             ProbeSpec::Gradcheck(_) => 1,
-            ProbeSpec::Benchmark(b) => super::bench::derivative_params(b).len(),
+            ProbeSpec::Benchmark(b) => b.derivative_params().len(),
             _ => 0,
         };
         let roi_pixels = (roi[1] - roi[0] + 1) as u64 * (roi[3] - roi[2] + 1) as u64;

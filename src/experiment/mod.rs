@@ -1,6 +1,7 @@
 //! The experiment runner: declarative TOML experiments (`config`, `load`),
-//! matrix expansion (`matrix`), probes (`probes`) and the parallel run that
-//! leaves an evidence bundle (`run`, with `crate::evidence`).
+//! matrix expansion (`matrix`), probes (`probes`, one file each), the
+//! results they produce (`result`) and the parallel scheduler (`run`) that
+//! hands each finished cell to a sink (`crate::evidence` writes the bundle).
 //!
 //! Layers, lowest first: built-in defaults (`matrix.device = ["cpu"]`,
 //! `matrix.dtype = ["float64"]`) < the file < `--set key=value` (value parsed
@@ -20,12 +21,13 @@
 //! after N cells finish (a killed run); `RUNNER_TEST_PANIC_CELL=<id>` makes
 //! that cell panic.
 
-pub mod bench;
 pub mod config;
 pub mod load;
 pub mod matrix;
+pub mod metrics;
 pub mod nanobragg_flags;
 pub mod probes;
+pub mod result;
 pub mod run;
 pub mod shard;
 

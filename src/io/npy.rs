@@ -2,7 +2,7 @@
 //! the file, so `numpy.load` needs nothing else. Images are `(slow, fast)`
 //! arrays in C order (the raw images' pixel order: index = slow * fpixels +
 //! fast); derivative stacks are `(parameter, slow, fast)`. Written through
-//! [`super::atomic_write`].
+//! [`super::write_atomic`].
 
 use super::IoError;
 use ndarray::{Array, ArrayRef, ArrayView2, Dimension, Ix2, Ix3};
@@ -18,7 +18,7 @@ pub fn write_npy<A: WritableElement, D: Dimension>(
     array
         .write_npy(&mut bytes)
         .map_err(|e| IoError::file(path, format!("cannot encode .npy: {e}")))?;
-    super::atomic_write(path, &bytes)
+    super::write_atomic(path, &bytes)
 }
 
 /// An image as a `(spixels, fpixels)` view of its pixels.

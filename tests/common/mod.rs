@@ -133,4 +133,79 @@ pub fn results(bundle: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Write `text` to `dir/name`; the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Run and return (exit code, stdout, stderr).
+pub fn run_cmd(mut c: Command) -> (i32, String, String) {
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Run a plain std Command and return (exit code, stdout, stderr).
+pub fn out_of(c: &mut std::process::Command) -> (i32, String, String) {
+    let o = c.output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+/// The last line of stdout as a path (the bundle a run or merge made).
+pub fn last_line(stdout: &str) -> PathBuf {
+    PathBuf::from(stdout.trim_end().lines().last().expect("a path on stdout"))
+}
+
+/// Copy a folder tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Bundles (folders with experiment.toml) two levels under `dir`, sorted.
+pub fn bundles_under(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for a in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for b in std::fs::read_dir(a.path()).into_iter().flatten().flatten() {
+            if b.path().join("experiment.toml").is_file() {
+                v.push(b.path());
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// (width, height, color type) of a PNG.
+pub fn png_info(p: &Path) -> (u32, u32, png::ColorType) {
+    let f = std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut r = png::Decoder::new(f).read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size()];
+    let info = r.next_frame(&mut buf).unwrap();
+    (info.width, info.height, info.color_type)
+}
+
+/// (width, height) of a PNG.
+pub fn png_dims(p: &Path) -> (u32, u32) {
+    let (w, h, _) = png_info(p);
+    (w, h)
+}
+
 pub mod sweep;

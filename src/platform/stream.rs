@@ -120,19 +120,19 @@ impl Write for SafeStderr {
 /// `println!` to stdout that never panics.
 #[macro_export]
 macro_rules! outln {
-    () => { $crate::cli::stream::out_fmt(format_args!("\n")) };
-    ($($t:tt)*) => { $crate::cli::stream::out_fmt(format_args!("{}\n", format_args!($($t)*))) };
+    () => { $crate::platform::stream::out_fmt(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::platform::stream::out_fmt(format_args!("{}\n", format_args!($($t)*))) };
 }
 
 /// `print!` to stdout that never panics.
 #[macro_export]
 macro_rules! out {
-    ($($t:tt)*) => { $crate::cli::stream::out_fmt(format_args!($($t)*)) };
+    ($($t:tt)*) => { $crate::platform::stream::out_fmt(format_args!($($t)*)) };
 }
 
 /// `eprintln!` that never panics and never stops the work.
 #[macro_export]
 macro_rules! errln {
-    () => { $crate::cli::stream::err_fmt(format_args!("\n")) };
-    ($($t:tt)*) => { $crate::cli::stream::err_fmt(format_args!("{}\n", format_args!($($t)*))) };
+    () => { $crate::platform::stream::err_fmt(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::platform::stream::err_fmt(format_args!("{}\n", format_args!($($t)*))) };
 }
