@@ -317,5 +317,38 @@ fn main() {
             }),
         ));
     }
+    // The kernel's fast loops (every axis a whole N, F = default_F, no
+    // oversample flag): the sweep's base has N = 5, 4, 3 and takes the
+    // general loop, so also every sweep configuration that qualifies with
+    // N = 5 on every axis, with 1 and 2 directions at a time (not lifted in
+    // float64) and 8 (lifted).
+    for c in common::sweep::cases() {
+        let d = &c.cfg.detector;
+        if c.cfg.crystal.hkl_file.is_some()
+            || d.oversample_omega
+            || d.oversample_polar
+            || d.oversample_thick
+        {
+            continue;
+        }
+        let name = format!("sweep-whole-n/{}", c.name);
+        trials.push(gate(
+            name.clone(),
+            Box::new(move |cxx| {
+                let mut cfg = c.cfg.clone();
+                cfg.crystal.n_cells = [5.0; 3];
+                let sim = Simulation::prepare(&cfg, Path::new("."))
+                    .map_err(|e| Failed::from(e.to_string()))?;
+                let params = sim.applicable_params();
+                for n in [1, 2, 8] {
+                    for chunk in params.chunks(n).take(if n == 8 { usize::MAX } else { 3 }) {
+                        let line = compare(cxx, &name, &sim, chunk)?;
+                        println!("kernel_host: {line} ({} directions)", chunk.len());
+                    }
+                }
+                Ok(())
+            }),
+        ));
+    }
     libtest_mimic::run(&args, trials).exit();
 }

@@ -327,6 +327,35 @@ __device__ __forceinline__ float round_half_even(float x, bool* odd) {
     return k;
 }
 
+// U_{n-1}(c) from 2c by the three-term recurrence (the second half of
+// lattice.rs sincg_pi_whole_n). NW > 0: n = NW compiled in, the recurrence
+// unrolled; NW = 0: n at run time, small n through compiled-in cases.
+template <int NW, typename S, int N>
+__device__ __forceinline__ Dual<S, N> chebyshev_u(const Dual<S, N>& two_c, int n) {
+    if constexpr (NW == 0) {
+        switch (n) {
+            case 2: return chebyshev_u<2>(two_c, 2);
+            case 3: return chebyshev_u<3>(two_c, 3);
+            case 4: return chebyshev_u<4>(two_c, 4);
+            case 5: return chebyshev_u<5>(two_c, 5);
+            case 6: return chebyshev_u<6>(two_c, 6);
+            case 7: return chebyshev_u<7>(two_c, 7);
+            case 8: return chebyshev_u<8>(two_c, 8);
+            default: break;
+        }
+    }
+    const int nn = NW > 0 ? NW : n;
+    Dual<S, N> u_prev = cst<S, N>(S(1)), u = two_c;
+    if (nn == 1) return u_prev;
+#pragma unroll
+    for (int i = 2; i < nn; i++) {
+        Dual<S, N> next = two_c * u - u_prev;
+        u_prev = u;
+        u = next;
+    }
+    return u;
+}
+
 // sincg(pi h, N) for a whole number N: U_{N-1}(cos pi h), the Chebyshev
 // polynomial of the second kind (lattice.rs sincg_pi_whole_n)
 template <typename S, int N>
@@ -337,14 +366,7 @@ __device__ __forceinline__ Dual<S, N> sincg_pi_whole_n(const Dual<S, N>& h, int 
     Dual<S, N> cx = cos_pi_reduced(r);
     if (odd) cx = -cx;
     Dual<S, N> two_c = cx + cx;
-    Dual<S, N> u_prev = cst<S, N>(S(1)), u = two_c;
-    if (n == 1) return u_prev;
-    for (int i = 2; i < n; i++) {
-        Dual<S, N> next = two_c * u - u_prev;
-        u_prev = u;
-        u = next;
-    }
-    return u;
+    return chebyshev_u<0>(two_c, n);
 }
 
 // g(x) from its value v = g(x.re) and slope dv (lattice.rs lift)
@@ -384,15 +406,23 @@ __device__ T sincg_pi_reduced(const T& h, const T& n, double at) {
     return lift2(h, n, g.re, g.eps[0], g.eps[1]);
 }
 
-// hkl_hi: the float64 indices when P.hi_index (simulator.rs Model::hi), else null
-__device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, const T& k, const T& l,
-                    const double* hkl_hi) {
+// The square lattice factor's evaluation, decided once per image (pixel()
+// hoists it out of the loops): WHOLE_ANY, each axis as the image says;
+// WHOLE_PLAIN, every axis a whole N with sincg_pi_whole_n in R;
+// WHOLE_LIFTED, every axis a whole N through a scalar dual pass and lift.
+#define WHOLE_ANY 0
+#define WHOLE_PLAIN 1
+#define WHOLE_LIFTED 2
+
+// n: Na, Nb, Nc (model values, hoisted); hkl_hi: the float64 indices when
+// P.hi_index (simulator.rs Model::hi), else null
+__device__ __forceinline__ T f_latt(const Params& P, const R* __restrict__ mdl, const T* n, const T& h, const T& k,
+                                    const T& l, const double* hkl_hi) {
     T pi = C(PI_F64);
-    T n0 = ld(mdl, M_N), n1 = ld(mdl, M_N + 1), n2 = ld(mdl, M_N + 2);
+    const T &n0 = n[0], &n1 = n[1], &n2 = n[2];
     if (SHAPE == SHAPE_SQUARE) {
         T f = C(1.0);
         const T* xs[3] = {&h, &k, &l};
-        const T* ns[3] = {&n0, &n1, &n2};
 #pragma unroll
         for (int i = 0; i < 3; i++) {
             if (!P.n_gt1[i]) continue;
@@ -410,7 +440,7 @@ __device__ T f_latt(const Params& P, const R* __restrict__ mdl, const T& h, cons
                 Dual<double, 1> d = sincg_pi_whole_n(xd, nw);
                 f = f * lift(x, d.re, d.eps[0]);
             } else {
-                f = f * sincg_pi_reduced(x, *ns[i], at);
+                f = f * sincg_pi_reduced(x, n[i], at);
             }
         }
         return f;
@@ -552,6 +582,244 @@ __device__ void diffracted_hi(const Params& P, const double* __restrict__ hi, in
     for (int i = 0; i < 3; i++) d[i] = mag != 0.0 ? pos[i] / mag : 0.0;
 }
 
+// ---------------------------------------------------------------------------
+// The fast paths of the innermost loop (orientations_fast). They compute
+// what the general code above computes, operation for operation, without
+// the operations whose result is known: a constant's zero derivative added
+// or multiplied in (x + 0, 0 * y), the sign of a lattice factor that is
+// squared. The results are the same up to the sign of a zero (and wherever
+// an index is not finite, where the pixel is not finite either).
+// In float64 they fuse a * b + c (KERNEL_FMA = 1, the default): a float64
+// render then differs from the CPU engine's by rounding (tests/kernel_host.rs
+// measured at most 1.5e-14 of a plane's maximum), and runs 1.5x (forward)
+// to 1.6x (6 derivatives) faster on an H200 than with every operation
+// rounded apart (-DKERNEL_FMA=0 in BRAGGRUN_NVRTC_OPTIONS: the CPU
+// engine's roundings, bit for bit). Float32 is
+// contracted by NVRTC as everywhere in the kernel.
+#ifndef KERNEL_FMA
+#define KERNEL_FMA 1
+#endif
+__device__ __forceinline__ double mad(double a, double b, double c) { return KERNEL_FMA ? fma(a, b, c) : a * b + c; }
+__device__ __forceinline__ float mad(float a, float b, float c) { return a * b + c; }
+__device__ __forceinline__ double m_rint(double x) { return rint(x); }
+__device__ __forceinline__ float m_rint(float x) { return rintf(x); }
+
+// x * y + c, c a constant
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> mul_add_c(const Dual<S, N>& x, const Dual<S, N>& y, S c) {
+    Dual<S, N> r;
+    r.re = mad(x.re, y.re, c);
+#pragma unroll
+    for (int i = 0; i < N; i++) r.eps[i] = mad(x.eps[i], y.re, y.eps[i] * x.re);
+    return r;
+}
+// x * y - z
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> mul_sub(const Dual<S, N>& x, const Dual<S, N>& y, const Dual<S, N>& z) {
+    Dual<S, N> r;
+    r.re = mad(x.re, y.re, -z.re);
+#pragma unroll
+    for (int i = 0; i < N; i++) r.eps[i] = mad(x.eps[i], y.re, y.eps[i] * x.re) - z.eps[i];
+    return r;
+}
+
+// dot_product, each component's product rule summed as dot_product does
+__device__ __forceinline__ T dot_fast(const V3& x, const V3& y) {
+    T r;
+    r.re = mad(x.v[2].re, y.v[2].re, mad(x.v[1].re, y.v[1].re, x.v[0].re * y.v[0].re));
+#pragma unroll
+    for (int i = 0; i < NDIR; i++) {
+        if (KERNEL_FMA && sizeof(R) == 8) {
+            R t = x.v[0].eps[i] * y.v[0].re;
+            t = mad(y.v[0].eps[i], x.v[0].re, t);
+            t = mad(x.v[1].eps[i], y.v[1].re, t);
+            t = mad(y.v[1].eps[i], x.v[1].re, t);
+            t = mad(x.v[2].eps[i], y.v[2].re, t);
+            r.eps[i] = mad(y.v[2].eps[i], x.v[2].re, t);
+        } else {
+            R p0 = x.v[0].eps[i] * y.v[0].re + y.v[0].eps[i] * x.v[0].re;
+            R p1 = x.v[1].eps[i] * y.v[1].re + y.v[1].eps[i] * x.v[1].re;
+            R p2 = x.v[2].eps[i] * y.v[2].re + y.v[2].eps[i] * x.v[2].re;
+            r.eps[i] = (p0 + p1) + p2;
+        }
+    }
+    return r;
+}
+
+// 2 cos(pi r): cos_pi_reduced with every coefficient doubled (exactly 2x
+// each step, so exactly cx + cx)
+template <typename S, int N>
+__device__ __forceinline__ Dual<S, N> two_cos_pi_reduced(const Dual<S, N>& r) {
+    const double Cs[COS_PI_COEFFS_LEN] = COS_PI_COEFFS;
+    Dual<S, N> r2 = r * r;
+    Dual<S, N> acc = cst<S, N>((S)(2.0 * Cs[COS_PI_COEFFS_LEN - 1]));
+#pragma unroll
+    for (int k = COS_PI_COEFFS_LEN - 2; k >= 0; k--) acc = mul_add_c(acc, r2, (S)(2.0 * Cs[k]));
+    return acc;
+}
+
+// chebyshev_u for N = NW (compiled in) with mul_sub (the same roundings)
+template <int NW, typename S, int N>
+__device__ __forceinline__ Dual<S, N> chebyshev_u_fast(const Dual<S, N>& two_c) {
+    Dual<S, N> u_prev = cst<S, N>(S(1)), u = two_c;
+    if (NW == 1) return u_prev;
+#pragma unroll
+    for (int i = 2; i < NW; i++) {
+        Dual<S, N> next = mul_sub(two_c, u, u_prev);
+        u_prev = u;
+        u = next;
+    }
+    return u;
+}
+
+// sincg(pi h, N) for a whole N = NW (sincg_pi_whole_n) up to its sign
+// (-1)^(k (N - 1)): the fast paths square it. Negating cos(pi r) negates or
+// keeps U_{N-1} exactly, so the sign (round_half_even's odd) is left out,
+// and k = rint(h), the k round_half_even takes, needs no range test.
+template <int NW, typename S, int N>
+__device__ __forceinline__ Dual<S, N> sincg_pi_whole_n_unsigned(const Dual<S, N>& h) {
+    S k = m_rint(h.re);
+    Dual<S, N> r = h;
+    r.re = h.re - k;
+    Dual<S, N> two_c = two_cos_pi_reduced(r);
+    return chebyshev_u_fast<NW>(two_c);
+}
+
+// The innermost loop (orientations) when every axis is a whole N = nw, the
+// structure factor is default_F (finite, no derivative when LIFTED), and
+// the oversample flags are off: fl is squared (sign dropped), a zero fl adds
+// an exact zero (no test). Not LIFTED: sincg_pi_whole_n in R, N = NW
+// compiled in. LIFTED: the lattice factor from a scalar dual pass at the
+// (float64 when P.hi_index) indices, lifted onto the directions (f_latt's
+// WHOLE_LIFTED, lift and the products written out), N at run time.
+template <bool LIFTED, int NW>
+__device__ __forceinline__ void orientations_fast(const Params& P, const R* __restrict__ mdl,
+                                                  const double* __restrict__ hi, int ob, const V3& scattering,
+                                                  const double* s_hi, const T& fc2, int nw, T& i_acc) {
+    const bool use_hi = NDIR > 0 && P.hi_index;
+    const int norient = P.norient;
+    const R* __restrict__ q = mdl + (long long)ob * NV;
+    const double* __restrict__ qh = hi + ob;
+    T acc = i_acc;
+    for (int o = 0; o < norient; o++, q += M_ORIENT_LEN * NV, qh += M_ORIENT_LEN) {
+        T h = dot_fast(ld3(q, 0), scattering);
+        T k = dot_fast(ld3(q, 3), scattering);
+        T l = dot_fast(ld3(q, 6), scattering);
+        T fl;
+        if constexpr (!LIFTED) {
+            fl = sincg_pi_whole_n_unsigned<NW>(h);
+            fl = fl * sincg_pi_whole_n_unsigned<NW>(k);
+            fl = fl * sincg_pi_whole_n_unsigned<NW>(l);
+        } else {
+            double at[3] = {(double)h.re, (double)k.re, (double)l.re};
+            if (use_hi) {
+                double a[3], b[3], c[3];
+                hi3(qh, 0, a);
+                hi3(qh, 3, b);
+                hi3(qh, 6, c);
+                at[0] = dot3(a, s_hi);
+                at[1] = dot3(b, s_hi);
+                at[2] = dot3(c, s_hi);
+            }
+            // value v and slope dv of each axis' factor (sincg_lifted) in
+            // scalar duals, the three axes' recurrences (chebyshev_u) run
+            // side by side for nw at run time (nw >= 2: every N > 1)
+            typedef Dual<double, 1> D1;
+            D1 two_c[3], u[3], u_prev[3];
+#pragma unroll
+            for (int i = 0; i < 3; i++) {
+                D1 r;
+                r.re = at[i] - m_rint(at[i]);
+                r.eps[0] = 1.0;
+                two_c[i] = two_cos_pi_reduced(r);
+                u[i] = two_c[i];
+                u_prev[i] = cst<double, 1>(1.0);
+            }
+            for (int m = 2; m < nw; m++) {
+#pragma unroll
+                for (int i = 0; i < 3; i++) {
+                    D1 next = mul_sub(two_c[i], u[i], u_prev[i]);
+                    u_prev[i] = u[i];
+                    u[i] = next;
+                }
+            }
+            double v[3], dv[3];
+#pragma unroll
+            for (int i = 0; i < 3; i++) {
+                v[i] = u[i].re;
+                dv[i] = u[i].eps[0];
+            }
+            // ((1 * lift(h)) * lift(k)) * lift(l): lift(x).eps = x.eps dv
+            R p01 = (R)v[0] * (R)v[1];
+            fl.re = p01 * (R)v[2];
+#pragma unroll
+            for (int j = 0; j < NDIR; j++) {
+                R e0 = h.eps[j] * (R)dv[0], e1 = k.eps[j] * (R)dv[1], e2 = l.eps[j] * (R)dv[2];
+                R e01 = mad(e0, (R)v[1], e1 * (R)v[0]);
+                fl.eps[j] = mad(e01, (R)v[2], e2 * p01);
+            }
+        }
+        // i_acc + fc2 fl fl
+        T g;
+        if constexpr (!LIFTED) {
+            g = fc2 * fl;
+        } else {
+            g.re = fc2.re * fl.re;
+#pragma unroll
+            for (int j = 0; j < NDIR; j++) g.eps[j] = fl.eps[j] * fc2.re;
+        }
+        acc.re = mad(g.re, fl.re, acc.re);
+#pragma unroll
+        for (int j = 0; j < NDIR; j++) acc.eps[j] = acc.eps[j] + mad(g.eps[j], fl.re, fl.eps[j] * g.re);
+    }
+    i_acc = acc;
+}
+
+// The innermost loop of simulator.rs Model::pixel: every orientation (phi
+// step x mosaic domain) for one subpixel and source, ob the first of their
+// rotated cell vectors (a, b, c) in the model buffer. Everything that
+// depends only on the pixel and the source (scattering, its float64 twin,
+// N, default_F, the flags) comes in from the loops outside.
+__device__ __forceinline__ void orientations(const Params& P, const R* __restrict__ mdl,
+                                             const double* __restrict__ hi, const double* __restrict__ hkl,
+                                             int ob, const V3& scattering, const double* s_hi, const T* n,
+                                             const T& default_f, const T& capture, const T& polar, const T& omega,
+                                             int mode, int switch_eval, T& i_acc, int& eval, int* oor) {
+    const bool use_hi = NDIR > 0 && P.hi_index;
+    const bool ov_thick = P.oversample_thick, ov_polar = P.oversample_polar, ov_omega = P.oversample_omega;
+    const bool no_water = P.water_size == 0.0;
+    const int norient = P.norient;
+    const R* __restrict__ orient = mdl + (long long)ob * NV;
+    for (int o = 0; o < norient; o++) {
+        const R* q = orient + (long long)(M_ORIENT_LEN * o) * NV;
+        T h = dot_product(ld3(q, 0), scattering);
+        T k = dot_product(ld3(q, 3), scattering);
+        T l = dot_product(ld3(q, 6), scattering);
+        double hkl_hi[3];
+        if (use_hi) {
+            double a[3], b[3], c[3];
+            hi3(hi, ob + M_ORIENT_LEN * o, a);
+            hi3(hi, ob + M_ORIENT_LEN * o + 3, b);
+            hi3(hi, ob + M_ORIENT_LEN * o + 6, c);
+            hkl_hi[0] = dot3(a, s_hi);
+            hkl_hi[1] = dot3(b, s_hi);
+            hkl_hi[2] = dot3(c, s_hi);
+        }
+        T fl = f_latt(P, mdl, n, h, k, l, use_hi ? hkl_hi : (const double*)0);
+        if ((double)fl.re == 0.0 && no_water) continue;
+        bool interp = mode == 0 ? true : (mode == 1 ? false : eval < switch_eval);
+        T fc = f_cell(P, hkl, default_f, h, k, l, interp, oor, eval);
+        eval += 1;
+        i_acc = i_acc + fc * fc * fl * fl;
+        if (ov_thick) i_acc = i_acc * capture;
+        if (ov_polar) i_acc = i_acc * polar;
+        if (ov_omega) i_acc = i_acc * omega;
+    }
+}
+
+// the compiled-in cases of orientations_fast (not lifted): N = 2 .. 10
+#define WHOLE_CASES(X) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10)
+
 __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __restrict__ hi,
                    const double* __restrict__ hkl, int fpixel, int spixel, bool first_sweep, int mode, int switch_eval,
                    int* oor) {
@@ -566,9 +834,31 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
     int eval = 0;
     const T pixel_area = C(P.pixel_area);
     const T default_f = ld(mdl, M_DEFF);
+    const T n[3] = {ld(mdl, M_N), ld(mdl, M_N + 1), ld(mdl, M_N + 2)};
     const int src0 = M_SOURCES;
     const int orf = M_SOURCES + M_SOURCE_LEN * P.nsources;
     const int orr = orf + M_ORIENT_LEN * P.norient;
+    // the lattice factor's evaluation (f_latt), the same for every sample
+    int kind = WHOLE_ANY, nw = P.n_whole[0];
+    if (SHAPE == SHAPE_SQUARE && P.n_gt1[0] && P.n_gt1[1] && P.n_gt1[2] && nw > 0 && P.n_whole[1] == nw &&
+        P.n_whole[2] == nw) {
+        if (!P.lifted && !use_hi) {
+            kind = WHOLE_PLAIN;
+        } else if (NDIR > 0) {
+            kind = WHOLE_LIFTED;
+        }
+    }
+    // orientations_fast applies: every axis a whole N, F = default_F (finite;
+    // no derivative when lifted), no oversample flag; not lifted with three
+    // or more directions (rare, as the image is lifted from three on): the
+    // general loop, which keeps the kernel smaller
+    const T fc2 = default_f * default_f;
+    bool fast = kind != WHOLE_ANY && (NDIR <= 2 || kind == WHOLE_LIFTED) && !P.has_hkl && !P.oversample_thick &&
+                !P.oversample_polar && !P.oversample_omega && isfinite((double)default_f.re);
+#pragma unroll
+    for (int j = 0; j < NDIR; j++) {
+        fast = fast && isfinite((double)default_f.eps[j]) && (kind == WHOLE_PLAIN || default_f.eps[j] == R(0));
+    }
     for (int t = 0; t < P.thicksteps; t++) {
         double odet = (double)t * P.thickstep;
         capture = P.thick == 0.0 ? one : zero;
@@ -614,31 +904,28 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
                     }
                     const int ob = first ? orf : orr;
                     first = false;
-                    for (int o = 0; o < P.norient; o++) {
-                        const int oo = ob + M_ORIENT_LEN * o;
-                        T h = dot_product(ld3(mdl, oo), scattering);
-                        T k = dot_product(ld3(mdl, oo + 3), scattering);
-                        T l = dot_product(ld3(mdl, oo + 6), scattering);
-                        double hkl_hi[3];
-                        if (use_hi) {
-                            double a[3], b[3], c[3];
-                            hi3(hi, oo, a);
-                            hi3(hi, oo + 3, b);
-                            hi3(hi, oo + 6, c);
-                            hkl_hi[0] = dot3(a, s_hi);
-                            hkl_hi[1] = dot3(b, s_hi);
-                            hkl_hi[2] = dot3(c, s_hi);
+                    // the plain loop with N compiled in (2 .. 10; else the
+                    // general loop); the lifted loop once, N at run time (its
+                    // three recurrences side by side)
+#define FAST_CASE(W)                                                                           \
+    case W:                                                                                    \
+        if constexpr (NDIR <= 2) {                                                             \
+            orientations_fast<false, W>(P, mdl, hi, ob, scattering, s_hi, fc2, W, i_acc);      \
+        }                                                                                      \
+        break;
+                    if (NDIR > 0 && fast && kind == WHOLE_LIFTED) {
+                        if constexpr (NDIR > 0) {
+                            orientations_fast<true, 0>(P, mdl, hi, ob, scattering, s_hi, fc2, nw, i_acc);
                         }
-                        T fl = f_latt(P, mdl, h, k, l, use_hi ? hkl_hi : (const double*)0);
-                        if ((double)fl.re == 0.0 && P.water_size == 0.0) continue;
-                        bool interp = mode == 0 ? true : (mode == 1 ? false : eval < switch_eval);
-                        T fc = f_cell(P, hkl, default_f, h, k, l, interp, oor, eval);
-                        eval += 1;
-                        i_acc = i_acc + fc * fc * fl * fl;
-                        if (P.oversample_thick) i_acc = i_acc * capture;
-                        if (P.oversample_polar) i_acc = i_acc * polar;
-                        if (P.oversample_omega) i_acc = i_acc * omega;
+                    } else {
+                        switch (fast ? nw : 0) {
+                            WHOLE_CASES(FAST_CASE)
+                            default:
+                                orientations(P, mdl, hi, hkl, ob, scattering, s_hi, n, default_f, capture, polar,
+                                             omega, mode, switch_eval, i_acc, eval, oor);
+                        }
                     }
+#undef FAST_CASE
                 }
             }
         }
@@ -656,10 +943,24 @@ __device__ T pixel(const Params& P, const R* __restrict__ mdl, const double* __r
 // values (the image, then each derivative), so that for a whole detector a
 // plane is the image itself; oor (only with interpolation) the first
 // out-of-range structure-factor evaluation (-1 none).
-extern "C" __global__ void render_pixels(const Params P, const R* __restrict__ mdl, const double* __restrict__ hi,
-                                         const double* __restrict__ hkl,
-                                         const int* __restrict__ pix, int start, int count, int npix,
-                                         R* __restrict__ out, int* __restrict__ oor) {
+// Registers per thread (0: as the compiler likes). Kernels of three or
+// more directions take 255 when left alone, 8 warps an SM; at 168 their
+// fast loops keep everything in registers and 12 warps run (the general
+// loop spills). __maxnreg__ needs NVRTC 12.4.
+#ifndef RENDER_MAXNREG
+#define RENDER_MAXNREG (NDIR >= 3 ? 168 : 0)
+#endif
+#if defined(__CUDACC__) && RENDER_MAXNREG > 0 && \
+    (__CUDACC_VER_MAJOR__ > 12 || (__CUDACC_VER_MAJOR__ == 12 && __CUDACC_VER_MINOR__ >= 4))
+#define RENDER_REGS __maxnreg__(RENDER_MAXNREG)
+#else
+#define RENDER_REGS
+#endif
+
+extern "C" __global__ void RENDER_REGS render_pixels(const Params P, const R* __restrict__ mdl,
+                                                     const double* __restrict__ hi, const double* __restrict__ hkl,
+                                                     const int* __restrict__ pix, int start, int count, int npix,
+                                                     R* __restrict__ out, int* __restrict__ oor) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= count) return;
     int g = start + i;
