@@ -211,24 +211,21 @@ pub fn divergence_grid(bm: &BeamConfig) -> Result<DivergenceGrid, SetupError> {
             Ok((n, r, st))
         }
     };
-    let h = capped(
-        "beam.hdivsteps",
-        auto_steps(
-            mrad("beam.hdivrange_mrad", bm.hdivrange_mrad)?,
-            mrad("beam.hdivstep_mrad", bm.hdivstep_mrad)?,
-            count("beam.hdivsteps", bm.hdivsteps)?,
-            1.0,
-        ),
-    )?;
-    let v = capped(
-        "beam.vdivsteps",
-        auto_steps(
-            mrad("beam.vdivrange_mrad", bm.vdivrange_mrad)?,
-            mrad("beam.vdivstep_mrad", bm.vdivstep_mrad)?,
-            count("beam.vdivsteps", bm.vdivsteps)?,
-            1.0,
-        ),
-    )?;
+    // One divergence axis: its range and step (mrad) and step count.
+    let axis = |name: &str, range: Option<f64>, step: Option<f64>, steps: Option<i64>| {
+        let key = |k: &str| format!("beam.{name}{k}");
+        capped(
+            &key("steps"),
+            auto_steps(
+                mrad(&key("range_mrad"), range)?,
+                mrad(&key("step_mrad"), step)?,
+                count(&key("steps"), steps)?,
+                1.0,
+            ),
+        )
+    };
+    let h = axis("hdiv", bm.hdivrange_mrad, bm.hdivstep_mrad, bm.hdivsteps)?;
+    let v = axis("vdiv", bm.vdivrange_mrad, bm.vdivstep_mrad, bm.vdivsteps)?;
     let dispersion = match bm.dispersion_pct {
         Some(d) => finite("beam.dispersion_pct", d)? / 100.0,
         None => 0.0,
