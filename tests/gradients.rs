@@ -268,3 +268,45 @@ fn float32_derivatives_match_float64() {
         }
     }
 }
+
+/// The image and the derivative stack as ndarray arrays [slow, fast] and
+/// [parameter, slow, fast]: the same numbers as the flat buffers, at the
+/// same pixels (checked at the corners, where a swapped fast/slow would
+/// show on this non-square detector).
+#[test]
+fn image_and_derivative_stack_as_arrays() {
+    let mut cfg = triclinic_case();
+    cfg.detector.fpixels = Some(12);
+    cfg.detector.spixels = Some(7);
+    let sim = Simulation::prepare(&cfg, Path::new(".")).unwrap();
+    let mut o = RenderOptions::new(Dtype::F64);
+    o.derivatives = vec![Param::Distance, Param::CellA];
+    let r = render(&sim, Device::Cpu, &o).unwrap();
+    let (fp, sp) = (r.fpixels, r.spixels);
+    assert_eq!((fp, sp), (12, 7));
+    let img = r.image_view();
+    assert_eq!(img.dim(), (sp, fp));
+    let (params, stack) = r.derivative_stack();
+    assert_eq!(params, vec![Param::Distance, Param::CellA]);
+    assert_eq!(stack.dim(), (2, sp, fp));
+    for (s, f) in [(0, 0), (0, fp - 1), (sp - 1, 0), (sp - 1, fp - 1), (3, 5)] {
+        assert_eq!(img[[s, f]], r.image[s * fp + f]);
+        for (k, p) in params.iter().enumerate() {
+            let flat = r.derivative(*p).unwrap()[s * fp + f];
+            assert_eq!(stack[[k, s, f]], flat);
+            assert_eq!(r.derivative_view(*p).unwrap()[[s, f]], flat);
+        }
+    }
+    assert!(r.derivative_view(Param::Wavelength).is_none());
+    assert!(img.iter().any(|&v| v != 0.0), "the image is all zero");
+    for k in 0..2 {
+        assert!(
+            stack
+                .index_axis(ndarray::Axis(0), k)
+                .iter()
+                .any(|&v| v != 0.0),
+            "derivative {} is all zero",
+            params[k]
+        );
+    }
+}
