@@ -150,29 +150,27 @@ impl Rendered {
             .find(|(q, _)| *q == p)
             .map(|(_, d)| d.as_slice())
     }
+    /// One image-sized buffer as an array of [slow, fast] (no copy).
+    fn plane<'a>(&self, values: &'a [f64]) -> ndarray::ArrayView2<'a, f64> {
+        ndarray::ArrayView2::from_shape((self.spixels, self.fpixels), values)
+            .expect("an image buffer holds spixels x fpixels values")
+    }
     /// The image as an array of [slow, fast] (no copy).
     pub fn image_view(&self) -> ndarray::ArrayView2<'_, f64> {
-        ndarray::ArrayView2::from_shape((self.spixels, self.fpixels), &self.image)
-            .expect("an image holds spixels x fpixels values")
+        self.plane(&self.image)
     }
     /// The derivative image d image / d `p` as an array of [slow, fast]
     /// (no copy), None when `p` was not differentiated.
     pub fn derivative_view(&self, p: Param) -> Option<ndarray::ArrayView2<'_, f64>> {
-        self.derivative(p).map(|d| {
-            ndarray::ArrayView2::from_shape((self.spixels, self.fpixels), d)
-                .expect("a derivative image holds spixels x fpixels values")
-        })
+        self.derivative(p).map(|d| self.plane(d))
     }
     /// Every derivative image as one stack [parameter, slow, fast], in the
     /// order of the returned parameters (the order they were requested).
     pub fn derivative_stack(&self) -> (Vec<Param>, ndarray::Array3<f64>) {
         let params: Vec<Param> = self.derivatives.iter().map(|(p, _)| *p).collect();
         let mut stack = ndarray::Array3::zeros((params.len(), self.spixels, self.fpixels));
-        for (mut plane, (_, d)) in stack.outer_iter_mut().zip(&self.derivatives) {
-            plane.assign(
-                &ndarray::ArrayView2::from_shape((self.spixels, self.fpixels), d)
-                    .expect("a derivative image holds spixels x fpixels values"),
-            );
+        for (mut out, (_, d)) in stack.outer_iter_mut().zip(&self.derivatives) {
+            out.assign(&self.plane(d));
         }
         (params, stack)
     }
