@@ -159,11 +159,9 @@ fn probes_draw_the_whole_detector_with_colour_bar_and_ranges() {
             );
         }
     }
-    assert_eq!(
-        pngs,
-        2 + 2 + 3 + 2 + 1,
-        "image + d_ per simulate parameter, 3 parity, 2 per gradcheck"
-    );
+    // simulate: image + d_ per parameter; parity: image, reference, diff;
+    // gradcheck: image + d_, twice.
+    assert_eq!(pngs, 3 + 3 + 2 + 2);
 
     // The difference map is scaled to the reference's maximum over the ROI,
     // the scale the probe's max_rel_diff check uses.
