@@ -1,5 +1,5 @@
 //! File-format round trips and error reporting of `braggrun::io`.
-use braggrun::io::{self, float_image, hkl, mosflm, pgm, png_image, smv, sources};
+use braggrun::io::{self, float_image, hkl, mosflm, pgm, smv, sources};
 use braggrun::physics::structure_factors::HklGrid;
 use std::path::{Path, PathBuf};
 
@@ -76,34 +76,6 @@ fn pgm_round_trip() {
     let img = pgm::read_pgm(&p).unwrap();
     assert_eq!((img.width, img.height), (5, 4));
     assert_eq!(img.data, data);
-}
-
-#[test]
-fn png_images_decode_to_intended_dimensions() {
-    let dir = tempfile::tempdir().unwrap();
-    let (w, h) = (7usize, 3usize);
-    let data: Vec<f64> = (0..w * h).map(|i| i as f64 - 10.0).collect();
-    for (name, color) in [
-        ("log.png", png::ColorType::Grayscale),
-        ("div.png", png::ColorType::Rgb),
-    ] {
-        let p = dir.path().join(name);
-        if color == png::ColorType::Grayscale {
-            png_image::write_log_png(&data, w, h, &p).unwrap();
-        } else {
-            png_image::write_diverging_png(&data, w, h, &p).unwrap();
-        }
-        let mut r = png::Decoder::new(std::fs::File::open(&p).unwrap())
-            .read_info()
-            .unwrap();
-        let mut buf = vec![0; r.output_buffer_size()];
-        let info = r.next_frame(&mut buf).unwrap();
-        assert_eq!((info.width as usize, info.height as usize), (w, h));
-        assert_eq!(info.color_type, color);
-        assert_eq!(info.bit_depth, png::BitDepth::Eight);
-    }
-    assert!(png_image::write_log_png(&data, w + 1, h, &dir.path().join("bad.png")).is_err());
-    assert!(!dir.path().join("bad.png").exists());
 }
 
 #[test]

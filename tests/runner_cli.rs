@@ -458,6 +458,55 @@ fn runner_plan_ids_order_only_include_exclude() {
 }
 
 #[test]
+fn runner_plan_crosses_a_probe_only_with_the_axes_it_uses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = TINY
+        .replace(
+            "dtype = [\"float64\"]",
+            "dtype = [\"float64\", \"float32\"]\nroi = [[0, 1, 7, 8], [0, 15, 0, 15]]",
+        )
+        .replace(
+            "[[probe]]\nkind = \"gradcheck\"",
+            "[[probe]]\nkind = \"gradcheck\"\n\n[[probe]]\nkind = \"simulate\"",
+        );
+    let file = write(tmp.path(), "axes.toml", &text);
+    let mut c = runner();
+    c.arg("plan").arg(&file).args(["--format", "json"]);
+    let (code, stdout, stderr) = run_cmd(c);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Value = serde_json::from_str(&stdout).unwrap();
+    let of = |kind: &str| -> Vec<(String, Value)> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == kind)
+            .map(|r| (r["id"].as_str().unwrap().to_string(), r["param"].clone()))
+            .collect()
+    };
+    // simulate: one cell per (device, dtype, ROI), no parameter in it (it
+    // renders every parameter's derivative at once).
+    let sim = of("simulate");
+    assert_eq!(
+        sim.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        [
+            "simulate-cpu-float64-roi_0_1_7_8",
+            "simulate-cpu-float64-roi_0_15_0_15",
+            "simulate-cpu-float32-roi_0_1_7_8",
+            "simulate-cpu-float32-roi_0_15_0_15",
+        ]
+    );
+    assert!(sim.iter().all(|(_, p)| p.is_null()), "{sim:?}");
+    // gradcheck uses every axis: 2 dtypes x 3 parameters x 2 ROIs.
+    assert_eq!(of("gradcheck").len(), 12);
+    // phi-cache has no ROI: one cell per dtype (its parameter is cell_a).
+    let cache: Vec<String> = of("phi-cache").into_iter().map(|r| r.0).collect();
+    assert_eq!(
+        cache,
+        ["cache-cpu-float64-cell_a", "cache-cpu-float32-cell_a"]
+    );
+}
+
+#[test]
 fn runner_set_and_environment_layers() {
     let tmp = tempfile::tempdir().unwrap();
     write(tmp.path(), "tiny.toml", TINY);
@@ -547,6 +596,7 @@ const BAD: &[Bad] = &[
     Bad { name: "unknown device", from: "device = [\"cpu\"]", to: "device = [\"gpu\"]", args: &[], env: &[], expect: &["matrix.device", "gpu"] },
     Bad { name: "unknown dtype", from: "dtype = [\"float64\"]", to: "dtype = [\"float16\"]", args: &[], env: &[], expect: &["matrix.dtype", "float16"] },
     Bad { name: "unknown parameter", from: "\"cell_a\", \"distance\"", to: "\"cell_q\", \"distance\"", args: &[], env: &[], expect: &["matrix.param", "cell_q"] },
+    Bad { name: "old save_image key", from: "kind = \"gradcheck\"", to: "kind = \"gradcheck\"\nsave_image = true", args: &[], env: &[], expect: &["tiny.toml", "probe.1.save_image", "`save_images`"] },
     Bad { name: "empty axis", from: "device = [\"cpu\"]", to: "device = []", args: &[], env: &[], expect: &["matrix.device", "empty axis"] },
     Bad { name: "roi outside the detector", from: "roi = [0, 1, 7, 8]", to: "roi = [0, 1, 7, 80]", args: &[], env: &[], expect: &["model.detector.roi", "80"] },
     Bad { name: "roi min above max", from: "[matrix]", to: "[matrix]\nroi = [[5, 1, 0, 1]]", args: &[], env: &[], expect: &["matrix.roi", "min greater than max"] },

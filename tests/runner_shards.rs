@@ -1,7 +1,7 @@
 //! Sharding end to end: `runner run --shard K/N`, `runner merge`, `runner
 //! plan --format github|slurm`, the GitHub workflow (structure) and the
 //! Slurm script (run on this machine with SLURM_ARRAY_TASK_ID set by hand),
-//! and the pictures a run leaves (PNG cells, sweep plots).
+//! and the pictures a run leaves (PNG cells, sweep plots as SVG and PNG).
 
 use serde_json::Value;
 use std::fs;
@@ -113,40 +113,45 @@ fn three_shards_merge_to_the_unsharded_run() {
     assert!(code == 0 || code == 1, "{stdout}\n{stderr}");
     assert_eq!(results(&merged2), results(&full));
 
-    // Pictures: cell PNGs, the sweep plots along model.crystal.n_cells, all linked.
-    let sim = merged.join("cells/simulate-cpu-float64-cell_a-n_cells_5.0_5.0_5.0");
-    let sim = if sim.is_dir() {
-        sim
-    } else {
-        let id = ids(&rows)
-            .into_iter()
-            .find(|i| i.starts_with("simulate") && i.contains("cell_a"))
-            .unwrap();
-        merged.join("cells").join(id)
-    };
-    assert_eq!(png_dims(&sim.join("image.png")), (16, 16));
-    assert_eq!(png_dims(&sim.join("image_log.png")), (16, 16));
-    assert_eq!(png_dims(&sim.join("d_cell_a.png")), (16, 16));
+    // Pictures: cell PNGs of the whole 16 x 16 detector (the 2 x 2 ROI
+    // outlined), the sweep plots along model.crystal.n_cells, all linked.
     let gc = ids(&rows)
         .into_iter()
-        .find(|i| i.starts_with("gradcheck"))
+        .find(|i| i.starts_with("gradcheck") && i.contains("cell_a"))
         .unwrap();
-    assert_eq!(
-        png_dims(&merged.join("cells").join(&gc).join("image.png")),
-        (2, 2)
-    );
+    for f in ["image.png", "d_cell_a.png"] {
+        let p = merged.join("cells").join(&gc).join(f);
+        let t: std::collections::BTreeMap<String, String> =
+            braggrun::io::picture::png_text(&fs::read(&p).unwrap())
+                .unwrap()
+                .into_iter()
+                .collect();
+        assert_eq!(
+            (t["fast_pixels"].as_str(), t["slow_pixels"].as_str()),
+            ("16", "16"),
+            "{f}"
+        );
+        assert_eq!(t["roi"], "0 1 7 8", "{f}");
+        assert!(png_dims(&p).0 > 16 * 4, "{f}");
+    }
     let plot = merged.join("sweep_n_cells_loss.png");
-    assert_eq!(png_dims(&plot), (640, 400));
+    assert_eq!(png_dims(&plot), braggrun::io::picture::PLOT_SIZE);
+    let svg = fs::read_to_string(merged.join("sweep_n_cells_loss.svg")).unwrap();
+    assert!(svg.contains("model.crystal.n_cells"), "x label in the SVG");
     assert!(summary.contains("](sweep_n_cells_loss.png)"), "{summary}");
+    assert!(summary.contains("](sweep_n_cells_loss.svg)"), "{summary}");
     assert!(
         summary.contains(&format!("](cells/{gc}/image.png)")),
         "{summary}"
     );
     // Deterministic pictures: the unsharded run drew the same bytes.
-    assert_eq!(
-        fs::read(&plot).unwrap(),
-        fs::read(full.join("sweep_n_cells_loss.png")).unwrap()
-    );
+    for f in ["sweep_n_cells_loss.png", "sweep_n_cells_loss.svg"] {
+        assert_eq!(
+            fs::read(merged.join(f)).unwrap(),
+            fs::read(full.join(f)).unwrap(),
+            "{f}"
+        );
+    }
 }
 
 #[test]

@@ -1,10 +1,12 @@
 //! The pictures of a bundle: plots of the checked quantities along a swept
-//! model axis (`sweep_<axis>_<quantity>.png`), the benchmark scaling plot
-//! (`scaling.png`), and the "Pictures" section of summary.md that links
-//! them with every cell's PNGs.
+//! model axis (`sweep_<axis>_<quantity>.svg` and `.png`), the benchmark
+//! scaling plot (`scaling.svg` and `.png`), and the "Pictures" section of
+//! summary.md that links them with every cell's PNGs. Drawn by
+//! [`crate::io::picture`].
 
 use super::{BundleError, CellRecord, Row};
 use crate::experiment::result::BenchmarkDetails;
+use crate::io::picture::{line_plot_png, line_plot_svg, scaling_plot, LinePlot, Series};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -31,18 +33,19 @@ pub fn pictures_section(s: &mut String, rows: &[Row], plots: &[String]) {
     }
     s.push_str("\n## Pictures\n\n");
     if !plots.is_empty() {
-        s.push_str("Checked quantities along the swept model axes:\n\n");
+        s.push_str("Checked quantities along the swept model axes, benchmark scaling:\n\n");
         for p in plots {
             s.push_str(&format!("- [{p}]({p})\n"));
         }
         s.push('\n');
-        for p in plots {
+        // Embed the SVG (sharp at any size); the PNG twin is linked above.
+        for p in plots.iter().filter(|p| p.ends_with(".svg")) {
             s.push_str(&format!("![{p}]({p})\n"));
         }
         s.push('\n');
     }
     if !cells.is_empty() {
-        s.push_str("Images on a log scale; derivatives and differences on a blue-white-red scale centred on 0:\n\n");
+        s.push_str("Whole detector, the ROI outlined (grey: not rendered); images on a log scale; derivatives and differences on a blue-white-red scale centred on 0, each with its colour bar:\n\n");
         for (id, files) in cells {
             let links: Vec<String> = files
                 .iter()
@@ -66,7 +69,7 @@ fn x_of(v: &Value) -> Option<f64> {
 /// For every model axis (`model.*` matrix key) with at least two values,
 /// plot the checked quantities (loss, grad_ad, rel_err where present)
 /// against it, one series per other combination, into the bundle root.
-/// Returns the file names written.
+/// Returns the file names written (an SVG and a PNG per plot).
 pub fn write_sweep_plots(bundle: &Path, rows: &[Row]) -> Result<Vec<String>, BundleError> {
     let mut keys: BTreeSet<String> = BTreeSet::new();
     for r in rows {
@@ -150,8 +153,8 @@ pub fn write_sweep_plots(bundle: &Path, rows: &[Row]) -> Result<Vec<String>, Bun
                 (a.min(y.abs()), b.max(y.abs()))
             });
             let log_y = pos && (qname == "rel_err" || hi / lo > 100.0);
-            let file = format!(
-                "sweep_{}_{qname}.png",
+            let stem = format!(
+                "sweep_{}_{qname}",
                 crate::experiment::matrix::sanitize(&last)
             );
             let x_label = if numeric {
@@ -159,15 +162,15 @@ pub fn write_sweep_plots(bundle: &Path, rows: &[Row]) -> Result<Vec<String>, Bun
             } else {
                 format!("{key} (value index)")
             };
-            crate::io::plot::line_plot_png(
-                &bundle.join(&file),
-                &list,
-                &x_label,
-                qname,
-                false,
+            let plot = LinePlot {
+                title: format!("{qname} against {key}"),
+                x_label,
+                y_label: qname.to_string(),
+                log_x: false,
                 log_y,
-            )?;
-            written.push(file);
+                series: series_of(list),
+            };
+            written.extend(write_plot(bundle, &stem, &plot)?);
         }
     }
     Ok(written)
@@ -175,7 +178,7 @@ pub fn write_sweep_plots(bundle: &Path, rows: &[Row]) -> Result<Vec<String>, Bun
 
 /// The scaling plot of a bundle's benchmark cells: median seconds against
 /// pixel-samples (log-log), one series per device, dtype and derivative
-/// count, written as `scaling.png` in the bundle root when some series has
+/// count, written as `scaling.svg` and `scaling.png` in the bundle root when some series has
 /// two or more sizes.
 pub fn write_scaling_plot(bundle: &Path, rows: &[Row]) -> Result<Vec<String>, BundleError> {
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
@@ -212,14 +215,28 @@ pub fn write_scaling_plot(bundle: &Path, rows: &[Row]) -> Result<Vec<String>, Bu
     if list.is_empty() {
         return Ok(vec![]);
     }
-    let file = "scaling.png".to_string();
-    crate::io::plot::line_plot_png(
-        &bundle.join(&file),
-        &list,
+    let plot = scaling_plot(
+        "benchmark: median render time against pixel-samples",
         "pixel-samples",
         "median seconds",
-        true,
-        true,
-    )?;
-    Ok(vec![file])
+        series_of(list),
+    );
+    write_plot(bundle, "scaling", &plot)
+}
+
+fn series_of(list: Vec<(String, Vec<(f64, f64)>)>) -> Vec<Series> {
+    list.into_iter()
+        .map(|(name, points)| Series { name, points })
+        .collect()
+}
+
+/// `<stem>.svg` and `<stem>.png` in the bundle root; returns their names.
+fn write_plot(bundle: &Path, stem: &str, plot: &LinePlot) -> Result<Vec<String>, BundleError> {
+    let (svg, png) = (format!("{stem}.svg"), format!("{stem}.png"));
+    let err = |f: &str, e: String| BundleError(format!("{}: {e}", bundle.join(f).display()));
+    let text = line_plot_svg(plot).map_err(|e| err(&svg, e))?;
+    crate::io::write_atomic(&bundle.join(&svg), text.as_bytes())?;
+    let bytes = line_plot_png(plot).map_err(|e| err(&png, e))?;
+    crate::io::write_atomic(&bundle.join(&png), &bytes)?;
+    Ok(vec![svg, png])
 }

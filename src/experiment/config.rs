@@ -151,6 +151,22 @@ impl ProbeSpec {
     pub fn name(&self) -> String {
         self.explicit_name().unwrap_or(self.kind()).to_string()
     }
+    /// Whether cells of this probe differ along matrix axis `axis`
+    /// (`device`, `dtype`, `param`, `roi`; `model.*` always). An axis a
+    /// probe does not use is not crossed with it: the cells would repeat the
+    /// same work. A simulate cell differentiates by every matrix parameter
+    /// at once (one render, one derivative stack); parity and benchmark
+    /// take no parameter; phi-cache has no ROI.
+    pub fn uses_axis(&self, axis: &str) -> bool {
+        match (self, axis) {
+            (ProbeSpec::Gradcheck(_), _) => true,
+            (ProbeSpec::PhiCache(_), "roi") => false,
+            (ProbeSpec::Simulate(_) | ProbeSpec::Parity(_) | ProbeSpec::Benchmark(_), "param") => {
+                false
+            }
+            _ => true,
+        }
+    }
     pub const KINDS: &'static [&'static str] =
         &["gradcheck", "phi-cache", "parity", "simulate", "benchmark"];
 
@@ -300,8 +316,9 @@ pub struct ParityProbe {
     pub max_sum_ratio_err: f64,
     /// Pass when max |sim - ref| / max |ref| is at most this.
     pub max_rel_diff: f64,
-    /// Also save the rendered float image in the cell folder.
-    pub save_image: bool,
+    /// Also save the rendered float image (image.bin, image.npy) in the
+    /// cell folder; the PNGs are always written.
+    pub save_images: bool,
 }
 
 impl Default for ParityProbe {
@@ -312,18 +329,18 @@ impl Default for ParityProbe {
             min_correlation: 0.999999,
             max_sum_ratio_err: 1e-5,
             max_rel_diff: 1e-5,
-            save_image: false,
+            save_images: false,
         }
     }
 }
 
-/// Brightness mapping of the PNG.
+/// Colour scale of image.png: log10 over 5 decades below the maximum
+/// (diffraction spots on a faint background), or linear from the minimum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PngScale {
     Linear,
     #[default]
-    Sqrt,
     Log,
 }
 
@@ -343,7 +360,7 @@ impl Default for SimulateProbe {
     fn default() -> Self {
         SimulateProbe {
             name: None,
-            png_scale: PngScale::Sqrt,
+            png_scale: PngScale::Log,
             require_nonzero: false,
             save_images: true,
         }

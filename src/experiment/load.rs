@@ -415,6 +415,13 @@ pub fn resolve(
                 )))
             }
         };
+        // An error rather than a serde alias: one spelling in files, schema
+        // and docs, and the old one fails loudly instead of lingering.
+        if t.contains_key("save_image") {
+            return Err(InputError(format!(
+                "{shown}: {prefix}.save_image: this key is now called `save_images`; rename it"
+            )));
+        }
         let spec = match kind.as_str() {
             "gradcheck" => ProbeSpec::Gradcheck(typed_with(&t, &shown, &prefix, origin)?),
             "phi-cache" => ProbeSpec::PhiCache(typed_with(&t, &shown, &prefix, origin)?),

@@ -33,6 +33,9 @@ pub struct Cell {
     pub device: Device,
     pub dtype: Dtype,
     pub param: Option<Param>,
+    /// The derivative directions a simulate cell renders: its parameter, or
+    /// every parameter of the matrix (simulate is not crossed with `param`).
+    pub derivatives: Vec<Param>,
     /// ROI from the matrix (None: the model's ROI, or the whole detector).
     pub roi: Option<[u32; 4]>,
     pub model: SimConfig,
@@ -408,13 +411,51 @@ fn include(
     (original_keys, n_original)
 }
 
+/// Drop from each combination the axes its probe does not use
+/// ([`ProbeSpec::uses_axis`]) and keep the first of the combinations that
+/// become equal, in order: the same work is planned once. Combinations that
+/// lose nothing are kept as they are (a repeated axis value stays an error).
+/// Returns the new count of original (non-include) combinations.
+fn project(combos: &mut Vec<Combo>, n_original: usize, probes: &[ProbeSpec]) -> usize {
+    let mut seen: Vec<Combo> = Vec::new();
+    let mut kept = Vec::with_capacity(combos.len());
+    let mut n_kept_original = 0;
+    for (i, mut c) in std::mem::take(combos).into_iter().enumerate() {
+        let probe = get(&c, "probe")
+            .and_then(str_of)
+            .and_then(|n| probes.iter().find(|p| p.name() == n));
+        let before = c.len();
+        if let Some(p) = probe {
+            c.retain(|(k, _)| k.starts_with("model.") || k == "probe" || p.uses_axis(k));
+        }
+        if c.len() < before {
+            let same = |s: &Combo| {
+                s.len() == c.len()
+                    && s.iter()
+                        .all(|(k, v)| get(&c, k).map(|w| value_eq(v, w)).unwrap_or(false))
+            };
+            if seen.iter().any(same) {
+                continue;
+            }
+            seen.push(c.clone());
+        }
+        if i < n_original {
+            n_kept_original += 1;
+        }
+        kept.push(c);
+    }
+    *combos = kept;
+    n_kept_original
+}
+
 pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputError> {
     let shown = exp.file.display().to_string();
     let m = &exp.resolved.matrix;
     let probes = &exp.resolved.probe;
     let axes = axes_of(exp)?;
     let mut combos = product(exp, &axes)?;
-    let (original_keys, n_original) = include(&mut combos, &axes, m, probes);
+    let (original_keys, mut n_original) = include(&mut combos, &axes, m, probes);
+    n_original = project(&mut combos, n_original, probes);
     if combos.is_empty() {
         return Err(InputError(format!("{shown}: matrix: no cells to run")));
     }
@@ -530,6 +571,22 @@ fn build_cell(
                 .map_err(|e| InputError(format!("{}: {e}", key_of("param"))))?,
         ),
     };
+    let derivatives = match (param, &probes[probe_index]) {
+        (Some(p), _) => vec![p],
+        (None, ProbeSpec::Simulate(_)) => {
+            let mut v: Vec<Param> = Vec::new();
+            for s in exp.resolved.matrix.param.iter().flatten() {
+                let p = s
+                    .parse::<Param>()
+                    .map_err(|e| InputError(format!("{}: {e}", key_of("param"))))?;
+                if !v.contains(&p) {
+                    v.push(p);
+                }
+            }
+            v
+        }
+        (None, _) => vec![],
+    };
     let roi = match get(&values, "roi") {
         None => None,
         Some(v) => {
@@ -588,6 +645,7 @@ fn build_cell(
         device,
         dtype,
         param,
+        derivatives,
         roi,
         model,
         fpixels: 0,
@@ -667,6 +725,7 @@ pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> 
         let dirs = match &exp.resolved.probe[cell.probe_index] {
             ProbeSpec::Gradcheck(_) => 1,
             ProbeSpec::Benchmark(b) => b.derivative_params().len(),
+            ProbeSpec::Simulate(_) => cell.derivatives.len(),
             _ => 0,
         };
         let roi_pixels = (roi[1] - roi[0] + 1) as u64 * (roi[3] - roi[2] + 1) as u64;
@@ -685,8 +744,8 @@ pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> 
         cell.mem_bytes = need
             .check("model")
             .map_err(|e| InputError(format!("{shown}: cell {}: {e}", cell.id)))?;
-        if let Some(p) = cell.param {
-            if let Some((_, Err(e))) = vals.iter().find(|(q, _)| *q == p) {
+        for p in cell.param.iter().chain(&cell.derivatives) {
+            if let Some((_, Err(e))) = vals.iter().find(|(q, _)| q == p) {
                 return Err(InputError(format!(
                     "{shown}: cell {}: matrix.param: '{p}' does not apply to this model: {e}",
                     cell.id

@@ -443,6 +443,9 @@ pub struct ParityDetails {
     pub max_sum_ratio_err: f64,
     /// The relative-difference limit.
     pub max_rel_diff_limit: f64,
+    /// The .npy files written, with shape and dtype.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arrays: Vec<ArrayFile>,
 }
 
 /// Details of a `simulate` cell.
@@ -460,6 +463,28 @@ pub struct SimulateDetails {
     pub nonzero_pixels: usize,
     /// The layout of image.bin.
     pub format: String,
+    /// The parameters of the derivative images, in the stack's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub derivative_params: Vec<String>,
+    /// The .npy files written, with shape and dtype.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arrays: Vec<ArrayFile>,
+}
+
+/// A NumPy array a probe wrote (listed under `arrays` in the details).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArrayFile {
+    /// The file name in the cell folder.
+    pub file: String,
+    /// The element type as numpy names it.
+    pub dtype: String,
+    /// The array's shape.
+    pub shape: Vec<usize>,
+    /// What each index is (`param`, `slow`, `fast`).
+    pub axes: Vec<String>,
+    /// For a derivative stack: the parameter of each plane, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
 }
 
 /// Details of a `benchmark` cell.

@@ -16,8 +16,6 @@ pub mod mosflm;
 pub mod npy;
 pub mod pgm;
 pub mod picture;
-pub mod plot;
-pub mod png_image;
 pub mod smv;
 pub mod sources;
 

@@ -78,7 +78,10 @@ kind = "gradcheck"
 require_nonzero = false
 
 [[probe]]
-kind = "simulate"
+kind = "gradcheck"
+name = "gradcheck-mean"
+reduction = "mean"
+require_nonzero = false
 "#
         )
     };

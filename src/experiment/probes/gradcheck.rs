@@ -7,7 +7,9 @@
 // NaN must fail a check: `!(x <= tol)` is deliberate.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
-use super::{checked, diverging_png, log_png, ok_within, prepare, reduce, rel, render};
+use super::{
+    checked, derivative_png, image_png, ok_within, prepare, reduce, rel, render, Detector,
+};
 use super::{PResult, Stop};
 use crate::engine::{Dtype, RenderOptions};
 use crate::experiment::config::{EpsMode, GradcheckProbe, Reduction};
@@ -16,6 +18,7 @@ use crate::experiment::matrix::Cell;
 use crate::experiment::result::{
     details_map, GradcheckDetails, Log, Outcome, Smoothness, Verdict, WorstPixel,
 };
+use crate::io::picture::Scale;
 use crate::physics::params::Param;
 use crate::physics::Simulation;
 use std::path::Path;
@@ -688,7 +691,8 @@ fn details_of(
     }
 }
 
-/// pixels.csv, the ROI image and its derivative as PNGs.
+/// pixels.csv, the ROI image and its derivative as PNGs of the whole
+/// detector (grey outside the ROI, which is all the probe renders).
 fn write_files(
     cell: &Cell,
     p: Param,
@@ -697,11 +701,25 @@ fn write_files(
     dir: &Path,
 ) -> PResult<Vec<String>> {
     crate::io::write_atomic(&dir.join("pixels.csv"), pixels.csv.as_bytes())?;
-    let (width, _) = super::roi_dims(cell.effective_roi);
-    let roi_h = fwd.img.len() / width.max(1);
+    let det = Detector::of(cell);
+    let what = format!("{} {}", cell.dtype, cell.device);
     Ok(vec![
         "pixels.csv".to_string(),
-        log_png(dir, "image.png", &fwd.img, width, roi_h)?,
-        diverging_png(dir, &format!("d_{}.png", p.name()), &fwd.dimg, width, roi_h)?,
+        image_png(
+            dir,
+            "image.png",
+            format!("{}: image ({what})", cell.id),
+            &det.in_context(&fwd.img)?,
+            det,
+            Scale::Log { decades: 5.0 },
+        )?,
+        derivative_png(
+            dir,
+            &format!("d_{}.png", p.name()),
+            format!("{}: dI/d {} ({what})", cell.id, p.name()),
+            p,
+            &det.in_context(&fwd.dimg)?,
+            det,
+        )?,
     ])
 }

@@ -15,13 +15,13 @@ pub mod simulate;
 
 pub use gradcheck::gradcheck_step;
 pub use phi_cache::{phi_cache_cpu, phi_cache_loss};
-pub use simulate::png_bytes;
 
 use super::config::{ProbeSpec, Reduction};
 use super::load::Experiment;
 use super::matrix::Cell;
-use super::result::{Log, Outcome, Verdict};
+use super::result::{ArrayFile, Log, Outcome, Verdict};
 use crate::engine::{self, Device, EngineError, RenderOptions, Rendered};
+use crate::physics::params::Param;
 use crate::physics::Simulation;
 use std::path::Path;
 use std::time::Instant;
@@ -164,21 +164,150 @@ pub(crate) fn rel(abs: f64, reference: f64) -> f64 {
     }
 }
 
-/// Write `data` (width x height, fast index innermost) as a log-scale PNG.
-pub(crate) fn log_png(dir: &Path, name: &str, data: &[f64], w: usize, h: usize) -> PResult<String> {
-    crate::io::png_image::write_log_png(data, w, h, &dir.join(name))?;
+/// The detector a cell's pictures show: its size and the cell's ROI.
+#[derive(Clone, Copy)]
+pub(crate) struct Detector {
+    pub fpixels: usize,
+    pub spixels: usize,
+    pub roi: [u32; 4],
+}
+
+impl Detector {
+    pub(crate) fn of(cell: &Cell) -> Self {
+        Detector {
+            fpixels: cell.fpixels,
+            spixels: cell.spixels,
+            roi: cell.effective_roi,
+        }
+    }
+
+    /// The ROI to outline: none when it is the whole detector.
+    fn outline(&self) -> Option<[u32; 4]> {
+        let whole = [0, self.fpixels as u32 - 1, 0, self.spixels as u32 - 1];
+        (self.roi != whole).then_some(self.roi)
+    }
+
+    /// Values known only in the ROI (row-major over it, fast innermost) as
+    /// a full-detector image, NaN (drawn grey) outside: a region is always
+    /// drawn in its detector, never alone.
+    pub(crate) fn in_context(&self, roi_values: &[f64]) -> PResult<Vec<f64>> {
+        crate::io::picture::embed_roi(self.fpixels, self.spixels, self.roi, roi_values)
+            .map_err(Stop::Error)
+    }
+
+    fn frame<'a>(&self, data: &'a [f64]) -> PResult<crate::io::picture::Frame<'a>> {
+        crate::io::picture::Frame::new(data, self.fpixels, self.spixels).map_err(Stop::Error)
+    }
+}
+
+/// Write PNG bytes (or the drawing error) as `dir/name`.
+fn write_png(dir: &Path, name: &str, png: Result<Vec<u8>, String>) -> PResult<String> {
+    let png = png.map_err(|e| Stop::Error(format!("{name}: {e}")))?;
+    crate::io::write_atomic(&dir.join(name), &png)?;
     Ok(name.to_string())
 }
 
-/// Write a signed image as a PNG on a diverging scale centred on 0.
-pub(crate) fn diverging_png(
+/// An intensity image (full detector, fast innermost; NaN = no value) as a
+/// PNG with axes, colour bar and the ROI outlined.
+pub(crate) fn image_png(
+    dir: &Path,
+    name: &str,
+    title: String,
+    data: &[f64],
+    det: Detector,
+    scale: crate::io::picture::Scale,
+) -> PResult<String> {
+    use crate::io::picture::{detector_png, DetectorOptions};
+    let opts = DetectorOptions {
+        title,
+        scale,
+        roi: det.outline(),
+        ..DetectorOptions::default()
+    };
+    write_png(dir, name, detector_png(det.frame(data)?, &opts))
+}
+
+/// A derivative image dI/dp (full detector) as a PNG on a symmetric
+/// blue-white-red scale over ±max|value|, with its colour bar.
+pub(crate) fn derivative_png(
+    dir: &Path,
+    name: &str,
+    title: String,
+    param: Param,
+    data: &[f64],
+    det: Detector,
+) -> PResult<String> {
+    use crate::io::picture::{derivative_png, SignedOptions};
+    let opts = SignedOptions {
+        title,
+        units: format!("dI/d {} (photons/pixel per {})", param.name(), param.unit()),
+        roi: det.outline(),
+        ..SignedOptions::default()
+    };
+    write_png(dir, name, derivative_png(det.frame(data)?, &opts))
+}
+
+/// `(image - reference) / max|reference|` (full detector) as a PNG whose
+/// colours saturate at ±`full_scale`, the scale stated in the picture.
+pub(crate) fn difference_png(
+    dir: &Path,
+    name: &str,
+    title: String,
+    image: &[f64],
+    reference: &[f64],
+    det: Detector,
+    full_scale: f64,
+) -> PResult<String> {
+    use crate::io::picture::{difference_png, DifferenceOptions};
+    let opts = DifferenceOptions {
+        title,
+        full_scale,
+        roi: det.outline(),
+    };
+    write_png(
+        dir,
+        name,
+        difference_png(det.frame(image)?, det.frame(reference)?, &opts),
+    )
+}
+
+/// A float64 image as `(spixels, fpixels)` .npy.
+pub(crate) fn npy_image(
     dir: &Path,
     name: &str,
     data: &[f64],
-    w: usize,
-    h: usize,
+    det: Detector,
+    arrays: &mut Vec<ArrayFile>,
 ) -> PResult<String> {
-    crate::io::png_image::write_diverging_png(data, w, h, &dir.join(name))?;
+    crate::io::npy::write_image(&dir.join(name), data, det.spixels, det.fpixels)?;
+    arrays.push(ArrayFile {
+        file: name.to_string(),
+        dtype: "float64".into(),
+        shape: vec![det.spixels, det.fpixels],
+        axes: vec!["slow".into(), "fast".into()],
+        params: vec![],
+    });
+    Ok(name.to_string())
+}
+
+/// Derivative images as one float64 `(param, spixels, fpixels)` .npy, the
+/// parameter order recorded with it.
+pub(crate) fn npy_stack(
+    dir: &Path,
+    name: &str,
+    planes: &[(Param, &[f64])],
+    det: Detector,
+    arrays: &mut Vec<ArrayFile>,
+) -> PResult<String> {
+    let data: Vec<&[f64]> = planes.iter().map(|(_, d)| *d).collect();
+    crate::io::npy::write_stack(&dir.join(name), &data, det.spixels, det.fpixels)?;
+    arrays.push(ArrayFile {
+        file: name.to_string(),
+        dtype: "float64".into(),
+        shape: vec![planes.len(), det.spixels, det.fpixels],
+        axes: vec!["param".into(), "slow".into(), "fast".into()],
+        params: planes.iter().map(|(p, _)| p.name().to_string()).collect(),
+    });
     Ok(name.to_string())
 }
 
@@ -186,12 +315,4 @@ pub(crate) fn diverging_png(
 pub(crate) fn float_file(dir: &Path, name: &str, data: &[f64]) -> PResult<String> {
     crate::io::float_image::write_float_image_f64(&dir.join(name), data)?;
     Ok(name.to_string())
-}
-
-/// Width and height of a ROI.
-pub(crate) fn roi_dims(roi: [u32; 4]) -> (usize, usize) {
-    (
-        (roi[1] - roi[0] + 1) as usize,
-        (roi[3] - roi[2] + 1) as usize,
-    )
 }

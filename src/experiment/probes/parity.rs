@@ -5,7 +5,7 @@
 // NaN must fail a check: `!(x <= tol)` is deliberate.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
-use super::{checked, diverging_png, float_file, log_png, prepare, render, roi_dims};
+use super::{checked, difference_png, float_file, image_png, npy_image, prepare, render, Detector};
 use super::{PResult, Stop};
 use crate::engine::RenderOptions;
 use crate::experiment::config::ParityProbe;
@@ -13,7 +13,12 @@ use crate::experiment::load::Experiment;
 use crate::experiment::matrix::Cell;
 use crate::experiment::metrics::compare_images;
 use crate::experiment::result::{details_map, Log, Outcome, ParityDetails};
+use crate::io::picture::Scale;
 use std::path::Path;
+
+/// Colour scale of diff.png (in units of max|reference|) when the probe
+/// allows no difference at all.
+const DEFAULT_DIFF_SCALE: f64 = 1e-6;
 
 pub(crate) fn run(
     exp: &Experiment,
@@ -63,6 +68,50 @@ pub(crate) fn run(
             p.max_rel_diff
         ));
     }
+    let det = Detector::of(cell);
+    let what = format!("{} {}", cell.dtype, cell.device);
+    let mut files = vec![];
+    let mut arrays = vec![];
+    if p.save_images {
+        files.push(float_file(dir, "image.bin", &r.image)?);
+        files.push(npy_image(dir, "image.npy", &r.image, det, &mut arrays)?);
+    }
+    let log5 = Scale::Log { decades: 5.0 };
+    // The render exists in the ROI only (grey elsewhere); the reference is
+    // shown whole, the ROI outlined.
+    let sim_full = det.in_context(&sim_v)?;
+    let ref_full = det.in_context(&ref_v)?;
+    files.push(image_png(
+        dir,
+        "image.png",
+        format!("{}: render ({what})", cell.id),
+        &sim_full,
+        det,
+        log5,
+    )?);
+    files.push(image_png(
+        dir,
+        "reference.png",
+        format!("{}: reference {}", cell.id, p.reference),
+        &reference,
+        det,
+        log5,
+    )?);
+    // Full colour at the pass limit: a map with any saturated pixel fails.
+    let full_scale = if p.max_rel_diff > 0.0 {
+        p.max_rel_diff
+    } else {
+        DEFAULT_DIFF_SCALE
+    };
+    files.push(difference_png(
+        dir,
+        "diff.png",
+        format!("{}: render - reference", cell.id),
+        &sim_full,
+        &ref_full,
+        det,
+        full_scale,
+    )?);
     let details = ParityDetails {
         reference: p.reference.clone(),
         correlation: Some(corr),
@@ -73,18 +122,8 @@ pub(crate) fn run(
         min_correlation: p.min_correlation,
         max_sum_ratio_err: p.max_sum_ratio_err,
         max_rel_diff_limit: p.max_rel_diff,
+        arrays,
     };
-    let mut files = vec![];
-    if p.save_image {
-        files.push(float_file(dir, "image.bin", &r.image)?);
-    }
-    let (rw, rh) = roi_dims(cell.effective_roi);
-    if sim_v.len() == rw * rh {
-        let diff: Vec<f64> = sim_v.iter().zip(&ref_v).map(|(a, b)| a - b).collect();
-        files.push(log_png(dir, "image.png", &sim_v, rw, rh)?);
-        files.push(log_png(dir, "reference.png", &ref_v, rw, rh)?);
-        files.push(diverging_png(dir, "diff.png", &diff, rw, rh)?);
-    }
     log.line(format!(
         "correlation {corr:.9}, sum ratio {ratio:.9}, max rel diff {max_rel:e}"
     ));

@@ -1,43 +1,23 @@
-//! The `simulate` probe: render the cell's model and keep the float image
-//! (`image.bin`), PNGs and, with a parameter, its derivative image.
+//! The `simulate` probe: render the cell's model with the derivative of
+//! every matrix parameter and keep the image and derivatives as float32
+//! `.bin` (nanoBragg's floatimage layout), float64 `.npy` (the image
+//! `(slow, fast)`, the derivatives as one `(param, slow, fast)` stack) and
+//! PNGs.
 
-use super::{diverging_png, float_file, log_png, prepare, render, PResult};
+use super::{
+    derivative_png, float_file, image_png, npy_image, npy_stack, prepare, render, Detector, PResult,
+};
 use crate::engine::RenderOptions;
 use crate::experiment::config::{PngScale, SimulateProbe};
 use crate::experiment::load::Experiment;
 use crate::experiment::matrix::Cell;
 use crate::experiment::result::{details_map, Log, Outcome, SimulateDetails};
+use crate::io::picture::Scale;
+use crate::physics::params::Param;
 use std::path::Path;
 
-/// 8-bit grayscale PNG of an image, scaled to its maximum.
-pub fn png_bytes(img: &[f64], w: usize, h: usize, scale: PngScale) -> Result<Vec<u8>, String> {
-    let max = img
-        .iter()
-        .cloned()
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max);
-    let map = |v: f64| -> u8 {
-        if !(v.is_finite()) || v <= 0.0 || max <= 0.0 {
-            return 0;
-        }
-        let x = match scale {
-            PngScale::Linear => v / max,
-            PngScale::Sqrt => (v / max).sqrt(),
-            PngScale::Log => (1.0 + 1000.0 * v / max).ln() / (1001.0f64).ln(),
-        };
-        (x.clamp(0.0, 1.0) * 255.0).round() as u8
-    };
-    let data: Vec<u8> = img.iter().map(|v| map(*v)).collect();
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
-        enc.set_color(png::ColorType::Grayscale);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut wr = enc.write_header().map_err(|e| e.to_string())?;
-        wr.write_image_data(&data).map_err(|e| e.to_string())?;
-    }
-    Ok(out)
-}
+/// Decades a log-scale image shows below its maximum.
+const LOG_DECADES: f64 = 5.0;
 
 pub(crate) fn run(
     exp: &Experiment,
@@ -50,19 +30,74 @@ pub(crate) fn run(
     let opts = RenderOptions {
         dtype: cell.dtype,
         roi: Some(cell.effective_roi),
-        derivatives: cell.param.into_iter().collect(),
+        derivatives: cell.derivatives.clone(),
         shifts: vec![],
     };
     let r = render(&sim, cell.device, &opts, log, "image")?;
-    let mut files = vec![];
-    if p.save_images {
-        files.push(float_file(dir, "image.bin", &r.image)?);
-        let png =
-            png_bytes(&r.image, r.fpixels, r.spixels, p.png_scale).map_err(super::Stop::Error)?;
-        crate::io::write_atomic(&dir.join("image.png"), &png)?;
-        files.push("image.png".to_string());
-    }
+    let det = Detector {
+        fpixels: r.fpixels,
+        spixels: r.spixels,
+        roi: cell.effective_roi,
+    };
     let vals = r.roi_values(&r.image);
+    let mut planes: Vec<(Param, &[f64])> = Vec::new();
+    for &param in &cell.derivatives {
+        let d = r.derivative(param).ok_or_else(|| {
+            super::Stop::Error(format!("the engine returned no derivative by {param}"))
+        })?;
+        planes.push((param, d));
+    }
+    let mut files = vec![];
+    let mut arrays = vec![];
+    if p.save_images {
+        let what = format!("{} {}", cell.dtype, cell.device);
+        files.push(float_file(dir, "image.bin", &r.image)?);
+        files.push(npy_image(dir, "image.npy", &r.image, det, &mut arrays)?);
+        // Outside the ROI nothing was rendered: grey, not zero.
+        let shown = det.in_context(&vals)?;
+        let scale = match p.png_scale {
+            PngScale::Log => Scale::Log {
+                decades: LOG_DECADES,
+            },
+            PngScale::Linear => Scale::Linear,
+        };
+        let title = format!("{}: image ({what})", cell.id);
+        files.push(image_png(
+            dir,
+            "image.png",
+            title.clone(),
+            &shown,
+            det,
+            scale,
+        )?);
+        if p.png_scale != PngScale::Log {
+            files.push(image_png(
+                dir,
+                "image_log.png",
+                title,
+                &shown,
+                det,
+                Scale::Log {
+                    decades: LOG_DECADES,
+                },
+            )?);
+        }
+        if !planes.is_empty() {
+            files.push(npy_stack(dir, "d_stack.npy", &planes, det, &mut arrays)?);
+        }
+        for (param, d) in &planes {
+            let name = param.name();
+            files.push(float_file(dir, &format!("d_{name}.bin"), d)?);
+            files.push(derivative_png(
+                dir,
+                &format!("d_{name}.png"),
+                format!("{}: dI/d {name} ({what})", cell.id),
+                *param,
+                &det.in_context(&r.roi_values(d))?,
+                det,
+            )?);
+        }
+    }
     let loss: f64 = vals.iter().sum();
     let max = vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let nonzero = vals.iter().filter(|v| **v != 0.0).count();
@@ -72,33 +107,22 @@ pub(crate) fn run(
         max: Some(max),
         mean: Some(loss / vals.len().max(1) as f64),
         nonzero_pixels: nonzero,
-        format: "image.bin: raw little-endian float32, fast index innermost".into(),
+        format: "image.bin, d_<param>.bin: raw little-endian float32, fast index innermost; \
+                 image.npy: float64 (slow, fast); d_stack.npy: float64 (param, slow, fast)"
+            .into(),
+        derivative_params: planes.iter().map(|(p, _)| p.name().to_string()).collect(),
+        arrays,
     };
-    let mut grad_ad = None;
-    if let Some(param) = cell.param {
-        if let Some(d) = r.derivative(param) {
-            grad_ad = Some(r.roi_values(d).iter().sum::<f64>());
-            if p.save_images {
-                files.push(float_file(dir, &format!("d_{}.bin", param.name()), d)?);
-                files.push(diverging_png(
-                    dir,
-                    &format!("d_{}.png", param.name()),
-                    d,
-                    r.fpixels,
-                    r.spixels,
-                )?);
-            }
-        }
+    // The loss gradient of each parameter, in the stack's order, in the log;
+    // with one parameter it is the cell's grad_ad.
+    let grads: Vec<f64> = planes
+        .iter()
+        .map(|(_, d)| r.roi_values(d).iter().sum::<f64>())
+        .collect();
+    for ((param, _), g) in planes.iter().zip(&grads) {
+        log.line(format!("d sum / d {}: {g:e}", param.name()));
     }
-    if p.save_images && p.png_scale != PngScale::Log {
-        files.push(log_png(
-            dir,
-            "image_log.png",
-            &r.image,
-            r.fpixels,
-            r.spixels,
-        )?);
-    }
+    let grad_ad = (grads.len() == 1).then(|| grads[0]);
     let mut failures = Vec::new();
     if vals.iter().any(|v| !v.is_finite()) {
         failures.push("non-finite pixel values".to_string());

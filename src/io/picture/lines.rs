@@ -1,7 +1,9 @@
 //! Line plots (convergence, scaling) with labelled axes, a title, a legend,
 //! as SVG (text stays text: searchable, any size) or PNG.
 
-use super::{draw_err, encode_png, ensure_font, fmt_num, log_ticks, nice_ticks, Ticked, FONT};
+use super::{
+    draw_err, encode_png, ensure_font, fmt_exact, fmt_num, log_ticks, nice_ticks, Ticked, FONT,
+};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -108,13 +110,34 @@ pub fn line_plot_png(plot: &LinePlot) -> Result<Vec<u8>, String> {
         draw(&root, plot)?;
         root.present().map_err(draw_err)?;
     }
-    let meta = [
+    let mut meta: Vec<(String, String)> = [
         ("Title", plot.title.as_str()),
         ("x_label", plot.x_label.as_str()),
         ("y_label", plot.y_label.as_str()),
         ("Software", "braggrun"),
     ]
-    .map(|(k, v)| (k.to_string(), v.to_string()));
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec();
+    // The plotted ranges, so the numbers can be read without the pixels.
+    let pts = || plot.series.iter().flat_map(|s| s.points.iter());
+    let range = |v: Vec<f64>| {
+        v.iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| {
+                (l.min(*x), h.max(*x))
+            })
+    };
+    let (x0, x1) = range(pts().map(|p| p.0).filter(|x| x.is_finite()).collect());
+    let (y0, y1) = range(pts().map(|p| p.1).filter(|y| y.is_finite()).collect());
+    if x0 <= x1 && y0 <= y1 {
+        for (k, v) in [
+            ("x_min", x0),
+            ("x_max", x1),
+            ("value_min", y0),
+            ("value_max", y1),
+        ] {
+            meta.push((k.to_string(), fmt_exact(v)));
+        }
+    }
     encode_png(&rgb, w, h, &meta)
 }
 
