@@ -438,7 +438,7 @@ fn extra(name: &str, args: &str, dirs: &[Param], cap: usize) -> Result<(), Faile
     }
 }
 
-/// The REFERENCE.md performance anchor (1024 x 1024, 10 phi steps x 10
+/// The performance anchor (README, "Speed": 1024 x 1024, 10 phi steps x 10
 /// mosaic domains); timing only, warm (second render of each), run before
 /// the trials so nothing else shares the GPU.
 fn anchor() -> Result<(), Failed> {

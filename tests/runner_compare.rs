@@ -70,16 +70,29 @@ fn compare_names_regressions_and_passes_identical_runs() {
     let a = run(&file, &tmp.path().join("a"));
     let b = run(&file, &tmp.path().join("b"));
 
-    // Two runs of the same experiment: nothing moved.
+    // Two runs of the same experiment: nothing moved, the configurations
+    // are the same, and no cell is listed (nothing changed) but with --all.
     let (code, stdout, stderr) = compare(&a, &b, &[]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.starts_with("configuration: the same"),
+        "the first line is about the configuration:\n{stdout}"
+    );
     assert!(stdout.contains("OK"), "{stdout}");
+    assert!(stdout.contains("all 4 cell(s) unchanged"), "{stdout}");
+    assert!(stdout.lines().count() <= 6, "changes only:\n{stdout}");
+    let (code, all, _) = compare(&a, &b, &["--all"]);
+    assert_eq!(code, 0);
     for cell in [
         "gradcheck-cpu-float64-cell_a",
         "gradcheck-cpu-float64-distance",
         "simulate-cpu-float64",
     ] {
-        assert!(stdout.contains(cell), "every cell listed: {cell}\n{stdout}");
+        assert!(
+            !stdout.contains(cell),
+            "unchanged, not listed: {cell}\n{stdout}"
+        );
+        assert!(all.contains(cell), "--all lists every cell: {cell}\n{all}");
     }
 
     // A perturbed copy: one value edited, one status flipped.
@@ -94,6 +107,17 @@ fn compare_names_regressions_and_passes_identical_runs() {
     let (code, stdout, stderr) = compare(&a, &p, &[]);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("REGRESSION"), "{stdout}");
+    // Changes only: the two edited cells, their edited values, nothing else.
+    assert!(!stdout.contains("gradcheck-cpu-float64-cell_a"), "{stdout}");
+    assert!(
+        stdout.contains("2 unchanged cell(s) not listed"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("grad_fd"),
+        "unchanged values not listed:\n{stdout}"
+    );
+    let (_, stdout, _) = compare(&a, &p, &["--all"]);
     let table = &stdout[stdout.find("quantity").unwrap()..];
     let flipped = table.find("gradcheck-cpu-float64-distance").unwrap();
     let unchanged = table.find("gradcheck-cpu-float64-cell_a").unwrap();
@@ -131,6 +155,7 @@ fn compare_names_regressions_and_passes_identical_runs() {
         stdout.starts_with("# Compare `compare-small`: OK"),
         "{stdout}"
     );
+    assert!(stdout.contains("- configuration: the same"), "{stdout}");
     assert!(stdout.contains("| cell | quantity | A | B |"), "{stdout}");
     // PASS -> SKIPPED is worse too.
     edit_result(&p, "simulate-cpu-float64", "status", |_| {
@@ -139,6 +164,29 @@ fn compare_names_regressions_and_passes_identical_runs() {
     let (code, stdout, _) = compare(&a, &p, &["--rtol", "1e-5"]);
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("PASS -> SKIPPED"), "{stdout}");
+
+    // A changed configuration is named on the first line.
+    let mut c = runner();
+    c.arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(tmp.path().join("d"))
+        .args(["--set", "model.detector.distance_mm=101"]);
+    let (code, out, err) = run_cmd(c);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let d = last_line(&out);
+    let (_, stdout, _) = compare(&a, &d, &[]);
+    let first = stdout.lines().next().unwrap();
+    assert_eq!(
+        first, "configuration: 1 key(s) differ: model.detector.distance_mm 100.0 -> 101.0",
+        "{stdout}"
+    );
+    let (_, json, _) = compare(&a, &d, &["--format", "json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["configuration_differences"][0]["key"],
+        "model.detector.distance_mm"
+    );
 
     // Bundles of different experiments are refused.
     let other = tmp.path().join("other.toml");

@@ -18,6 +18,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use run::RunArgs;
 use std::path::PathBuf;
 
+/// The `runner` command line as clap sees it (for introspection: every
+/// subcommand and argument, with its help).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// How a command ended.
 #[derive(Debug)]
 enum Ended {
@@ -115,7 +121,9 @@ struct Cli {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum PlanFormat {
+    /// Aligned columns, one row per cell.
     Table,
+    /// The cells as a JSON list.
     Json,
     /// `{"shard":["1/N",...]}` for a GitHub Actions strategy.matrix (fromJSON).
     Github,
@@ -125,8 +133,11 @@ enum PlanFormat {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum CompareFormat {
+    /// Aligned columns.
     Table,
+    /// Every cell and value as JSON (whatever --all).
     Json,
+    /// A Markdown report.
     Markdown,
 }
 
@@ -134,39 +145,54 @@ enum CompareFormat {
 enum Cmd {
     /// Check an experiment file (syntax, keys, values, every cell's model) without running it.
     Validate {
+        /// The experiment file (TOML; docs/experiments.md describes it).
         file: PathBuf,
-        /// Override a key: KEY=VALUE (VALUE parsed as TOML, else a string). Repeatable.
+        /// Override a key of the experiment: KEY=VALUE, KEY dotted (model.detector.distance_mm),
+        /// VALUE parsed as TOML, else a string; `matrix.model.<key>` sets a model axis.
+        /// Repeatable; RUNNER_* variables override it (docs/experiments.md).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// Allow more than 256 cells (at most 100000).
         #[arg(long)]
         allow_large: bool,
     },
     /// Print the expanded matrix: one row per cell with its stable id.
     Plan {
+        /// The experiment file (TOML; docs/experiments.md describes it).
         file: PathBuf,
+        /// How to print the plan.
         #[arg(long, value_enum, default_value = "table")]
         format: PlanFormat,
         /// Shards for `--format github|slurm` (capped by the cell count).
         #[arg(long, default_value_t = 4)]
         shards: usize,
+        /// Override a key of the experiment: KEY=VALUE, KEY dotted (model.detector.distance_mm),
+        /// VALUE parsed as TOML, else a string; `matrix.model.<key>` sets a model axis.
+        /// Repeatable; RUNNER_* variables override it (docs/experiments.md).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// Keep only cells with this axis value (id, kind, probe, device, dtype, param, roi,
+        /// model.<key>); repeating a key keeps either value. Repeatable.
         #[arg(long = "only", value_name = "KEY=VALUE")]
         only: Vec<String>,
+        /// Allow more than 256 cells (at most 100000).
         #[arg(long)]
         allow_large: bool,
     },
     /// Run every cell and leave an evidence bundle; the last stdout line is its path.
     Run {
+        /// The experiment file (TOML; docs/experiments.md describes it).
         file: PathBuf,
         /// Bundles go to OUT/<experiment id>/<UTC timestamp>/.
         #[arg(long, default_value = "runs")]
         out: PathBuf,
-        /// Run only cells with this axis value (id, probe, device, dtype, param, roi, model.<key>). Repeatable.
+        /// Keep only cells with this axis value (id, kind, probe, device, dtype, param, roi,
+        /// model.<key>); repeating a key keeps either value. Repeatable.
         #[arg(long = "only", value_name = "KEY=VALUE")]
         only: Vec<String>,
         /// Cells run at once (default: min(cores, cells)); each gets cores/jobs rayon threads.
-        #[arg(long)]
+        /// Benchmark cells always run alone, on every core.
+        #[arg(long, value_name = "N")]
         jobs: Option<usize>,
         /// Stop starting cells after the first FAIL or ERROR.
         #[arg(long)]
@@ -177,9 +203,12 @@ enum Cmd {
         /// A cell on this device (cuda, cpu, cuda:N) that is skipped for lack of the device fails.
         #[arg(long, value_name = "DEVICE")]
         require_device: Vec<String>,
+        /// Override a key of the experiment: KEY=VALUE, KEY dotted (model.detector.distance_mm),
+        /// VALUE parsed as TOML, else a string; `matrix.model.<key>` sets a model axis.
+        /// Repeatable; RUNNER_* variables override it (docs/experiments.md).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
-        /// Allow more than 256 cells.
+        /// Allow more than 256 cells (at most 100000).
         #[arg(long)]
         allow_large: bool,
         /// Run only shard K of N (1-based): the cells at plan positions i with i % N == K-1.
@@ -189,7 +218,9 @@ enum Cmd {
     /// Combine the shard bundles of one experiment into one bundle at OUT
     /// (a SHARD folder may also hold several shard bundles, e.g. downloaded artifacts).
     Merge {
+        /// The merged bundle to create (must not exist).
         out: PathBuf,
+        /// Shard bundles, or folders to search for them.
         #[arg(required = true)]
         shards: Vec<PathBuf>,
         /// Merge even when planned cells are missing (listed in stdout and summary.md).
@@ -201,18 +232,28 @@ enum Cmd {
     },
     /// Compare two bundles of one experiment cell by cell; exit 1 on a regression.
     Compare {
+        /// The earlier (reference) bundle.
         a: PathBuf,
+        /// The later bundle, checked against A.
         b: PathBuf,
-        /// A value moved when |b - a| > atol + rtol |a|.
+        /// Relative tolerance: a value moved when |b - a| > atol + rtol |a|.
         #[arg(long, default_value_t = 1e-9)]
         rtol: f64,
+        /// Absolute tolerance: a value moved when |b - a| > atol + rtol |a|.
         #[arg(long, default_value_t = 0.0)]
         atol: f64,
+        /// How to print the comparison.
         #[arg(long, value_enum, default_value = "table")]
         format: CompareFormat,
+        /// List every cell and value, not only those that changed.
+        #[arg(long)]
+        all: bool,
     },
     /// Recompute every digest of a bundle; report missing, modified and unlisted files.
-    Verify { bundle: PathBuf },
+    Verify {
+        /// The bundle folder (the one holding sha256.txt).
+        bundle: PathBuf,
+    },
     /// Print the JSON schema of experiment files.
     Schema,
     /// Describe this machine as a bundle's env.json does: OS, CPU, memory, toolchain, GPUs.
@@ -442,7 +483,8 @@ fn dispatch() -> Ended {
             rtol,
             atol,
             format,
-        } => compare(&a, &b, rtol, atol, format),
+            all,
+        } => compare(&a, &b, rtol, atol, format, all),
         Cmd::Verify { bundle } => verify(&bundle),
         Cmd::Schema => {
             crate::out!("{}", experiment::schema_json());
@@ -531,6 +573,7 @@ fn compare(
     rtol: f64,
     atol: f64,
     format: CompareFormat,
+    all: bool,
 ) -> Result<Ended, Ended> {
     use evidence::compare::{compare_bundles, render, Format};
     let c = compare_bundles(a, b, rtol, atol)
@@ -540,7 +583,7 @@ fn compare(
         CompareFormat::Json => Format::Json,
         CompareFormat::Markdown => Format::Markdown,
     };
-    crate::out!("{}", render(&c, format));
+    crate::out!("{}", render(&c, format, all));
     Ok(if c.regressions > 0 {
         Ended::Failed
     } else {

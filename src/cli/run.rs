@@ -230,7 +230,8 @@ fn report(
     )?;
     let verdict = t.overall(&extra_failures);
     crate::errln!(
-        "runner: {verdict}: {} passed, {} failed, {} errored, {} skipped{}",
+        "runner: {}: {} passed, {} failed, {} errored, {} skipped{}",
+        evidence::report::headline(verdict, &rows),
         t.pass,
         t.fail,
         t.error,

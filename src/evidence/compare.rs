@@ -5,6 +5,10 @@
 //! FAIL/ERROR/SKIPPED, SKIPPED to FAIL/ERROR, a cell of A missing from B) or a
 //! value moved past the tolerance (|b - a| > atol + rtol |a|, or a value
 //! appeared or vanished); 0 otherwise; 2 when the bundles cannot be compared.
+//!
+//! The first line names the configuration keys (of the bundles'
+//! `experiment.toml`) that differ, or says the configurations are the same.
+//! The table lists changed cells and values only; `--all` lists every one.
 
 use super::CellRecord;
 use crate::experiment::result::Verdict;
@@ -125,8 +129,103 @@ pub struct Comparison {
     pub status_changes: usize,
     /// Values that moved past the tolerance.
     pub moved_values: usize,
+    /// Keys of the resolved configuration (experiment.toml) that differ,
+    /// with both values; empty when the configurations are the same.
+    pub configuration_differences: Vec<ConfigDifference>,
     /// Every cell, status changes first.
     pub cells: Vec<CellChange>,
+}
+
+/// A key of experiment.toml that differs between the bundles.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigDifference {
+    /// Dotted key (`model.detector.distance_mm`, `probe.0.eps`).
+    pub key: String,
+    /// Its value in A (TOML), absent when A does not set it.
+    pub a: Option<String>,
+    /// Its value in B.
+    pub b: Option<String>,
+}
+
+/// Every leaf of a TOML table as dotted key = TOML value.
+fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, x) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, x, out);
+            }
+        }
+        toml::Value::Array(a) if a.iter().any(|x| x.is_table()) => {
+            for (i, x) in a.iter().enumerate() {
+                flatten(&format!("{prefix}.{i}"), x, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+fn configuration(bundle: &Path) -> Result<BTreeMap<String, String>, CompareError> {
+    let p = bundle.join("experiment.toml");
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| CompareError::Unreadable(format!("{}: {e}", p.display())))?;
+    let t: toml::Table = toml::from_str(&text)
+        .map_err(|e| CompareError::Unreadable(format!("{}: {e}", p.display())))?;
+    let mut out = BTreeMap::new();
+    flatten("", &toml::Value::Table(t), &mut out);
+    Ok(out)
+}
+
+/// The keys of the two bundles' resolved configurations that differ.
+pub fn configuration_differences(
+    a: &Path,
+    b: &Path,
+) -> Result<Vec<ConfigDifference>, CompareError> {
+    let (ca, cb) = (configuration(a)?, configuration(b)?);
+    let mut keys: Vec<&String> = ca.keys().chain(cb.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    Ok(keys
+        .into_iter()
+        .filter(|k| ca.get(*k) != cb.get(*k))
+        .map(|k| ConfigDifference {
+            key: k.clone(),
+            a: ca.get(k).cloned(),
+            b: cb.get(k).cloned(),
+        })
+        .collect())
+}
+
+/// One line about the configurations: the same, or the keys that differ.
+pub fn configuration_line(d: &[ConfigDifference]) -> String {
+    if d.is_empty() {
+        return "configuration: the same (experiment.toml of A and B resolve to the same values)"
+            .into();
+    }
+    const SHOWN: usize = 6;
+    let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "(unset)".into());
+    let mut parts: Vec<String> = d
+        .iter()
+        .take(SHOWN)
+        .map(|x| format!("{} {} -> {}", x.key, v(&x.a), v(&x.b)))
+        .collect();
+    if d.len() > SHOWN {
+        parts.push(format!(
+            "and {} more (--format json lists them)",
+            d.len() - SHOWN
+        ));
+    }
+    format!(
+        "configuration: {} key(s) differ: {}",
+        d.len(),
+        parts.join("; ")
+    )
 }
 
 fn experiment_id(bundle: &Path) -> Result<String, CompareError> {
@@ -177,6 +276,7 @@ pub fn compare_bundles(
             eb,
         });
     }
+    let configuration_differences = configuration_differences(a, b)?;
     let (ra, rb) = (records(a)?, records(b)?);
     let mut ids: Vec<&String> = ra.keys().chain(rb.keys()).collect();
     ids.sort();
@@ -251,6 +351,7 @@ pub fn compare_bundles(
         b: b.display().to_string(),
         rtol,
         atol,
+        configuration_differences,
         regressions: cells.iter().filter(|c| c.regression).count(),
         status_changes: cells.iter().filter(|c| c.status_change != "same").count(),
         moved_values: cells
@@ -275,9 +376,23 @@ fn change(x: Option<f64>) -> String {
     }
 }
 
-fn rows_of(c: &Comparison) -> Vec<[String; 7]> {
+/// Whether a value differs at all between the bundles (NaN equals NaN).
+fn differs(v: &ValueChange) -> bool {
+    match (v.a, v.b) {
+        (Some(x), Some(y)) => !(x == y || (x.is_nan() && y.is_nan())),
+        (None, None) => false,
+        _ => true,
+    }
+}
+
+/// Whether anything of a cell differs between the bundles.
+pub fn cell_changed(cell: &CellChange) -> bool {
+    cell.status_change != "same" || cell.values.iter().any(differs)
+}
+
+fn rows_of(c: &Comparison, all: bool) -> Vec<[String; 7]> {
     let mut rows = Vec::new();
-    for cell in &c.cells {
+    for cell in c.cells.iter().filter(|x| all || cell_changed(x)) {
         let flag = |m: bool| if m { "MOVED" } else { "" };
         let st = format!(
             "{} -> {}",
@@ -301,7 +416,7 @@ fn rows_of(c: &Comparison) -> Vec<[String; 7]> {
                 other => other.to_uppercase(),
             },
         ]);
-        for v in &cell.values {
+        for v in cell.values.iter().filter(|v| all || differs(v)) {
             rows.push([
                 String::new(),
                 v.quantity.clone(),
@@ -326,8 +441,18 @@ const HEAD: [&str; 7] = [
     "flag",
 ];
 
-/// Render a comparison.
-pub fn render(c: &Comparison, format: Format) -> String {
+/// Render a comparison: changed cells and values only, or (`all`) every
+/// one. JSON always holds every cell.
+pub fn render(c: &Comparison, format: Format, all: bool) -> String {
+    let config = configuration_line(&c.configuration_differences);
+    let unchanged = c.cells.iter().filter(|x| !cell_changed(x)).count();
+    let unchanged_line = if all || unchanged == 0 {
+        String::new()
+    } else if unchanged == c.cells.len() {
+        format!("all {unchanged} cell(s) unchanged: the same status and bit-identical values (--all lists them)")
+    } else {
+        format!("{unchanged} unchanged cell(s) not listed (--all lists them)")
+    };
     let verdict = if c.regressions > 0 {
         format!(
             "REGRESSION: {} cell(s) got worse or moved past atol {:e} + rtol {:e} |A| ({} status change(s), {} moved value(s))",
@@ -356,18 +481,25 @@ pub fn render(c: &Comparison, format: Format) -> String {
         }
         Format::Markdown => {
             let mut s = format!(
-                "# Compare `{}`: {}\n\n- A: `{}`\n- B: `{}`\n",
-                c.experiment, verdict, c.a, c.b
+                "# Compare `{}`: {}\n\n- {}\n- A: `{}`\n- B: `{}`\n",
+                c.experiment, verdict, config, c.a, c.b
             );
             if !worse.is_empty() {
                 s.push_str(&format!("- regressions: `{}`\n", worse.join("`, `")));
+            }
+            let rows = rows_of(c, all);
+            if !unchanged_line.is_empty() {
+                s.push_str(&format!("- {unchanged_line}\n"));
+            }
+            if rows.is_empty() {
+                return s;
             }
             s.push_str(&format!(
                 "\n| {} |\n|{}\n",
                 HEAD.join(" | "),
                 "---|".repeat(7)
             ));
-            for r in rows_of(c) {
+            for r in rows {
                 let cells: Vec<String> = r
                     .iter()
                     .enumerate()
@@ -384,22 +516,29 @@ pub fn render(c: &Comparison, format: Format) -> String {
             s
         }
         Format::Table => {
-            let mut all = vec![HEAD.map(|h| h.to_string())];
-            all.extend(rows_of(c));
+            let rows = rows_of(c, all);
+            let mut table = vec![HEAD.map(|h| h.to_string())];
+            table.extend(rows.iter().cloned());
             let mut w = [0usize; 7];
-            for r in &all {
+            for r in &table {
                 for (i, x) in r.iter().enumerate() {
                     w[i] = w[i].max(x.chars().count());
                 }
             }
             let mut s = format!(
-                "compare {} (experiment {}):\n  A {}\n  B {}\n",
+                "{config}\ncompare {} (experiment {}):\n  A {}\n  B {}\n",
                 verdict, c.experiment, c.a, c.b
             );
             if !worse.is_empty() {
                 s.push_str(&format!("regressions: {}\n", worse.join(", ")));
             }
-            for r in &all {
+            if !unchanged_line.is_empty() {
+                s.push_str(&format!("{unchanged_line}\n"));
+            }
+            if rows.is_empty() {
+                return s;
+            }
+            for r in &table {
                 let mut line = String::new();
                 for (i, x) in r.iter().enumerate() {
                     line.push_str(&format!("{:<width$}  ", x, width = w[i]));

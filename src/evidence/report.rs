@@ -2,7 +2,10 @@
 
 use super::{json_bytes, list_files, write_atomic, BundleError, Row, MANIFEST};
 use crate::experiment::load::Experiment;
-use crate::experiment::result::{GradcheckDetails, PhiCacheDetails, Verdict};
+use crate::experiment::result::{
+    BenchmarkDetails, CellRecord, GradcheckDetails, ParityDetails, PhiCacheDetails,
+    SimulateDetails, Verdict,
+};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -81,24 +84,233 @@ fn short(x: Option<f64>) -> String {
     }
 }
 
-const COLUMNS: &[&str] = &[
-    "id", "probe", "kind", "status", "device", "dtype", "param", "roi", "loss", "grad_ad",
-    "grad_fd", "abs_err", "rel_err", "seconds", "engine", "reason",
+// ---- Probe kinds: what each one is about ----
+
+/// How the reports show one probe kind: its figures (named columns of
+/// results.csv, `figures` of results.json, the junit body) and its section
+/// of summary.md. A new probe kind (e.g. a future `refine`) adds one entry
+/// to [`KIND_REPORTS`]; cells of a kind without an entry are still listed
+/// under "All cells".
+pub struct KindReport {
+    /// The probe kind (`CellRecord::kind`).
+    pub kind: &'static str,
+    /// Names of its figures (results.csv columns), in order.
+    pub columns: &'static [&'static str],
+    /// A record's figures, aligned with `columns` (None: not measured).
+    pub figures: fn(&CellRecord) -> Vec<Option<f64>>,
+    /// Append the kind's summary.md section for these cells (all of this
+    /// kind, in report order).
+    pub section: fn(&mut String, &[&Row]),
+}
+
+/// Every probe kind the reports know, in the order of summary.md.
+pub const KIND_REPORTS: &[KindReport] = &[
+    KindReport {
+        kind: "phi-cache",
+        columns: &[
+            "loss",
+            "grad_ad",
+            "grad_fd",
+            "abs_err",
+            "rel_err",
+            "expected_loss",
+            "expected_grad",
+        ],
+        figures: |c| {
+            let d = c.details_as::<PhiCacheDetails>();
+            vec![
+                c.loss,
+                c.grad_ad,
+                c.grad_fd,
+                c.abs_err,
+                c.rel_err,
+                d.as_ref().and_then(|d| d.expected_loss),
+                d.as_ref().and_then(|d| d.expected_grad),
+            ]
+        },
+        section: phi_cache_section,
+    },
+    KindReport {
+        kind: "gradcheck",
+        columns: &["loss", "grad_ad", "grad_fd", "abs_err", "rel_err"],
+        figures: |c| vec![c.loss, c.grad_ad, c.grad_fd, c.abs_err, c.rel_err],
+        section: gradcheck_section,
+    },
+    KindReport {
+        kind: "parity",
+        columns: &[
+            "correlation",
+            "sum_ratio",
+            "max_abs_diff",
+            "max_rel_diff",
+            "image_sum",
+        ],
+        figures: |c| {
+            let d = c.details_as::<ParityDetails>();
+            let d = d.as_ref();
+            vec![
+                d.and_then(|d| d.correlation),
+                d.and_then(|d| d.sum_ratio),
+                d.and_then(|d| d.max_abs_diff),
+                d.and_then(|d| d.max_rel_diff),
+                c.loss,
+            ]
+        },
+        section: parity_section,
+    },
+    KindReport {
+        kind: "simulate",
+        columns: &["image_sum", "image_max", "image_mean", "nonzero_pixels"],
+        figures: |c| {
+            let d = c.details_as::<SimulateDetails>();
+            let d = d.as_ref();
+            vec![
+                c.loss,
+                d.and_then(|d| d.max),
+                d.and_then(|d| d.mean),
+                d.map(|d| d.nonzero_pixels as f64),
+            ]
+        },
+        section: simulate_section,
+    },
+    KindReport {
+        kind: "benchmark",
+        columns: &[
+            "median_s",
+            "min_s",
+            "max_s",
+            "kernel_median_s",
+            "pixel_samples",
+            "pixel_samples_per_s",
+            "kernel_pixel_samples_per_s",
+            "threads",
+            "image_sum",
+        ],
+        figures: |c| {
+            let d = c.details_as::<BenchmarkDetails>();
+            let d = d.as_ref();
+            vec![
+                d.map(|d| d.median_s),
+                d.map(|d| d.min_s),
+                d.map(|d| d.max_s),
+                d.and_then(|d| d.kernel_median_s),
+                d.map(|d| d.pixel_samples),
+                d.map(|d| d.pixel_samples_per_s),
+                d.and_then(|d| d.kernel_pixel_samples_per_s),
+                d.map(|d| d.threads as f64),
+                d.map(|d| d.image_sum).or(c.loss),
+            ]
+        },
+        section: benchmark_section,
+    },
 ];
 
-fn roi_str(r: &[u32; 4]) -> String {
-    format!("{} {} {} {}", r[0], r[1], r[2], r[3])
+/// The report entry of a probe kind.
+pub fn kind_report(kind: &str) -> Option<&'static KindReport> {
+    KIND_REPORTS.iter().find(|k| k.kind == kind)
+}
+
+/// A record's figures by name (its kind's columns; empty for an unknown kind).
+pub fn figures_of(c: &CellRecord) -> Vec<(&'static str, Option<f64>)> {
+    match kind_report(&c.kind) {
+        Some(k) => k.columns.iter().copied().zip((k.figures)(c)).collect(),
+        None => vec![],
+    }
+}
+
+/// The axes every cell has (fixed columns of results.csv).
+const FIXED_AXES: [&str; 5] = ["probe", "device", "dtype", "param", "roi"];
+
+/// The region of interest as named columns (inclusive pixel indices).
+pub const ROI_COLUMNS: [&str; 4] = [
+    "roi_fast_min",
+    "roi_fast_max",
+    "roi_slow_min",
+    "roi_slow_max",
+];
+
+/// One axis value as CSV fields: a scalar as one field, an array as one
+/// field per element (`key[i]`), anything else as compact JSON.
+fn axis_fields(key: &str, v: &Value) -> Vec<(String, String)> {
+    match v {
+        Value::Array(a) if a.iter().all(|x| !x.is_array() && !x.is_object()) => a
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (format!("{key}[{i}]"), scalar_field(x)))
+            .collect(),
+        other => vec![(key.to_string(), scalar_field(other))],
+    }
+}
+
+fn scalar_field(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.as_f64().map(|x| num(Some(x))).unwrap_or_default(),
+        Value::Bool(b) => b.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The header of results.csv for these rows: cell, status, one column per
+/// matrix axis (ROI as four), the figures of the kinds present, the cell's
+/// wall time, threads, engine, reason.
+fn csv_header(rows: &[Row]) -> (Vec<String>, Vec<String>, Vec<&'static str>) {
+    let mut axis_cols: Vec<String> = Vec::new();
+    for r in rows {
+        for (k, v) in &r.record.axes {
+            if FIXED_AXES.contains(&k.as_str()) {
+                continue;
+            }
+            for (name, _) in axis_fields(k, v) {
+                if !axis_cols.contains(&name) {
+                    axis_cols.push(name);
+                }
+            }
+        }
+    }
+    axis_cols.sort();
+    let mut fig_cols: Vec<&'static str> = Vec::new();
+    for k in KIND_REPORTS {
+        if rows.iter().any(|r| r.record.kind == k.kind) {
+            for c in k.columns {
+                if !fig_cols.contains(c) {
+                    fig_cols.push(c);
+                }
+            }
+        }
+    }
+    let mut head: Vec<String> = ["id", "probe", "kind", "status", "device", "dtype", "param"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    head.extend(ROI_COLUMNS.iter().map(|s| s.to_string()));
+    head.extend(axis_cols.iter().cloned());
+    head.extend(fig_cols.iter().map(|s| s.to_string()));
+    head.extend(
+        [
+            "cell_wall_s",
+            "cell_threads",
+            "ran_alone",
+            "engine",
+            "reason",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    (head, axis_cols, fig_cols)
 }
 
 /// results.csv and results.json.
 pub fn write_results(bundle: &Path, rows: &[Row]) -> Result<(), BundleError> {
     let csv_err = |e: csv::Error| BundleError(format!("results.csv: {e}"));
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(COLUMNS).map_err(csv_err)?;
+    let (head, axis_cols, fig_cols) = csv_header(rows);
+    w.write_record(&head).map_err(csv_err)?;
     let mut list = Vec::new();
     for r in rows {
         let c = &r.record;
-        w.write_record([
+        let mut rec = vec![
             c.id.clone(),
             c.probe.clone(),
             c.kind.clone(),
@@ -106,23 +318,46 @@ pub fn write_results(bundle: &Path, rows: &[Row]) -> Result<(), BundleError> {
             c.device.clone(),
             c.dtype.clone(),
             c.param.clone().unwrap_or_default(),
-            roi_str(&c.roi),
-            num(c.loss),
-            num(c.grad_ad),
-            num(c.grad_fd),
-            num(c.abs_err),
-            num(c.rel_err),
-            format!("{:.6}", r.timing.seconds),
-            r.timing.engine.clone().unwrap_or_default(),
-            c.reason.clone().unwrap_or_default(),
-        ])
-        .map_err(csv_err)?;
+        ];
+        rec.extend(c.roi.iter().map(|x| x.to_string()));
+        let axes: Vec<(String, String)> = c
+            .axes
+            .iter()
+            .filter(|(k, _)| !FIXED_AXES.contains(&k.as_str()))
+            .flat_map(|(k, v)| axis_fields(k, v))
+            .collect();
+        for col in &axis_cols {
+            rec.push(
+                axes.iter()
+                    .find(|(k, _)| k == col)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
+            );
+        }
+        let figs = figures_of(c);
+        for col in &fig_cols {
+            rec.push(num(figs
+                .iter()
+                .find(|(k, _)| k == col)
+                .and_then(|(_, v)| *v)));
+        }
+        rec.push(format!("{:.6}", r.timing.seconds));
+        rec.push(r.timing.threads.to_string());
+        rec.push(c.ran_alone.to_string());
+        rec.push(r.timing.engine.clone().unwrap_or_default());
+        rec.push(c.reason.clone().unwrap_or_default());
+        w.write_record(&rec).map_err(csv_err)?;
+        let figures: serde_json::Map<String, Value> = figs
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         list.push(json!({
             "id": c.id, "probe": c.probe, "kind": c.kind, "status": c.status,
             "device": c.device, "dtype": c.dtype, "param": c.param, "roi": c.roi,
             "loss": c.loss, "grad_ad": c.grad_ad, "grad_fd": c.grad_fd,
-            "abs_err": c.abs_err, "rel_err": c.rel_err,
-            "seconds": r.timing.seconds, "engine": r.timing.engine,
+            "abs_err": c.abs_err, "rel_err": c.rel_err, "figures": figures,
+            "cell_wall_s": r.timing.seconds, "cell_threads": r.timing.threads,
+            "ran_alone": c.ran_alone, "engine": r.timing.engine,
             "reason": c.reason, "axes": c.axes,
         }));
     }
@@ -147,14 +382,11 @@ pub fn write_junit(bundle: &Path, exp_id: &str, rows: &[Row]) -> Result<(), Bund
     for r in rows {
         let c = &r.record;
         let reason = c.reason.as_deref().unwrap_or("");
-        let body = format!(
-            "loss={} grad_ad={} grad_fd={} abs_err={} rel_err={}",
-            num(c.loss),
-            num(c.grad_ad),
-            num(c.grad_fd),
-            num(c.abs_err),
-            num(c.rel_err)
-        );
+        let body = figures_of(c)
+            .iter()
+            .map(|(k, v)| format!("{k}={}", num(*v)))
+            .collect::<Vec<_>>()
+            .join(" ");
         let failure = |kind: NonSuccessKind, ty: &str, text: &str| {
             let mut st = TestCaseStatus::non_success(kind);
             st.set_message(reason).set_type(ty).set_description(text);
@@ -193,95 +425,349 @@ fn md_cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
+/// The model as configured and as resolved: the numbers a render of the
+/// base configuration uses (C's defaults filled in: beam centre, oversample,
+/// mosaic domains, ...). Cells with model axes vary some of these.
 fn model_summary(exp: &Experiment) -> Vec<String> {
+    use crate::physics::params::Param as P;
     let m = &exp.resolved.model;
+    let sim = match crate::physics::Simulation::prepare(m, &exp.base_dir) {
+        Ok(sim) => sim,
+        Err(e) => return vec![format!("model: could not be resolved ({e})")],
+    };
+    let st = &sim.setup;
+    let u = |p: P| short(Some(st.user[p as usize]));
     let mut v = Vec::new();
-    if let Some(c) = m.crystal.cell {
-        v.push(format!(
+    match &m.crystal.mosflm_matrix {
+        Some(p) => v.push(format!("crystal: MOSFLM matrix {}", p.display())),
+        None => v.push(format!(
             "crystal: cell {} {} {} Å, {} {} {}°",
-            c[0], c[1], c[2], c[3], c[4], c[5]
-        ));
-    }
-    if let Some(p) = &m.crystal.mosflm_matrix {
-        v.push(format!("crystal: MOSFLM matrix {}", p.display()));
+            u(P::CellA),
+            u(P::CellB),
+            u(P::CellC),
+            u(P::CellAlpha),
+            u(P::CellBeta),
+            u(P::CellGamma)
+        )),
     }
     v.push(format!(
-        "crystal: N = {} x {} x {}, shape {:?}, default_F {}{}",
-        m.crystal.n_cells[0],
-        m.crystal.n_cells[1],
-        m.crystal.n_cells[2],
-        m.crystal.shape,
-        m.crystal.default_f,
+        "crystal: N = {} x {} x {}, shape {:?}, default_F {}{}; misset {} {} {}°",
+        u(P::NA),
+        u(P::NB),
+        u(P::NC),
+        st.shape,
+        u(P::DefaultF),
         m.crystal
             .hkl_file
             .as_ref()
             .map(|p| format!(", HKL {}", p.display()))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        u(P::MissetX),
+        u(P::MissetY),
+        u(P::MissetZ),
     ));
-    if let Some(ms) = m.crystal.misset_deg {
-        v.push(format!("crystal: misset {} {} {}°", ms[0], ms[1], ms[2]));
-    }
     v.push(format!(
         "mosaic: spread {}°, {} domain(s)",
-        m.crystal
-            .mosaic_spread_deg
-            .map(|x| x.to_string())
-            .unwrap_or_else(|| "0 (default)".into()),
-        m.crystal
-            .mosaic_domains
-            .map(|x| x.to_string())
-            .unwrap_or_else(|| "default".into())
+        u(P::MosaicSpread),
+        st.mosaic_deviates.len().max(1)
     ));
     v.push(format!(
-        "beam: wavelength {} Å{}",
-        m.beam.wavelength_a,
-        m.beam
-            .energy_ev
-            .map(|e| format!(" (energy {e} eV overrides)"))
-            .unwrap_or_default()
+        "beam: wavelength {} Å, {} source(s), fluence {} photons/m², polarization {}",
+        u(P::Wavelength),
+        st.sources.len(),
+        u(P::Fluence),
+        u(P::Polarization)
+    ));
+    let carry = serde_json::to_value(m.phi_carryover)
+        .ok()
+        .and_then(|v| v.as_str().map(|s| s.to_string()))
+        .unwrap_or_default();
+    v.push(format!(
+        "goniometer: phi0 {}°, oscillation {}° in {} step(s); phi carryover {carry}",
+        u(P::PhiStart),
+        u(P::OscRange),
+        st.phisteps
+    ));
+    let r = st.roi;
+    v.push(format!(
+        "detector: {:?}, pivot {:?}, {} x {} pixels of {} mm, distance {} mm, beam centre {} x {} mm (Xbeam x Ybeam; Fbeam {}, Sbeam {} mm), rotations {} {} {}°, two-theta {}°, oversample {}{}",
+        st.convention,
+        st.pivot,
+        st.fpixels,
+        st.spixels,
+        short(Some(st.pixel_size * 1e3)),
+        u(P::Distance),
+        short(Some(st.xbeam * 1e3)),
+        short(Some(st.ybeam * 1e3)),
+        u(P::BeamCenterF),
+        u(P::BeamCenterS),
+        u(P::DetectorRotX),
+        u(P::DetectorRotY),
+        u(P::DetectorRotZ),
+        u(P::Twotheta),
+        st.oversample,
+        if st.oversample_auto { " (automatic)" } else { "" },
     ));
     v.push(format!(
-        "goniometer: phi0 {}°, oscillation {}° in {} step(s); phi carryover {}",
-        m.goniometer.phi_start_deg,
-        m.goniometer
-            .osc_deg
-            .map(|x| x.to_string())
-            .unwrap_or_else(|| "default".into()),
-        m.goniometer
-            .phisteps
-            .map(|x| x.to_string())
-            .unwrap_or_else(|| "default".into()),
-        serde_json::to_value(m.phi_carryover)
-            .ok()
-            .and_then(|v| v.as_str().map(|s| s.to_string()))
-            .unwrap_or_default()
-    ));
-    v.push(format!(
-        "detector: {:?}, {} x {} pixels of {} mm, distance {} mm, beam centre {} x {} mm",
-        m.detector.convention,
-        m.detector
-            .fpixels
-            .map(|x| x.to_string())
-            .unwrap_or_else(|| "auto".into()),
-        m.detector
-            .spixels
-            .map(|x| x.to_string())
-            .unwrap_or_else(|| "auto".into()),
-        m.detector.pixel_size_mm,
-        m.detector.distance_mm,
-        m.detector
-            .xbeam_mm
-            .map(|x| x.to_string())
-            .unwrap_or_else(|| "default".into()),
-        m.detector
-            .ybeam_mm
-            .map(|x| x.to_string())
-            .unwrap_or_else(|| "default".into()),
+        "region of interest: fast {}..{}, slow {}..{} (inclusive); {} pixel-samples per render",
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        short(Some(sim.pixel_samples(r)))
     ));
     v
 }
 
-/// summary.md: verdict first, then configuration, every cell, commands, artifacts.
+/// The headline verdict: PASS, FAIL or NONSMOOTH, and how many cells were
+/// skipped and why, e.g. `PASS (2 of 4 cells skipped: no GPU)`.
+pub fn headline(verdict: Verdict, rows: &[Row]) -> String {
+    let mut why: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in rows.iter().filter(|r| r.record.status == Verdict::Skipped) {
+        *why.entry(skip_label(&r.record)).or_default() += 1;
+    }
+    let n: usize = why.values().sum();
+    if n == 0 {
+        return verdict.to_string();
+    }
+    let reasons = if why.len() == 1 {
+        why.keys().next().cloned().unwrap_or_default()
+    } else {
+        why.iter()
+            .map(|(k, c)| format!("{c} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{verdict} ({n} of {} cell{} skipped: {reasons})",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    )
+}
+
+/// Why a cell was skipped, in a few words.
+fn skip_label(c: &CellRecord) -> String {
+    if c.not_run {
+        "not run after --fail-fast".into()
+    } else if c.device_unavailable && c.device.starts_with("cuda") {
+        "no GPU".into()
+    } else if c.device_unavailable {
+        format!("no {}", c.device)
+    } else {
+        let r = c.reason.as_deref().unwrap_or("no reason given");
+        r.chars().take(60).collect()
+    }
+}
+
+// ---- The sections of each probe kind ----
+
+fn phi_cache_section(s: &mut String, rows: &[&Row]) {
+    let pc: Vec<&&Row> = rows
+        .iter()
+        .filter(|r| r.record.status != Verdict::Skipped)
+        .collect();
+    if pc.is_empty() {
+        return;
+    }
+    s.push_str("\n## Phi-carryover cache arithmetic (M2h.3)\n\n");
+    s.push_str("| cell | status | loss | expected loss | rel. err | d loss/d cell_a | expected | rel. err | central difference |\n|---|---|---|---|---|---|---|---|---|\n");
+    for r in pc {
+        let c = &r.record;
+        let d = c.details_as::<PhiCacheDetails>();
+        let d = d.as_ref();
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            c.id,
+            c.status.as_str(),
+            short(c.loss),
+            short(d.and_then(|d| d.expected_loss)),
+            short(d.and_then(|d| d.loss_rel_err)),
+            short(c.grad_ad),
+            short(d.and_then(|d| d.expected_grad)),
+            short(d.and_then(|d| d.grad_rel_err)),
+            short(c.grad_fd)
+        ));
+    }
+}
+
+fn gradcheck_section(s: &mut String, rows: &[&Row]) {
+    let gc: Vec<&&Row> = rows
+        .iter()
+        .filter(|r| r.record.status != Verdict::Skipped && r.record.grad_ad.is_some())
+        .collect();
+    if gc.is_empty() {
+        return;
+    }
+    s.push_str("\n## Gradient checks\n\n");
+    s.push_str("Loss = reduction of the ROI intensity; `grad_ad` by forward-mode dual numbers, `grad_fd` by central difference; pass when |ad - ref| <= atol + rtol |ref| for the loss and for every ROI pixel, and the image and derivative are non-zero.\n\n");
+    s.push_str("| cell | status | reference | loss | grad_ad | grad_fd | rel. err | worst pixel (fast, slow): ad vs ref | non-zero pixels |\n|---|---|---|---|---|---|---|---|---|\n");
+    for r in gc {
+        let c = &r.record;
+        let d = c.details_as::<GradcheckDetails>();
+        let wp = d
+            .as_ref()
+            .and_then(|d| d.worst_pixel.as_ref())
+            .map(|w| {
+                format!(
+                    "({}, {}): {} vs {}",
+                    w.fast,
+                    w.slow,
+                    short(w.d_ad),
+                    short(w.d_ref)
+                )
+            })
+            .unwrap_or_default();
+        let count = |n: Option<usize>| n.map(|n| n.to_string()).unwrap_or_else(|| "null".into());
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {}/{} |\n",
+            c.id,
+            c.status.as_str(),
+            d.as_ref().map(|d| d.reference.as_str()).unwrap_or(""),
+            short(c.loss),
+            short(c.grad_ad),
+            short(c.grad_fd),
+            short(c.rel_err),
+            wp,
+            count(d.as_ref().map(|d| d.nonzero_pixels)),
+            count(d.as_ref().map(|d| d.pixels)),
+        ));
+    }
+}
+
+fn parity_section(s: &mut String, rows: &[&Row]) {
+    let list: Vec<(&Row, ParityDetails)> = rows
+        .iter()
+        .filter_map(|r| r.record.details_as::<ParityDetails>().map(|d| (*r, d)))
+        .collect();
+    if list.is_empty() {
+        return;
+    }
+    s.push_str("\n## Parity with reference images\n\n");
+    s.push_str("Render against the reference image over the ROI: Pearson correlation, sum(render) / sum(reference), and max |render - reference| (absolute, and over max |reference|); each against its limit.\n\n");
+    s.push_str("| cell | status | correlation | limit | sum ratio | limit (\\|ratio - 1\\|) | max \\|difference\\| | max rel. difference | limit | reference |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for (r, d) in list {
+        let c = &r.record;
+        s.push_str(&format!(
+            "| `{}` | {} | {} | >= {} | {} | <= {} | {} | {} | <= {} | `{}` |\n",
+            c.id,
+            c.status.as_str(),
+            corr(d.correlation),
+            short(Some(d.min_correlation)),
+            short(d.sum_ratio),
+            short(Some(d.max_sum_ratio_err)),
+            short(d.max_abs_diff),
+            short(d.max_rel_diff),
+            short(Some(d.max_rel_diff_limit)),
+            md_cell(&d.reference),
+        ));
+    }
+}
+
+/// A correlation with the digits that matter near 1 (0.9999999987).
+fn corr(x: Option<f64>) -> String {
+    match x {
+        Some(v) if v.is_finite() => format!("{v:.10}"),
+        other => short(other),
+    }
+}
+
+fn simulate_section(s: &mut String, rows: &[&Row]) {
+    let list: Vec<(&Row, SimulateDetails)> = rows
+        .iter()
+        .filter_map(|r| r.record.details_as::<SimulateDetails>().map(|d| (*r, d)))
+        .collect();
+    if list.is_empty() {
+        return;
+    }
+    s.push_str("\n## Renders\n\n");
+    s.push_str("| cell | status | detector | image sum (ROI) | max | mean | non-zero pixels |\n|---|---|---|---|---|---|---|\n");
+    for (r, d) in list {
+        let c = &r.record;
+        s.push_str(&format!(
+            "| `{}` | {} | {} x {} | {} | {} | {} | {} |\n",
+            c.id,
+            c.status.as_str(),
+            d.fpixels,
+            d.spixels,
+            short(c.loss),
+            short(d.max),
+            short(d.mean),
+            d.nonzero_pixels
+        ));
+    }
+}
+
+fn benchmark_section(s: &mut String, rows: &[&Row]) {
+    let list: Vec<(&Row, BenchmarkDetails)> = rows
+        .iter()
+        .filter_map(|r| r.record.details_as::<BenchmarkDetails>().map(|d| (*r, d)))
+        .collect();
+    if list.is_empty() {
+        return;
+    }
+    let best = list
+        .iter()
+        .map(|(_, d)| d.pixel_samples_per_s)
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .fold(0.0f64, f64::max);
+    s.push_str("\n## Benchmarks\n\n");
+    s.push_str("Warm renders: median (min to max) seconds of the timed repeats; on a GPU also the kernels alone (CUDA events). Pixel-samples per second at the median. `x fastest`: how many times longer than the fastest cell of this bundle a pixel-sample takes (1 = the fastest). Compare cells of one bundle only (one machine: see Environment).\n\n");
+    s.push_str("| cell | status | device | threads | derivatives | repeats | median s (min to max) | kernel median s | pixel-samples/s | kernel pixel-samples/s | x fastest | ran alone |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (r, d) in &list {
+        let c = &r.record;
+        let ratio = if best > 0.0 && d.pixel_samples_per_s > 0.0 {
+            format!("{:.2}", best / d.pixel_samples_per_s)
+        } else {
+            "–".into()
+        };
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} | {} ({} to {}) | {} | {} | {} | {} | {} |\n",
+            c.id,
+            c.status.as_str(),
+            md_cell(&d.device_name),
+            if d.threads == 0 {
+                "–".to_string()
+            } else {
+                d.threads.to_string()
+            },
+            d.derivatives.len(),
+            d.repeats,
+            sig(d.median_s),
+            sig(d.min_s),
+            sig(d.max_s),
+            d.kernel_median_s.map(sig).unwrap_or_else(|| "–".into()),
+            sci(d.pixel_samples_per_s),
+            d.kernel_pixel_samples_per_s
+                .map(sci)
+                .unwrap_or_else(|| "–".into()),
+            ratio,
+            if c.ran_alone { "yes" } else { "no" },
+        ));
+    }
+    if list.iter().all(|(r, _)| r.record.ran_alone) {
+        s.push_str("\nEvery benchmark cell ran alone: no other cell of this run shared the machine while it was timed.\n");
+    } else {
+        s.push_str("\nA benchmark cell without `ran alone` shared the machine with other cells (a bundle from an older runner): its times may be inflated.\n");
+    }
+}
+
+/// Four significant digits (seconds).
+fn sig(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let digits = (3 - x.abs().log10().floor() as i32).max(0) as usize;
+    format!("{x:.digits$}")
+}
+
+/// Scientific with three significant digits (rates).
+fn sci(x: f64) -> String {
+    format!("{x:.2e}")
+}
+
+/// summary.md: the headline verdict (with skipped cells counted), a section
+/// per probe kind ([`KIND_REPORTS`]), pictures, every cell, the configuration
+/// (with resolved values), environment, commands, artifacts.
 #[allow(clippy::too_many_arguments)]
 pub fn write_summary(
     bundle: &Path,
@@ -327,7 +813,7 @@ pub fn write_summary_with(
     let verdict = t.overall(extra_failures);
     let meta = &exp.resolved.experiment;
     let mut s = String::new();
-    s.push_str(&format!("# {}: {verdict}\n\n", meta.id));
+    s.push_str(&format!("# {}: {}\n\n", meta.id, headline(verdict, rows)));
     s.push_str(&format!(
         "**Verdict: {verdict}.** {} cell(s): {} passed, {} failed, {} errored, {} skipped{}.\n",
         rows.len(),
@@ -367,99 +853,45 @@ pub fn write_summary_with(
         s.push_str(&format!("\n{}\n", meta.description.trim()));
     }
 
-    // Published comparisons (phi-cache with expected values).
-    let pc: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.record.kind == "phi-cache" && r.record.status != Verdict::Skipped)
-        .collect();
-    if !pc.is_empty() {
-        s.push_str("\n## Phi-carryover cache arithmetic (M2h.3)\n\n");
-        s.push_str("| cell | status | loss | expected loss | rel. err | d loss/d cell_a | expected | rel. err | central difference |\n|---|---|---|---|---|---|---|---|---|\n");
-        for r in pc {
-            let c = &r.record;
-            let d = c.details_as::<PhiCacheDetails>();
-            let d = d.as_ref();
-            s.push_str(&format!(
-                "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                c.id,
-                c.status.as_str(),
-                short(c.loss),
-                short(d.and_then(|d| d.expected_loss)),
-                short(d.and_then(|d| d.loss_rel_err)),
-                short(c.grad_ad),
-                short(d.and_then(|d| d.expected_grad)),
-                short(d.and_then(|d| d.grad_rel_err)),
-                short(c.grad_fd)
-            ));
-        }
-    }
-    let gc: Vec<&Row> = rows
-        .iter()
-        .filter(|r| {
-            r.record.kind == "gradcheck"
-                && r.record.status != Verdict::Skipped
-                && r.record.grad_ad.is_some()
-        })
-        .collect();
-    if !gc.is_empty() {
-        s.push_str("\n## Gradient checks\n\n");
-        s.push_str("Loss = reduction of the ROI intensity; `grad_ad` by forward-mode dual numbers, `grad_fd` by central difference; pass when |ad - ref| <= atol + rtol |ref| for the loss and for every ROI pixel, and the image and derivative are non-zero.\n\n");
-        s.push_str("| cell | status | reference | loss | grad_ad | grad_fd | rel. err | worst pixel (fast, slow): ad vs ref | non-zero pixels |\n|---|---|---|---|---|---|---|---|---|\n");
-        for r in gc {
-            let c = &r.record;
-            let d = c.details_as::<GradcheckDetails>();
-            let wp = d
-                .as_ref()
-                .and_then(|d| d.worst_pixel.as_ref())
-                .map(|w| {
-                    format!(
-                        "({}, {}): {} vs {}",
-                        w.fast,
-                        w.slow,
-                        short(w.d_ad),
-                        short(w.d_ref)
-                    )
-                })
-                .unwrap_or_default();
-            let count =
-                |n: Option<usize>| n.map(|n| n.to_string()).unwrap_or_else(|| "null".into());
-            s.push_str(&format!(
-                "| `{}` | {} | {} | {} | {} | {} | {} | {} | {}/{} |\n",
-                c.id,
-                c.status.as_str(),
-                d.as_ref().map(|d| d.reference.as_str()).unwrap_or(""),
-                short(c.loss),
-                short(c.grad_ad),
-                short(c.grad_fd),
-                short(c.rel_err),
-                wp,
-                count(d.as_ref().map(|d| d.nonzero_pixels)),
-                count(d.as_ref().map(|d| d.pixels)),
-            ));
+    // The figures each probe kind is about, one section per kind.
+    for k in KIND_REPORTS {
+        let of_kind: Vec<&Row> = rows.iter().filter(|r| r.record.kind == k.kind).collect();
+        if !of_kind.is_empty() {
+            (k.section)(&mut s, &of_kind);
         }
     }
 
     super::pictures::pictures_section(&mut s, rows, &notes.plots);
     s.push_str("\n## All cells\n\n");
-    s.push_str("| cell | probe | device | dtype | param | ROI (f0 f1 s0 s1) | status | loss | grad_ad | grad_fd | abs_err | rel_err | seconds | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("Each probe kind's figures are in its section above and in `results.csv`.\n\n");
+    s.push_str("| cell | probe (kind) | device | dtype | param | ROI fast, slow | status | cell wall s | note |\n|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let c = &r.record;
+        let mut note = c.reason.clone().unwrap_or_default();
+        if c.ran_alone {
+            if !note.is_empty() {
+                note.push_str("; ");
+            }
+            note.push_str("ran alone");
+        }
         s.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {:.3} | {} |\n",
+            "| `{}` | {} | {} | {} | {} | {}..{}, {}..{} | **{}** | {:.3} | {} |\n",
             c.id,
-            c.probe,
+            if c.probe == c.kind {
+                c.kind.clone()
+            } else {
+                format!("{} ({})", c.probe, c.kind)
+            },
             c.device,
             c.dtype,
             c.param.as_deref().unwrap_or("–"),
-            roi_str(&c.roi),
+            c.roi[0],
+            c.roi[1],
+            c.roi[2],
+            c.roi[3],
             c.status.as_str(),
-            short(c.loss),
-            short(c.grad_ad),
-            short(c.grad_fd),
-            short(c.abs_err),
-            short(c.rel_err),
             r.timing.seconds,
-            md_cell(c.reason.as_deref().unwrap_or(""))
+            md_cell(&note)
         ));
     }
 
@@ -471,8 +903,9 @@ pub fn write_summary_with(
             exp.sets.join("` `--set ")
         ));
     }
+    s.push_str("- resolved model (the values a render of the base configuration uses, defaults filled in):\n");
     for l in model_summary(exp) {
-        s.push_str(&format!("- {l}\n"));
+        s.push_str(&format!("  - {l}\n"));
     }
     let m = &exp.resolved.matrix;
     let axis = |name: &str, v: &Option<Vec<String>>| {
@@ -486,7 +919,7 @@ pub fn write_summary_with(
         s.push_str(&format!(
             "- matrix roi: {}\n",
             r.iter()
-                .map(|r| format!("[{}]", roi_str(r)))
+                .map(|r| format!("[{}, {}, {}, {}]", r[0], r[1], r[2], r[3]))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
@@ -557,14 +990,19 @@ pub fn write_summary_with(
             files.push(extra.to_string());
         }
     }
-    files.retain(|f| !f.rsplit('/').next().unwrap_or("").starts_with('.'));
+    // The journal of finished cells goes when the manifest is written.
+    files.retain(|f| {
+        !f.rsplit('/').next().unwrap_or("").starts_with('.') && f != super::journal::JOURNAL
+    });
     files.sort();
     for f in &files {
         let note = match f.as_str() {
             "experiment.toml" => " — fully resolved configuration",
             "commands.txt" => " — the command to re-run this",
             "env.json" => " — host, toolchain, versions, devices",
-            "results.csv" | "results.json" => " — one row per cell",
+            "results.csv" => " — one row per cell, one column per axis and figure",
+            "results.json" => " — one row per cell",
+            "plan.json" => " — the planned cells (what `--resume` runs)",
             "junit.xml" => " — one testcase per cell",
             "summary.md" => " — this report",
             MANIFEST => " — SHA-256 of every other file (`sha256sum -c sha256.txt`), written last",

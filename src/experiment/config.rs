@@ -196,7 +196,7 @@ impl ProbeSpec {
             b.warmup,
             b.repeats,
             b.derivative_params().len(),
-            b.threads.map(|t| t.to_string()).unwrap_or_else(|| "job share".into())
+            b.threads.map(|t| t.to_string()).unwrap_or_else(|| "every core".into())
         ),
     }
     }
@@ -380,7 +380,7 @@ pub struct BenchmarkProbe {
     pub derivatives: Vec<crate::physics::params::Param>,
     /// ... or the first N of the parameter list.
     pub derivative_count: usize,
-    /// CPU threads for this cell (default: the job's share of the cores).
+    /// CPU threads for this cell (default: every core; a benchmark cell runs alone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
     /// FAIL below this throughput (absent: measurement only).

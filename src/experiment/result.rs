@@ -218,6 +218,11 @@ pub struct CellRecord {
     /// Not run (--fail-fast stopped the run first); `--resume` runs it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub not_run: bool,
+    /// The cell had the machine to itself: no other cell ran while it did
+    /// (benchmark cells, whatever `--jobs`; see
+    /// [`runs_alone`](crate::experiment::run::runs_alone)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ran_alone: bool,
 }
 
 impl CellRecord {
@@ -244,6 +249,7 @@ impl CellRecord {
             files: o.files.clone(),
             device_unavailable: o.unavailable,
             not_run: false,
+            ran_alone: false,
         }
     }
 

@@ -4,6 +4,10 @@
 //! itself: the sink (the evidence bundle, `crate::evidence::bundle`) gives
 //! each cell its folder and records what it produced, as cargo-nextest
 //! separates its runner from its reporter.
+//!
+//! A cell whose kind [`runs_alone`] (benchmark) never shares the machine:
+//! it waits until the cells running finish, no other cell starts until it
+//! is done, and it gets every core (its record says `ran_alone`).
 
 use super::load::{load, Experiment};
 use super::matrix::{self, Cell};
@@ -13,7 +17,7 @@ use super::InputError;
 use crate::engine::Device;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Mutex, RwLock};
 use std::time::Instant;
 
 /// Test hook: abort the process (as if killed) after this many cells finish.
@@ -155,6 +159,13 @@ pub fn jobs_and_threads(requested: Option<usize>, cells: usize, biggest: u64) ->
     (jobs, (cores / jobs).max(1))
 }
 
+/// Whether cells of this probe kind must have the machine to themselves:
+/// benchmarks, whose timings another cell running at the same time would
+/// inflate.
+pub fn runs_alone(kind: &str) -> bool {
+    kind == "benchmark"
+}
+
 /// What to run and how.
 pub struct Schedule<'a> {
     /// The experiment.
@@ -197,22 +208,49 @@ pub fn run_cells(s: &Schedule, sink: &dyn CellSink) -> Scheduled {
     let mut out = Scheduled::default();
     let mut done = 0usize;
     let total = s.todo.len();
+    // Cells that run alone hold the gate exclusively, the others share it.
+    let gate = RwLock::new(());
+    // A cell that runs alone gets every core the jobs share.
+    let alone_threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(s.threads);
     std::thread::scope(|scope| {
         for _ in 0..s.jobs.min(total.max(1)) {
             let tx = tx.clone();
-            let (queue, stop) = (&queue, &stop);
+            let (queue, stop, gate) = (&queue, &stop, &gate);
             scope.spawn(move || {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(s.threads)
                     .build()
                     .ok();
+                let mut alone_pool: Option<rayon::ThreadPool> = None;
                 loop {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
                     let Some(i) = next else { break };
-                    let r = run_cell(s, &s.cells[i], sink, pool.as_ref());
+                    let cell = &s.cells[i];
+                    let r = if runs_alone(cell.kind) {
+                        let _alone = gate.write().unwrap_or_else(|e| e.into_inner());
+                        if alone_pool.is_none() {
+                            alone_pool = rayon::ThreadPoolBuilder::new()
+                                .num_threads(alone_threads)
+                                .build()
+                                .ok();
+                        }
+                        let threads = if alone_pool.is_some() {
+                            alone_threads
+                        } else {
+                            s.threads
+                        };
+                        let p = alone_pool.as_ref().or(pool.as_ref());
+                        run_cell(s, cell, sink, p, threads, true)
+                    } else {
+                        let _shared = gate.read().unwrap_or_else(|e| e.into_inner());
+                        run_cell(s, cell, sink, pool.as_ref(), s.threads, false)
+                    };
                     if tx.send((i, r)).is_err() {
                         break;
                     }
@@ -275,17 +313,21 @@ fn run_cell(
     cell: &Cell,
     sink: &dyn CellSink,
     pool: Option<&rayon::ThreadPool>,
+    threads: usize,
+    alone: bool,
 ) -> Result<Row, SinkError> {
     let dir = sink.open_cell(cell)?;
     let started = chrono::Utc::now();
     let t0 = Instant::now();
     let mut log = Log::new();
     log.line(format!(
-        "braggrun {} cell {} ({} rayon threads)",
+        "braggrun {} cell {} ({threads} rayon threads)",
         crate::VERSION,
         cell.id,
-        s.threads
     ));
+    if alone {
+        log.line("running alone: no other cell runs while this one does");
+    }
     let spread = spread_over_gpus(cell, &mut log);
     let cell = spread.as_ref().unwrap_or(cell);
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pool {
@@ -314,8 +356,10 @@ fn run_cell(
     }
     let seconds = t0.elapsed().as_secs_f64();
     log.line(format!("{} in {seconds:.3} s", outcome.status.as_str()));
+    let mut record = CellRecord::of(s.exp.id(), cell, &outcome);
+    record.ran_alone = alone;
     let row = Row {
-        record: CellRecord::of(s.exp.id(), cell, &outcome),
+        record,
         timing: Timing {
             seconds,
             started: started.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
@@ -323,7 +367,7 @@ fn run_cell(
                 .format("%Y-%m-%dT%H:%M:%S%.3fZ")
                 .to_string(),
             engine: outcome.engine.clone(),
-            threads: s.threads,
+            threads,
         },
     };
     sink.record_cell(&dir, &row, &log.text)?;

@@ -19,7 +19,9 @@ pub struct SimConfig {
     pub beam: BeamConfig,
     pub detector: DetectorConfig,
     pub goniometer: GoniometerConfig,
-    /// How a phi step with angle exactly 0 is treated (REFERENCE.md, "Phi carryover").
+    /// How a phi step with angle exactly 0 is treated: `spec` rotates by 0, `c-parity`
+    /// reuses the previous rotation as nanoBragg.c does (README, "Phi carryover";
+    /// github.com/hoidn/nanoBragg docs/bugs/c-parity-001.md).
     pub phi_carryover: PhiCarryover,
     /// Noise seed (`-seed N`; C uses -N internally). Absent: wall-clock time, as C.
     pub seed: Option<i64>,

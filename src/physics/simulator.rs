@@ -120,7 +120,8 @@ fn orientations<T: Real>(
     // moved off 0 follows the branch a fresh configuration would (and a
     // finite difference sees the jump the carryover makes).
     let phi_zero = phi_zero_at(setup, pv);
-    // Phi carryover (REFERENCE.md): a step whose angle is exactly 0 keeps the
+    // Phi carryover (README, "Phi carryover"; nanoBragg.c rotates only
+    // `if( phi != 0.0 )`, github.com/hoidn/nanoBragg docs/bugs/c-parity-001.md): a step whose angle is exactly 0 keeps the
     // most recent rotation: an earlier non-zero step of the same sweep, else
     // the last non-zero step of the previous sweep, else (first sweep of the
     // image) the unrotated cell. Zero-ness: `phi_zero_at` below.

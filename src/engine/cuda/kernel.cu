@@ -989,7 +989,7 @@ extern "C" __global__ void RENDER_REGS render_pixels(const Params P, const R* __
     if (INTERPOLATE && P.has_hkl) oor[g] = o;
 }
 
-// The published M2h.3 phi-cache arithmetic (REFERENCE.md), one thread, in
+// The published M2h.3 phi-cache arithmetic (docs/experiments.md, "phi-cache"), one thread, in
 // Dual<R, 1> (the cell's dtype, as the CPU engine computes it). v: the six
 // cell vectors a, b, c (Å), a*, b*, c* (1/Å) as 18 (value, d/d cell_a)
 // pairs, computed on the host in R. Step 0 of the fresh stack (scaled by

@@ -1,6 +1,6 @@
 //! The phi-cache probe's host path: the published M2h.3 phi-cache arithmetic
-//! (REFERENCE.md) run by the kernel's `phi_cache_probe` on the GPU, in dual
-//! numbers of the probe's precision.
+//! (docs/experiments.md, "phi-cache") run by the kernel's `phi_cache_probe`
+//! on the GPU, in dual numbers of the probe's precision.
 
 use super::compile::kernels;
 use super::device::{drv, gpu, guarded, probe_libraries};
@@ -12,7 +12,7 @@ use crate::physics::cell::cell_vectors;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use num_dual::{DualSVec32, DualSVec64};
 
-/// The M2h.3 phi-cache arithmetic (REFERENCE.md) computed on the GPU with
+/// The M2h.3 phi-cache arithmetic (docs/experiments.md, "phi-cache") computed on the GPU with
 /// dual numbers in `dtype`: (loss, d loss / d cell_a, device). The host
 /// computes the six cell vectors with value and d/d cell_a in that
 /// precision, as the CPU engine does; the kernel scales them, replaces step

@@ -110,7 +110,7 @@ pub(crate) fn prepare(exp: &Experiment, cell: &Cell, log: &mut Log) -> PResult<S
         sim.spixels()
     ));
     for n in sim.notes() {
-        log.line(format!("note: {n}"));
+        log.line(format!("note: {}", n.strip_prefix("note: ").unwrap_or(n)));
     }
     Ok(sim)
 }

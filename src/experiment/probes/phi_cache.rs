@@ -13,7 +13,7 @@ use crate::experiment::result::{details_map, Log, Outcome, PhiCacheDetails};
 use crate::physics::cell::cell_vectors;
 use crate::physics::scalar::{Real, Vec3};
 
-/// The M2h.3 phi-carryover cache arithmetic (REFERENCE.md), on the cell
+/// The M2h.3 phi-carryover cache arithmetic (docs/experiments.md, "phi-cache"), on the cell
 /// vectors built exactly as the physics builds them.
 pub fn phi_cache_loss<T: Real>(
     cell: [T; 6],
