@@ -19,13 +19,16 @@ use std::fmt;
 /// Floating-point precision of a render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum Dtype {
+    /// Single precision (`float32`).
     #[serde(rename = "float32")]
     F32,
+    /// Double precision (`float64`).
     #[serde(rename = "float64")]
     F64,
 }
 
 impl Dtype {
+    /// The name in TOML, on the command line and in results: `float32` or `float64`.
     pub fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "float32",
@@ -54,6 +57,7 @@ impl std::str::FromStr for Dtype {
 /// Where a render runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Device {
+    /// The CPU engine (rayon threads).
     Cpu,
     /// `cuda` (any GPU; the scheduler picks) or `cuda:N`.
     Cuda(Option<usize>),
@@ -91,6 +95,7 @@ impl std::str::FromStr for Device {
 /// What to render.
 #[derive(Debug, Clone)]
 pub struct RenderOptions {
+    /// Precision the render computes in.
     pub dtype: Dtype,
     /// Overrides the configuration's ROI: fast min, fast max, slow min, slow max (inclusive).
     pub roi: Option<[u32; 4]>,
@@ -101,6 +106,7 @@ pub struct RenderOptions {
 }
 
 impl RenderOptions {
+    /// A render of the configuration's ROI in `dtype`: no derivatives, no shifts.
     pub fn new(dtype: Dtype) -> Self {
         RenderOptions {
             dtype,
@@ -116,10 +122,15 @@ impl RenderOptions {
 /// (or masked) are 0.
 #[derive(Debug, Clone)]
 pub struct Rendered {
+    /// Detector width in pixels along the fast axis (C's fpixels).
     pub fpixels: usize,
+    /// Detector height in pixels along the slow axis (C's spixels).
     pub spixels: usize,
+    /// The rendered region: fast min, fast max, slow min, slow max (inclusive pixels).
     pub roi: [u32; 4],
+    /// The image (photons per pixel, C's floatimage), same layout.
     pub image: Vec<f64>,
+    /// d image / d parameter (in its user units) for each parameter asked for, same layout.
     pub derivatives: Vec<(Param, Vec<f64>)>,
     /// Which device rendered it, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H100".
     pub device: String,
@@ -144,6 +155,7 @@ impl Rendered {
         }
         out
     }
+    /// The derivative image for `p`; None when `p` was not asked for.
     pub fn derivative(&self, p: Param) -> Option<&[f64]> {
         self.derivatives
             .iter()

@@ -16,9 +16,11 @@ pub const MAX_DIRECTIONS: usize = 8;
 
 /// Real part and derivative components of a rendered scalar.
 pub trait Extract: Real {
+    /// The real part as f64.
     fn re64(&self) -> f64 {
         self.val()
     }
+    /// Derivative component `i` as f64 (0 for plain floats).
     fn eps64(&self, _i: usize) -> f64 {
         0.0
     }

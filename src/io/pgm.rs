@@ -4,13 +4,18 @@
 use super::IoError;
 use std::path::Path;
 
+/// A binary (P5) PGM image as read: size, maxval, comments and pixels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgmImage {
+    /// Width in pixels (fast axis).
     pub width: usize,
+    /// Height in pixels (slow axis).
     pub height: usize,
+    /// Largest pixel value the header declares (1 to 255).
     pub maxval: u32,
     /// Comment lines without their leading '#', trimmed.
     pub comments: Vec<String>,
+    /// Pixels, one byte each, fast index innermost.
     pub data: Vec<u8>,
 }
 
@@ -31,6 +36,7 @@ pub fn encode_pgm(width: usize, height: usize, scale: f64, data: &[u8]) -> Resul
     Ok(out)
 }
 
+/// Write `data` (`width` x `height` bytes) as nanoBragg's PGM with its `scale` comment, atomically.
 pub fn write_pgm(
     path: &Path,
     width: usize,
@@ -59,6 +65,7 @@ pub fn read_pgm(path: &Path) -> Result<PgmImage, IoError> {
     decode_pgm(path, &bytes)
 }
 
+/// Parse a binary (P5) PGM with maxval below 256 from `bytes`; `path` names it in errors.
 pub fn decode_pgm(path: &Path, bytes: &[u8]) -> Result<PgmImage, IoError> {
     if !bytes.starts_with(b"P5") {
         return Err(IoError::file(path, "not a binary PGM (no P5 magic)"));

@@ -15,11 +15,16 @@ pub const HEADER_BYTES: usize = 512;
 /// list are skipped so the header never contradicts the data.
 const RESERVED: [&str; 4] = ["HEADER_BYTES", "DIM", "BYTE_ORDER", "TYPE"];
 
+/// An SMV image as read: its header entries and unsigned 16-bit pixels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SmvImage {
+    /// Every `KEY=VALUE;` entry of the header, by key (HEADER_BYTES, BYTE_ORDER, SIZE1, ...).
     pub header: BTreeMap<String, String>,
+    /// Width in pixels along the fast axis (SIZE1).
     pub fpixels: usize,
+    /// Height in pixels along the slow axis (SIZE2).
     pub spixels: usize,
+    /// Pixel values, fast index innermost.
     pub data: Vec<u16>,
 }
 

@@ -28,6 +28,7 @@ pub fn num(x: f64) -> String {
 /// What a render needs: labelled items; None marks an overflow.
 #[derive(Debug, Default, Clone)]
 pub struct Need {
+    /// (label, bytes) of each allocation; None where the size overflows.
     pub items: Vec<(String, Option<u64>)>,
 }
 
@@ -99,6 +100,8 @@ pub struct RenderBudget<'a> {
 }
 
 impl<'a> RenderBudget<'a> {
+    /// The budget of a `fpixels` x `spixels` render (with a mask buffer when
+    /// `mask`) against `limit`: bytes, and where they come from (`io::memory::limit`).
     pub fn new(fpixels: usize, spixels: usize, mask: bool, limit: &'a (u64, String)) -> Self {
         RenderBudget {
             fpixels: fpixels as u64,

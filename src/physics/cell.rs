@@ -9,12 +9,19 @@ use super::scalar::{
 /// Real-space (Å) and reciprocal (Å^-1) cell vectors in the lab frame.
 #[derive(Clone, Copy, Debug)]
 pub struct CellVectors<T> {
+    /// Real-space cell vector a (Å), C's a.
     pub a: Vec3<T>,
+    /// Real-space cell vector b (Å), C's b.
     pub b: Vec3<T>,
+    /// Real-space cell vector c (Å), C's c.
     pub c: Vec3<T>,
+    /// Reciprocal cell vector a* (Å^-1), C's a_star.
     pub a_star: Vec3<T>,
+    /// Reciprocal cell vector b* (Å^-1), C's b_star.
     pub b_star: Vec3<T>,
+    /// Reciprocal cell vector c* (Å^-1), C's c_star.
     pub c_star: Vec3<T>,
+    /// Unit-cell volume (Å^3), C's V_cell.
     pub v_cell: T,
 }
 

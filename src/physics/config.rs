@@ -15,9 +15,13 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
+    /// The crystal: cell or matrix, misset, N, shape, mosaicity, structure factors.
     pub crystal: CrystalConfig,
+    /// The beam: wavelength, fluence, polarization, divergence, dispersion, sources.
     pub beam: BeamConfig,
+    /// The detector: pixels, distance, beam centre, convention, rotations, sensor, sampling.
     pub detector: DetectorConfig,
+    /// The goniometer: phi start, oscillation, steps and spindle axis.
     pub goniometer: GoniometerConfig,
     /// How a phi step with angle exactly 0 is treated: `spec` rotates by 0, `c-parity`
     /// reuses the previous rotation as nanoBragg.c does (README, "Phi carryover";
@@ -54,6 +58,7 @@ pub enum LatticeShape {
     Tophat,
 }
 
+/// The crystal as the user states it (Å, deg, mm; spec-a-core "Crystal").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CrystalConfig {
@@ -72,6 +77,7 @@ pub struct CrystalConfig {
     pub n_cells: [f64; 3],
     /// Crystal size along a, b, c (mm); sets N = ceil(size/|a|) (`-xtalsize`, `-xtal_x/y/z`).
     pub size_mm: Option<[f64; 3]>,
+    /// Lattice transform of the crystal shape, C's xtal_shape (`-square_xtal`, `-round_xtal`, ...).
     pub shape: LatticeShape,
     /// Scale of the spot-shape radius (`-fudge`).
     pub fudge: f64,
@@ -111,6 +117,8 @@ impl Default for CrystalConfig {
     }
 }
 
+/// The beam as the user states it (Å, eV, mm, mrad, percent, µm; spec-a-core
+/// "Sources, Divergence & Dispersion").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BeamConfig {
@@ -132,22 +140,27 @@ pub struct BeamConfig {
     pub nopolar: bool,
     /// Horizontal divergence range (mrad) (`-hdivrange`, `-divergence`).
     pub hdivrange_mrad: Option<f64>,
+    /// Horizontal divergence step (mrad) (`-hdivstep`).
     pub hdivstep_mrad: Option<f64>,
+    /// Horizontal divergence steps (`-hdivsteps`).
     pub hdivsteps: Option<i64>,
     /// Vertical divergence range (mrad) (`-vdivrange`, `-divergence`).
     pub vdivrange_mrad: Option<f64>,
+    /// Vertical divergence step (mrad) (`-vdivstep`).
     pub vdivstep_mrad: Option<f64>,
+    /// Vertical divergence steps (`-vdivsteps`).
     pub vdivsteps: Option<i64>,
     /// Spectral dispersion (percent) (`-dispersion`).
     pub dispersion_pct: Option<f64>,
     /// Step of the dispersion (percent) (no C flag; completes the auto-selection rule).
     pub dispstep_pct: Option<f64>,
+    /// Wavelengths sampled across the dispersion (`-dispsteps`).
     pub dispsteps: Option<i64>,
     /// Trim the divergence grid to an ellipse (`-round_div`, default; `-square_div` turns it off).
     pub round_div: bool,
     /// Source file: X Y Z weight lambda per line (`-sourcefile`).
     pub source_file: Option<PathBuf>,
-    /// Beam direction (unit vector from sample toward source; `-beam_vector`).
+    /// Beam direction: propagation, from the source through the sample (`-beam_vector`).
     pub beam_vector: Option<[f64; 3]>,
     /// E-vector of the incident beam (`-polar_vector`).
     pub polar_vector: Option<[f64; 3]>,
@@ -191,57 +204,76 @@ impl Default for BeamConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Convention {
+    /// ADXV: beam +Z, fast +X, slow -Y; beam pivot (`-adxv`).
     Adxv,
+    /// MOSFLM (default): beam +X, fast +Z, slow -Y; beam pivot; Fbeam = Ybeam + pixel/2 (`-mosflm`).
     #[default]
     Mosflm,
+    /// DENZO: MOSFLM's axes without the half-pixel beam-centre shift; beam pivot (`-denzo`).
     Denzo,
+    /// XDS: beam +Z, fast +X, slow +Y; sample pivot, near point from ORGX/ORGY (`-xds`).
     Xds,
+    /// DIALS: beam +Z, fast +X, slow +Y, spindle +Y; sample pivot (`-dials`).
     Dials,
+    /// CUSTOM: the user's vectors (from MOSFLM's, two-theta about +Y); pivot as given or chosen.
     Custom,
 }
 
+/// The point the detector rotates about (C's detector_pivot, `-pivot`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Pivot {
+    /// About the beam centre: the direct beam keeps hitting (Fbeam, Sbeam).
     Beam,
+    /// About the sample: the detector origin pix0_vector turns with the detector.
     Sample,
 }
 
+/// The detector as the user states it (mm, deg, µm, pixels; spec-a-core "Geometry & Conventions").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorConfig {
+    /// Axis convention: default axes, beam-centre mapping and pivot (`-mosflm`, `-xds`, ...).
     pub convention: Convention,
     /// Pivot; only honoured for CUSTOM (nanoBragg.c's conventions fix it).
     pub pivot: Option<Pivot>,
     /// Pixel size (mm) (`-pixel`).
     pub pixel_size_mm: f64,
-    /// Pixels along fast and slow (`-detpixels_f`, `-detpixels_s`, `-detpixels`).
+    /// Pixels along fast (`-detpixels_f`, `-detpixels`).
     pub fpixels: Option<u32>,
+    /// Pixels along slow (`-detpixels_s`, `-detpixels`).
     pub spixels: Option<u32>,
-    /// Detector size (mm) when no pixel count is given (`-detsize_f/_s`).
+    /// Detector size along fast (mm) when no pixel count is given (`-detsize_f`, `-detsize`).
     pub detsize_f_mm: f64,
+    /// Detector size along slow (mm) when no pixel count is given (`-detsize_s`, `-detsize`).
     pub detsize_s_mm: f64,
     /// Sample to beam-centre distance (mm) (`-distance`).
     pub distance_mm: f64,
     /// Sample to detector plane along its normal (mm) (`-close_distance`).
     pub close_distance_mm: Option<f64>,
-    /// Direct beam position (mm) (`-Xbeam`, `-Ybeam`).
+    /// Direct beam position X in the convention's frame (mm) (`-Xbeam`).
     pub xbeam_mm: Option<f64>,
+    /// Direct beam position Y in the convention's frame (mm) (`-Ybeam`).
     pub ybeam_mm: Option<f64>,
-    /// Near point (mm) (`-Xclose`, `-Yclose`).
+    /// Near point X (mm) (`-Xclose`).
     pub xclose_mm: Option<f64>,
+    /// Near point Y (mm) (`-Yclose`).
     pub yclose_mm: Option<f64>,
-    /// XDS origin (pixels) (`-ORGX`, `-ORGY`).
+    /// XDS origin along fast (pixels) (`-ORGX`).
     pub orgx: Option<f64>,
+    /// XDS origin along slow (pixels) (`-ORGY`).
     pub orgy: Option<f64>,
     /// Rotations about lab X, Y, Z (deg) (`-detector_rotx/y/z`).
     pub rot_deg: [f64; 3],
     /// Two-theta swing (deg) (`-twotheta`).
     pub twotheta_deg: f64,
+    /// Two-theta rotation axis (`-twotheta_axis`); default per convention.
     pub twotheta_axis: Option<[f64; 3]>,
-    /// Custom axes (`-fdet_vector`, `-sdet_vector`, `-odet_vector`).
+    /// Fast axis replacing the convention's (`-fdet_vector`).
     pub fdet_vector: Option<[f64; 3]>,
+    /// Slow axis replacing the convention's (`-sdet_vector`).
     pub sdet_vector: Option<[f64; 3]>,
+    /// Detector normal (`-odet_vector`); regenerated as fdet x sdet when not of unit length.
     pub odet_vector: Option<[f64; 3]>,
     /// Solid angle 1/R^2 only (`-point_pixel`).
     pub point_pixel: bool,
@@ -255,8 +287,11 @@ pub struct DetectorConfig {
     pub attenuation_depth_um: Option<f64>,
     /// Subpixels per pixel side (`-oversample`); absent: C's recommended value.
     pub oversample: Option<i64>,
+    /// Sensor absorption per subpixel rather than per pixel (`-oversample_thick`).
     pub oversample_thick: bool,
+    /// Polarization factor per subpixel rather than per pixel (`-oversample_polar`).
     pub oversample_polar: bool,
+    /// Solid angle per subpixel rather than per pixel (`-oversample_omega`).
     pub oversample_omega: bool,
     /// Region of interest: fast min, fast max, slow min, slow max, inclusive (`-roi`).
     pub roi: Option<[u32; 4]>,
@@ -303,6 +338,7 @@ impl Default for DetectorConfig {
     }
 }
 
+/// The goniometer as the user states it (deg): the phi scan and the spindle axis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct GoniometerConfig {

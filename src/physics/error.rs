@@ -7,8 +7,15 @@ use crate::io::IoError;
 /// A configuration problem, naming the key and the value.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    /// A value refused: the configuration key and why.
     #[error("{key}: {msg}")]
-    Invalid { key: String, msg: String },
+    Invalid {
+        /// The configuration key, e.g. `detector.distance_mm`.
+        key: String,
+        /// What is wrong with its value.
+        msg: String,
+    },
+    /// An input file that could not be read or parsed.
     #[error(transparent)]
     Io(#[from] IoError),
 }

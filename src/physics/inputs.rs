@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub struct InputFile<T> {
     /// The path read (relative paths already resolved); named in messages.
     pub path: PathBuf,
+    /// What reading it gave: the contents, or the error to report under the file's key.
     pub read: Result<T, IoError>,
 }
 

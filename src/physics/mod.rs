@@ -32,29 +32,48 @@ use structure_factors::HklGrid;
 /// A configuration resolved and its input files loaded: ready to render.
 #[derive(Clone, Debug)]
 pub struct Simulation {
+    /// The configuration as the user gave it.
     pub config: SimConfig,
+    /// The resolved setup the engines read.
     pub setup: Setup,
+    /// Structure factors on the HKL grid, when an HKL file is given.
     pub hkl: Option<HklGrid>,
+    /// Detector mask, fpixels x spixels, fast innermost (0 = skip the pixel), when given.
     pub mask: Option<Vec<u16>>,
 }
 
 /// Values for an SMV header and the summary (spec-a-core "SMV outputs").
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectorHeader {
+    /// Pixel size (mm); SMV PIXEL_SIZE.
     pub pixel_mm: f64,
+    /// Sample to beam centre along the beam (mm), C's distance; SMV DISTANCE.
     pub distance_mm: f64,
+    /// Sample to the detector plane along its normal (mm), C's close_distance; SMV CLOSE_DISTANCE.
     pub close_distance_mm: f64,
+    /// Central wavelength (Å); SMV WAVELENGTH.
     pub wavelength_a: f64,
+    /// Beam centre X in the convention's frame (mm), C's Xbeam; SMV BEAM_CENTER_X.
     pub xbeam_mm: f64,
+    /// Beam centre Y in the convention's frame (mm), C's Ybeam; SMV BEAM_CENTER_Y.
     pub ybeam_mm: f64,
+    /// Beam centre along the fast axis (mm), C's Fbeam (ADXV, MOSFLM and DENZO centres).
     pub fbeam_mm: f64,
+    /// Beam centre along the slow axis (mm), C's Sbeam (ADXV, MOSFLM and DENZO centres).
     pub sbeam_mm: f64,
+    /// Detector size along the slow axis (mm), C's detsize_s (for ADXV_CENTER_Y).
     pub detsize_s_mm: f64,
+    /// Near point along fast in pixels, Fclose / pixel + 0.5; SMV XDS_ORGX.
     pub orgx: f64,
+    /// Near point along slow in pixels, Sclose / pixel + 0.5; SMV XDS_ORGY.
     pub orgy: f64,
+    /// pix0_vector in DIALS's frame (mm): lab (z, y, -x); SMV DIALS_ORIGIN.
     pub dials_origin_mm: [f64; 3],
+    /// Phi start (deg); SMV PHI and OSC_START.
     pub phi0_deg: f64,
+    /// Oscillation range (deg); SMV OSC_RANGE.
     pub osc_deg: f64,
+    /// Detector two-theta (deg); SMV TWOTHETA.
     pub twotheta_deg: f64,
 }
 
@@ -69,15 +88,19 @@ impl Simulation {
             mask,
         })
     }
+    /// Detector width in pixels along the fast axis (C's fpixels).
     pub fn fpixels(&self) -> usize {
         self.setup.fpixels
     }
+    /// Detector height in pixels along the slow axis (C's spixels).
     pub fn spixels(&self) -> usize {
         self.setup.spixels
     }
+    /// Region of interest: fast min, fast max, slow min, slow max (inclusive pixels).
     pub fn roi(&self) -> [u32; 4] {
         self.setup.roi
     }
+    /// Notes from resolving the configuration (defaults chosen, vectors regenerated).
     pub fn notes(&self) -> &[String] {
         &self.setup.notes
     }
@@ -223,6 +246,7 @@ impl Simulation {
         out
     }
 
+    /// The values of the SMV header and the summary, at the base parameter values.
     pub fn header(&self) -> DetectorHeader {
         let s = &self.setup;
         let g = detector_geometry::<f64>(s, &s.base_values());

@@ -29,6 +29,7 @@ macro_rules! params {
                 match self { $( Param::$var => $unit, )* }
             }
 
+            /// What the parameter is, in words.
             pub fn description(self) -> &'static str {
                 match self { $( Param::$var => $doc, )* }
             }
@@ -98,6 +99,7 @@ impl Param {
         Param::CellGamma,
     ];
 
+    /// Every parameter name, comma separated (for messages).
     pub fn valid_names() -> String {
         Param::ALL
             .iter()
@@ -110,6 +112,7 @@ impl Param {
 /// Values of every continuous parameter, in scalar type T (units as [`Param::unit`]).
 #[derive(Clone, Copy, Debug)]
 pub struct ParamValues<T> {
+    /// Each parameter's value, indexed by [`Param`] (units as [`Param::unit`]).
     pub v: [T; 26],
     /// Parameters seeded with a derivative direction (lets the model keep
     /// faster forms that are exact only for constants, e.g. whole-number N).
@@ -120,10 +123,12 @@ pub struct ParamValues<T> {
 }
 
 impl<T: Real> ParamValues<T> {
+    /// The value of `p`.
     #[inline(always)]
     pub fn get(&self, p: Param) -> T {
         self.v[p as usize]
     }
+    /// Set the value of `p` (and its float64 copy in `exact`).
     pub fn set(&mut self, p: Param, x: T) {
         self.v[p as usize] = x;
         self.exact[p as usize] = x.val();

@@ -76,12 +76,16 @@ impl Ran1 {
 /// spread (its derivative flows through the angle only).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct UmatDeviates {
+    /// Azimuth of the random axis as a fraction of π (C's r1).
     pub r1: f64,
+    /// z component of the random axis (C's r2).
     pub r2: f64,
+    /// Sets the rotation angle, spread x (1 - r3^2)^(1/3) (C's r3).
     pub r3: f64,
 }
 
 impl UmatDeviates {
+    /// Draw r1, r2, r3 from `rng`, in C's order, each 2 ran1 - 1.
     pub fn draw(rng: &mut Ran1) -> Self {
         let r1 = 2.0 * rng.next_f32() as f64 - 1.0;
         let r2 = 2.0 * rng.next_f32() as f64 - 1.0;
@@ -188,6 +192,7 @@ pub fn umat2misset(umat: &[f64; 9]) -> [f64; 3] {
 /// cache lives in the struct.
 #[derive(Clone, Debug)]
 pub struct Poisson {
+    /// The uniform stream the deviates draw from.
     pub rng: Ran1,
     sq: f32,
     alxm: f32,
@@ -197,6 +202,7 @@ pub struct Poisson {
 }
 
 impl Poisson {
+    /// A stream from `seed` as C holds it (see [`Ran1::new`]).
     pub fn new(seed: i64) -> Self {
         Poisson {
             rng: Ran1::new(seed),
@@ -226,6 +232,8 @@ impl Poisson {
         }
     }
 
+    /// Poisson deviate (NR `poidev`) about the mean `xm`, float32 like C; above 1e6 the
+    /// Gaussian approximation xm + sqrt(xm) g.
     pub fn poidev(&mut self, xm: f32) -> f32 {
         if xm > 1.0e6 {
             return (xm as f64 + (xm as f64).sqrt() * self.gaussdev() as f64) as f32;

@@ -25,6 +25,7 @@ pub trait Real: DualNum + Copy + Send + Sync + 'static {
         let v = self.val();
         self + Self::cst((v as f32) as f64 - v)
     }
+    /// Whether the real part is exactly 0.0 (C's `== 0.0` tests).
     fn is_zero_exact(&self) -> bool {
         self.val() == 0.0
     }
@@ -37,45 +38,55 @@ impl<T: DualNum + Copy + Send + Sync + 'static> Real for T where T::Primitive: F
 pub struct Vec3<T>(pub [T; 3]);
 
 impl<T: Real> Vec3<T> {
+    /// The vector (x, y, z).
     #[inline(always)]
     pub fn new(x: T, y: T, z: T) -> Self {
         Vec3([x, y, z])
     }
+    /// A constant vector (no derivative) from f64 components.
     #[inline(always)]
     pub fn cst(v: [f64; 3]) -> Self {
         Vec3([T::cst(v[0]), T::cst(v[1]), T::cst(v[2])])
     }
+    /// The zero vector.
     #[inline(always)]
     pub fn zero() -> Self {
         Self::cst([0.0; 3])
     }
+    /// The lab X component.
     #[inline(always)]
     pub fn x(&self) -> T {
         self.0[0]
     }
+    /// The lab Y component.
     #[inline(always)]
     pub fn y(&self) -> T {
         self.0[1]
     }
+    /// The lab Z component.
     #[inline(always)]
     pub fn z(&self) -> T {
         self.0[2]
     }
+    /// The vector times the scalar `s`.
     #[inline(always)]
     pub fn scale(&self, s: T) -> Self {
         Vec3([self.0[0] * s, self.0[1] * s, self.0[2] * s])
     }
+    /// The real parts of the components.
     #[inline(always)]
     pub fn val(&self) -> [f64; 3] {
         [self.0[0].val(), self.0[1].val(), self.0[2].val()]
     }
 }
 
+/// Dot product x · y (C's dot_product).
 #[inline(always)]
 pub fn dot_product<T: Real>(x: &Vec3<T>, y: &Vec3<T>) -> T {
     x.0[0] * y.0[0] + x.0[1] * y.0[1] + x.0[2] * y.0[2]
 }
 
+/// Cross product x × y (C's cross_product).
 #[inline(always)]
 pub fn cross_product<T: Real>(x: &Vec3<T>, y: &Vec3<T>) -> Vec3<T> {
     Vec3([
@@ -85,6 +96,7 @@ pub fn cross_product<T: Real>(x: &Vec3<T>, y: &Vec3<T>) -> Vec3<T> {
     ])
 }
 
+/// Length |v| (C's magnitude), through the dual-safe square root.
 #[inline(always)]
 pub fn magnitude<T: Real>(v: &Vec3<T>) -> T {
     sqrt_safe(dot_product(v, v))
@@ -180,6 +192,7 @@ impl<T: Real> Mul<T> for Vec3<T> {
 /// C converts every angle flag with `atof(..)/RTD`, and so do we, bit for bit.
 pub const RTD: f64 = 180.0 * std::f64::consts::FRAC_1_PI;
 
+/// Degrees to radians, dividing by [`RTD`] as C does.
 #[inline(always)]
 pub fn deg2rad<T: Real>(x: T) -> T {
     x / T::cst(RTD)

@@ -40,63 +40,106 @@ const AVOGADRO: f64 = 6.02214179e23;
 /// Everything resolved, flat, as the engines read it; see the module doc.
 #[derive(Clone, Debug)]
 pub struct Setup {
+    /// Detector width in pixels along the fast axis (C's fpixels).
     pub fpixels: usize,
+    /// Detector height in pixels along the slow axis (C's spixels).
     pub spixels: usize,
+    /// Region of interest: fast min, fast max, slow min, slow max (inclusive pixels).
     pub roi: [u32; 4],
+    /// Pixel edge length (m), C's pixel_size.
     pub pixel_size: f64,
+    /// Detector size along the fast axis (m), C's detsize_f.
     pub detsize_f: f64,
+    /// Detector size along the slow axis (m), C's detsize_s.
     pub detsize_s: f64,
+    /// The convention the axes and beam centre were resolved in.
     pub convention: Convention,
+    /// The point the detector rotates about (C's detector_pivot).
     pub pivot: Pivot,
-    /// Unrotated detector axes and lab vectors (unit).
+    /// Fast axis before rotations and two-theta (unit), C's fdet_vector.
     pub fdet0: [f64; 3],
+    /// Slow axis before rotations and two-theta (unit), C's sdet_vector.
     pub sdet0: [f64; 3],
+    /// Detector normal before rotations and two-theta (unit), C's odet_vector.
     pub odet0: [f64; 3],
+    /// Beam propagation direction, from the source through the sample (unit), C's beam_vector.
     pub beam: [f64; 3],
+    /// Incident E-vector (unit), C's polar_vector.
     pub polar: [f64; 3],
+    /// Phi rotation axis (unit), C's spindle_vector.
     pub spindle: [f64; 3],
+    /// Axis of the two-theta swing (unit), C's twotheta_axis.
     pub twotheta_axis: [f64; 3],
     /// close_distance given by the user (else derived from distance).
     pub close_distance_given: bool,
+    /// Beam centre X as the convention states it (m), C's Xbeam.
     pub xbeam: f64,
+    /// Beam centre Y as the convention states it (m), C's Ybeam.
     pub ybeam: f64,
+    /// Subpixels per pixel side, C's oversample.
     pub oversample: usize,
     /// The oversampling was C's recommendation (no `detector.oversample`).
     pub oversample_auto: bool,
+    /// Sensor absorption per subpixel rather than per pixel (C's oversample_thick).
     pub oversample_thick: bool,
+    /// Polarization factor per subpixel rather than per pixel (C's oversample_polar).
     pub oversample_polar: bool,
+    /// Solid angle per subpixel rather than per pixel (C's oversample_omega).
     pub oversample_omega: bool,
+    /// Solid angle 1/R^2 only, no obliquity factor (C's point_pixel).
     pub point_pixel: bool,
+    /// Spherical detector: every pixel at the same distance (C's curved_detector).
     pub curved: bool,
+    /// Layers through the sensor, C's detector_thicksteps.
     pub thicksteps: usize,
+    /// Layer thickness (m), C's detector_thickstep.
     pub thickstep: f64,
+    /// Sensor thickness (m), C's detector_thick; 0 = none.
     pub thick: f64,
+    /// Sensor attenuation coefficient (1/m), C's detector_mu.
     pub mu: f64,
+    /// The sources in C's loop order (divergence grid by dispersion, or the source file's).
     pub sources: Vec<Source>,
+    /// Polarization correction off (C's nopolar).
     pub nopolar: bool,
+    /// Resolution cut d-min (m), C's dmin; 0 = none.
     pub dmin: f64,
+    /// Water background thickness (m), C's water_size; 0 = no background.
     pub water_size: f64,
+    /// Where the cell comes from: cell parameters or a MOSFLM A matrix.
     pub cell_source: CellSource,
+    /// Which of Na, Nb, Nc exceed 1 at the base point.
     pub n_gt1: [bool; 3],
+    /// Lattice transform of the crystal shape (C's xtal_shape).
     pub shape: LatticeShape,
+    /// Scale of the spot-shape radius (C's fudge).
     pub fudge: f64,
+    /// The mosaic spread is above 0 at the base point.
     pub mosaic_on: bool,
+    /// The random deviates of each mosaic domain (C's mosaic_domains, from mosaic_seed).
     pub mosaic_deviates: Vec<UmatDeviates>,
     /// With a spread of 0: the domains a spread just above 0 would use (the
     /// domain edge of mosaic_spread); else empty.
     pub mosaic_deviates_edge: Vec<UmatDeviates>,
+    /// Phi steps per image, C's phisteps.
     pub phisteps: usize,
     /// phi step i is exactly 0.0 at the base point (C's `phi != 0.0` test).
     pub phi_zero: Vec<bool>,
+    /// Tricubic interpolation of F is on (C's interpolate).
     pub interpolate: bool,
+    /// How a phi step at exactly 0 is treated (spec or C parity).
     pub carryover: PhiCarryover,
+    /// Samples per pixel, C's steps: sources x mosaic domains x phi steps x oversample^2.
     pub steps: usize,
-    /// Parameter values: user units, C's internal value, and d internal / d user.
+    /// Each parameter's value in user units (Å, deg, mm, ...), indexed by [`Param`].
     pub user: [f64; 26],
+    /// C's internal value of each parameter (m, rad, ...), indexed by [`Param`].
     pub internal: [f64; 26],
+    /// d internal / d user of each parameter (1e-3 for mm, 1/RTD for deg, ...).
     pub scale: [f64; 26],
     /// Which parameters have a meaning here (cell_* not with a matrix).
     pub applicable: [bool; 26],
+    /// Notes for the user from resolving (defaults chosen, vectors regenerated).
     pub notes: Vec<String>,
 }
 
@@ -108,6 +151,7 @@ impl Setup {
         c::<T>(self.internal[i]) + (pv.get(p) - c::<T>(self.user[i])) * c::<T>(self.scale[i])
     }
 
+    /// The base point: every parameter at its user value, no derivative directions.
     pub fn base_values(&self) -> ParamValues<f64> {
         ParamValues {
             v: self.user,
@@ -120,11 +164,17 @@ impl Setup {
 /// The models of one configuration, resolved and not yet flattened.
 #[derive(Clone, Debug)]
 pub struct Models {
+    /// The resolved detector: pixels, distance, beam centre, axes.
     pub detector: Detector,
+    /// The resolved beam: wavelength, direction, fluence, sources.
     pub beam: Beam,
+    /// The resolved goniometer: the spindle axis.
     pub goniometer: Goniometer,
+    /// The resolved phi scan: start, step, count.
     pub scan: Scan,
+    /// The resolved crystal: cell or matrix, misset, N, mosaic domains.
     pub crystal: Crystal,
+    /// The resolved sensor layers: thickness, attenuation, layer count.
     pub thickness: Thickness,
 }
 
@@ -423,15 +473,25 @@ pub fn crystal_cell<T: Real>(s: &Setup, pv: &ParamValues<T>) -> super::cell::Cel
 /// The detector after rotations, pivot and two-theta.
 #[derive(Clone, Copy, Debug)]
 pub struct DetectorGeometry<T> {
+    /// Fast axis after rotations and two-theta (unit), C's fdet_vector.
     pub fdet: Vec3<T>,
+    /// Slow axis after rotations and two-theta (unit), C's sdet_vector.
     pub sdet: Vec3<T>,
+    /// Detector normal after rotations and two-theta (unit), C's odet_vector.
     pub odet: Vec3<T>,
+    /// Detector origin, the outer corner of pixel (0, 0), in the lab frame (m), C's pix0_vector.
     pub pix0: Vec3<T>,
+    /// Sample to the detector plane along its normal (m), C's close_distance.
     pub close_distance: T,
+    /// Sample to the beam centre along the beam (m), C's distance.
     pub distance: T,
+    /// Beam centre along the fast axis (m), C's Fbeam.
     pub fbeam: T,
+    /// Beam centre along the slow axis (m), C's Sbeam.
     pub sbeam: T,
+    /// Near point (foot of the normal from the sample) along the fast axis (m), C's Fclose.
     pub fclose: T,
+    /// Near point along the slow axis (m), C's Sclose.
     pub sclose: T,
 }
 

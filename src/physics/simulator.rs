@@ -21,17 +21,24 @@ pub type Orientation<T> = [Vec3<T>; 3];
 
 /// Everything the pixel loop needs, in scalar T.
 pub struct Model<'a, T> {
+    /// The resolved setup this model was built from.
     pub setup: &'a Setup,
+    /// The structure factors, when an HKL file is given.
     pub hkl: Option<&'a HklGrid>,
+    /// The detector frame at the render's parameter values (axes, pix0_vector, distances).
     pub geo: DetectorGeometry<T>,
+    /// Incident E-vector (unit), C's polar_vector.
     pub polar_vector: Vec3<T>,
     /// (incident unit vector, λ in metres) per source.
     pub sources: Vec<(Vec3<T>, T)>,
-    /// `[phi][domain]` orientations for the first executed phi sweep of the
-    /// image and for every later sweep (they differ only in c-parity mode).
+    /// `[phi][domain]` orientations for the first executed phi sweep of the image.
     pub orient_first: Vec<Orientation<T>>,
+    /// `[phi][domain]` orientations for every later phi sweep (they differ from
+    /// `orient_first` only in c-parity mode).
     pub orient_rest: Vec<Orientation<T>>,
+    /// Reciprocal vectors a*, b*, c* (Å^-1, lab frame, after misset), for the lattice factor.
     pub recip: [Vec3<T>; 3],
+    /// Na, Nb, Nc, taken as 1 where below 1 (C's Na, Nb, Nc).
     pub n: [T; 3],
     /// Which N take part in the square lattice factor (N > 1, or N = 1 with
     /// a derivative: the one-sided derivative at the domain edge).
@@ -46,10 +53,13 @@ pub struct Model<'a, T> {
     /// derivatives stay float32). Near a Bragg peak d/dN grows as h/(h -
     /// round h), so float32 indices alone give N derivatives to ~1 digit.
     pub hi: Option<Box<Model<'a, f64>>>,
+    /// Kahn polarization factor K (C's polarization).
     pub kahn: T,
+    /// Structure factor off the HKL grid or without one (C's default_F).
     pub default_f: T,
     /// r_e^2 · fluence / steps
     pub scale: T,
+    /// Constant water background I_bg (spec-a-core "Background").
     pub i_bg: T,
 }
 
@@ -197,7 +207,9 @@ fn orientations<T: Real>(
 /// How structure factors are looked up for a pixel (see [`FMode`] users).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FMode {
+    /// Tricubic interpolation for every evaluation.
     Interpolate,
+    /// The nearest grid point for every evaluation.
     Nearest,
     /// Interpolate until evaluation number `e` of this pixel, nearest from it on
     /// (C switches interpolation off for good at the first out-of-range one).
@@ -205,6 +217,8 @@ pub enum FMode {
 }
 
 impl<'a, T: Real> Model<'a, T> {
+    /// The per-image work at parameter values `pv`: detector frame, sources, the
+    /// orientations of every phi step and mosaic domain, and the scale.
     pub fn build(setup: &'a Setup, hkl: Option<&'a HklGrid>, pv: &ParamValues<T>) -> Self {
         let geo = detector_geometry(setup, pv);
         let lambda0 = setup.iv(Param::Wavelength, pv);

@@ -7,18 +7,26 @@ use crate::io::hkl::Reflection;
 /// l fastest. Points the file does not list hold the fill value (default_F).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HklGrid {
+    /// Smallest h on the grid (C's h_min).
     pub h_min: i32,
+    /// Largest h on the grid (C's h_max).
     pub h_max: i32,
+    /// Smallest k on the grid (C's k_min).
     pub k_min: i32,
+    /// Largest k on the grid (C's k_max).
     pub k_max: i32,
+    /// Smallest l on the grid (C's l_min).
     pub l_min: i32,
+    /// Largest l on the grid (C's l_max).
     pub l_max: i32,
+    /// F at every grid point, h outermost and l innermost.
     pub data: Vec<f64>,
     /// Number of reflections read from the file.
     pub count: usize,
 }
 
 impl HklGrid {
+    /// A grid over `min..=max` in (h, k, l), every point `fill`.
     pub fn new(min: [i32; 3], max: [i32; 3], fill: f64) -> Self {
         let n =
             ((max[0] - min[0] + 1) * (max[1] - min[1] + 1) * (max[2] - min[2] + 1)).max(0) as usize;
@@ -66,6 +74,7 @@ impl HklGrid {
         ((h - self.h_min) as usize * kr + (k - self.k_min) as usize) * lr
             + (l - self.l_min) as usize
     }
+    /// Whether (h, k, l) lies on the grid.
     #[inline(always)]
     pub fn contains(&self, h: i32, k: i32, l: i32) -> bool {
         h >= self.h_min
@@ -75,10 +84,12 @@ impl HklGrid {
             && l >= self.l_min
             && l <= self.l_max
     }
+    /// Set F at (h, k, l), which must lie on the grid.
     pub fn set(&mut self, h: i32, k: i32, l: i32, f: f64) {
         let i = self.index(h, k, l);
         self.data[i] = f;
     }
+    /// F at (h, k, l); None off the grid.
     #[inline(always)]
     pub fn get(&self, h: i32, k: i32, l: i32) -> Option<f64> {
         if self.contains(h, k, l) {

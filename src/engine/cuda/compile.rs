@@ -37,11 +37,13 @@ pub enum PtxSource {
 /// What preparing a kernel did.
 #[derive(Debug, Clone)]
 pub struct KernelInfo {
+    /// The kernel variant prepared (precision, directions, shape, interpolation).
     pub variant: KernelVariant,
     /// NVRTC options (they are part of the cache key)
     pub options: Vec<String>,
     /// sha256 key of the PTX cache
     pub key: String,
+    /// Where its PTX came from (compiled, disk cache or memory).
     pub source: PtxSource,
     /// seconds spent getting the PTX (compile, disk read or memory look-up)
     pub ptx_seconds: f64,

@@ -264,12 +264,19 @@ pub(super) fn kernel_inputs<T: Extract>(
 /// float64 model buffers and the HKL grid as little-endian f64, the pixel
 /// list as i32 pairs. Lets CI check the kernel without a GPU.
 pub struct HostKernelInputs {
+    /// The `struct Params` bytes, in C's layout.
     pub params: Vec<u8>,
+    /// The model buffer `mdl` (`M_*` offsets; NV values a scalar: value, then derivatives).
     pub model: Vec<f64>,
+    /// The float64 model (float32 renders with derivatives, `hi_index`); else one 0.
     pub hi: Vec<f64>,
+    /// F on the HKL grid, h outermost and l innermost; one 0 without a grid.
     pub hkl: Vec<f64>,
+    /// The pixel list as (fast, slow) pairs with a mask; one 0 for the ROI rectangle.
     pub pixels: Vec<i32>,
+    /// Number of pixels rendered (the ROI's, or the list's length).
     pub npix: usize,
+    /// The kernel to compile (its `-D` defines).
     pub variant: KernelVariant,
 }
 

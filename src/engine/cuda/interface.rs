@@ -61,12 +61,17 @@ impl<const N: usize> CField for [i32; N] {
 /// One field of [`Params`]: its name, C type and place in the Rust struct.
 #[derive(Debug, Clone, Copy)]
 pub struct ParamsField {
+    /// Field name, the same in Rust and C.
     pub name: &'static str,
+    /// C type of one element (`double` or `int`).
     pub c_type: &'static str,
+    /// Array length; None for a scalar.
     pub len: Option<usize>,
     /// `offset_of!` in the Rust struct
     pub offset: usize,
+    /// Size in bytes (`size_of`).
     pub size: usize,
+    /// The field's doc comment, written after it in the header as a C comment.
     pub doc: &'static str,
 }
 
@@ -109,22 +114,33 @@ kernel_params! {
         mu: f64,
         /// detector thickness (m)
         thick: f64,
-        /// resolution cut (Å), 0 none
+        /// resolution cut d-min (m), 0 none
         dmin: f64,
+        /// water background thickness (m), 0 none
         water_size: f64,
+        /// scale of the spot-shape radius (C's fudge)
         fudge: f64,
         /// unit beam direction
         beam: [f64; 3],
+        /// subpixels per pixel side
         oversample: i32,
+        /// layers through the sensor
         thicksteps: i32,
+        /// number of sources
         nsources: i32,
         /// phi steps x mosaic domains
         norient: i32,
+        /// 1: spherical detector (curved_det)
         curved: i32,
+        /// 1: solid angle 1/R^2 only (point_pixel)
         point_pixel: i32,
+        /// 1: no polarization correction (nopolar)
         nopolar: i32,
+        /// 1: solid angle per subpixel
         oversample_omega: i32,
+        /// 1: sensor absorption per subpixel
         oversample_thick: i32,
+        /// 1: polarization factor per subpixel
         oversample_polar: i32,
         /// which of Na, Nb, Nc exceed 1
         n_gt1: [i32; 3],
@@ -132,25 +148,37 @@ kernel_params! {
         n_whole: [i32; 3],
         /// three or more live parameters: sincg lifted from a scalar dual
         lifted: i32,
+        /// 1: an HKL grid is given
         has_hkl: i32,
         /// the HKL grid holds at least one reflection
         hkl_count_pos: i32,
+        /// smallest h on the HKL grid
         h_min: i32,
+        /// largest h on the HKL grid
         h_max: i32,
+        /// smallest k on the HKL grid
         k_min: i32,
+        /// largest k on the HKL grid
         k_max: i32,
+        /// smallest l on the HKL grid
         l_min: i32,
+        /// largest l on the HKL grid
         l_max: i32,
         /// index (in the pixel list) of the pixel holding the first phi sweep, -1 none
         first_pixel: i32,
         /// 0: interpolate; 1: re-run (nearest, SwitchAt for switch_pixel)
         nearest_mode: i32,
+        /// index of the pixel that interpolates until switch_eval, -1 none
         switch_pixel: i32,
+        /// evaluation of switch_pixel from which F is looked up nearest
         switch_eval: i32,
         /// 1: pixels from the list (a mask); 0: the ROI rectangle, row by row
         pix_list: i32,
+        /// first fast pixel of the ROI rectangle
         roi_f0: i32,
+        /// first slow pixel of the ROI rectangle
         roi_s0: i32,
+        /// width of the ROI rectangle (pixels along fast)
         roi_nf: i32,
         /// 1: float32 with derivatives; lattice factors at float64 indices
         /// from the float64 model (simulator.rs Model::hi)
@@ -181,7 +209,9 @@ impl Params {
 pub trait GpuReal:
     DeviceRepr + ValidAsZeroBits + Copy + Default + Unpin + Send + Sync + 'static
 {
+    /// The kernel's `REAL` from an f64 (rounded for float).
     fn of(x: f64) -> Self;
+    /// The value as f64.
     fn to(self) -> f64;
 }
 impl GpuReal for f64 {
@@ -276,16 +306,22 @@ pub const ORIENT_LEN: usize = 9;
 /// A constant's value as C writes it.
 #[derive(Debug, Clone, Copy)]
 pub enum CValue {
+    /// A `double` constant.
     F64(f64),
+    /// A `float` constant (`f` suffix).
     F32(f32),
+    /// A `double` array, with its length as `<NAME>_LEN`.
     F64s(&'static [f64]),
 }
 
 /// A number the kernel and the Rust physics both use.
 #[derive(Debug, Clone, Copy)]
 pub struct SharedConstant {
+    /// The macro name in the header.
     pub name: &'static str,
+    /// The value, taken from its Rust source.
     pub value: CValue,
+    /// What it is; written above its `#define`.
     pub doc: &'static str,
 }
 
@@ -368,9 +404,13 @@ fn c_f32(x: f32) -> String {
 /// registers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KernelVariant {
+    /// Precision the kernel computes in (`-DREAL=`).
     pub dtype: Dtype,
+    /// Derivative directions each scalar carries (`-DNDIR=`, 0 to 8).
     pub directions: usize,
+    /// Lattice shape compiled in (`-DSHAPE=`).
     pub shape: LatticeShape,
+    /// Tricubic interpolation of F compiled in (`-DINTERPOLATE=`).
     pub interpolate: bool,
 }
 

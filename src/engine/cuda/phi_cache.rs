@@ -63,9 +63,13 @@ pub fn phi_cache_probe(
 /// What the phi-cache kernel computes: the probe's settings.
 #[derive(Clone, Copy, Debug)]
 pub struct PhiCacheSettings {
+    /// Scale of the stored ("phi-final") cell vectors, used at step 0.
     pub stored_scale: f64,
+    /// Scale of the fresh stack, used at every later step.
     pub fresh_scale: f64,
+    /// Phi steps summed over.
     pub steps: u64,
+    /// Precision of the dual numbers the kernel computes in.
     pub dtype: Dtype,
 }
 

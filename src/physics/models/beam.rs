@@ -20,6 +20,7 @@ const SOURCE_DISTANCE: f64 = 10.0;
 /// One source: direction from sample toward the source (unit) and its wavelength.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Source {
+    /// Unit vector from the sample toward the source (C's source_X, source_Y, source_Z).
     pub dir: [f64; 3],
     /// λ = λ0 * factor (generated sources) ...
     pub lambda_factor: f64,
@@ -32,12 +33,14 @@ pub struct Source {
 pub struct Beam {
     /// Central wavelength λ0 (m).
     pub wavelength: f64,
-    /// Unit vector from the sample toward the source.
+    /// Beam propagation direction, from the source through the sample (unit),
+    /// C's beam_vector.
     pub direction: [f64; 3],
     /// The incident E-vector (unit).
     pub polar_vector: [f64; 3],
     /// Kahn polarization factor K.
     pub polarization: f64,
+    /// Polarization correction off (C's nopolar): the factor is 1.
     pub nopolar: bool,
     /// Photons/m^2.
     pub fluence: f64,
@@ -47,6 +50,7 @@ pub struct Beam {
     pub dmin: f64,
     /// Water background thickness (m).
     pub water_size: f64,
+    /// The sources in C's loop order (divergence grid by dispersion, or the source file's).
     pub sources: Vec<Source>,
 }
 
@@ -179,8 +183,11 @@ fn sources_from_file(
 /// radians and relative wavelength.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DivergenceGrid {
+    /// Horizontal divergence: (hdivsteps, hdivrange, hdivstep), angles in rad.
     pub h: (i64, f64, f64),
+    /// Vertical divergence: (vdivsteps, vdivrange, vdivstep), angles in rad.
     pub v: (i64, f64, f64),
+    /// Dispersion: (dispsteps, dispersion, dispstep) as fractions of λ0.
     pub disp: (i64, f64, f64),
 }
 

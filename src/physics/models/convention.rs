@@ -8,13 +8,19 @@ use crate::physics::config::Convention;
 /// The unit vectors a convention starts from.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConventionAxes {
-    /// From the sample toward the source.
+    /// Beam propagation direction, from the source through the sample, C's beam_vector.
     pub beam: [f64; 3],
+    /// Fast detector axis, C's fdet_vector.
     pub fdet: [f64; 3],
+    /// Slow detector axis, C's sdet_vector.
     pub sdet: [f64; 3],
+    /// Detector normal, C's odet_vector.
     pub odet: [f64; 3],
+    /// Axis of the two-theta swing, C's twotheta_axis.
     pub twotheta_axis: [f64; 3],
+    /// Incident E-vector, C's polar_vector.
     pub polar: [f64; 3],
+    /// Phi rotation axis, C's spindle_vector.
     pub spindle: [f64; 3],
 }
 

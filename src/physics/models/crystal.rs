@@ -16,6 +16,7 @@ use crate::physics::structure_factors::HklGrid;
 /// Where the unit cell comes from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CellSource {
+    /// From the cell parameters a, b, c (Å), α, β, γ (deg) (`crystal.cell`).
     Cell,
     /// MOSFLM A matrix: [a*, b*, c*] in Å^-1 · λ(Å).
     Matrix([[f64; 3]; 3]),
@@ -24,7 +25,9 @@ pub enum CellSource {
 /// The mosaic domains: spread (radians) and each domain's random deviates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mosaic {
+    /// Mosaic spread (rad), C's mosaic_spread.
     pub spread: f64,
+    /// The random deviates of each mosaic domain (C's mosaic_domains, from mosaic_seed).
     pub deviates: Vec<UmatDeviates>,
     /// With a spread of 0: the domains a spread just above 0 would use (the
     /// domain edge of mosaic_spread); else empty.
@@ -35,6 +38,7 @@ pub struct Mosaic {
 /// (that needs the cell vectors: [`n_from_size`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Crystal {
+    /// Where the cell comes from: cell parameters or a MOSFLM A matrix.
     pub cell_source: CellSource,
     /// The cell as given (Å, deg), with [`CellSource::Cell`].
     pub cell: Option<[f64; 6]>,
@@ -42,10 +46,15 @@ pub struct Crystal {
     pub misset: [f64; 3],
     /// ... and in degrees as the parameter table shows them.
     pub misset_deg: [f64; 3],
+    /// Unit cells along a, b, c as the user gave them (C's Na, Nb, Nc).
     pub n_cells: [f64; 3],
+    /// Lattice transform of the crystal shape (C's xtal_shape).
     pub shape: LatticeShape,
+    /// Scale of the spot-shape radius (C's fudge).
     pub fudge: f64,
+    /// Structure factor of reflections not in the HKL file (C's default_F).
     pub default_f: f64,
+    /// The mosaic domains: spread and deviates.
     pub mosaic: Mosaic,
 }
 

@@ -15,28 +15,43 @@ use crate::physics::scalar::{cross_product, unitize, Vec3};
 /// A resolved detector (lengths in metres, angles as the user gave them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Detector {
+    /// Detector width in pixels along the fast axis (C's fpixels).
     pub fpixels: usize,
+    /// Detector height in pixels along the slow axis (C's spixels).
     pub spixels: usize,
     /// fast min, fast max, slow min, slow max (inclusive).
     pub roi: [u32; 4],
+    /// Pixel edge length (m), C's pixel_size.
     pub pixel_size: f64,
+    /// Detector size along the fast axis (m), C's detsize_f.
     pub detsize_f: f64,
+    /// Detector size along the slow axis (m), C's detsize_s.
     pub detsize_s: f64,
+    /// The convention the axes and beam centre follow.
     pub convention: Convention,
+    /// The point the detector rotates about (C's detector_pivot).
     pub pivot: Pivot,
-    /// Unrotated unit axes.
+    /// Fast axis before rotations (unit), C's fdet_vector.
     pub fdet: [f64; 3],
+    /// Slow axis before rotations (unit), C's sdet_vector.
     pub sdet: [f64; 3],
+    /// Detector normal before rotations (unit), C's odet_vector.
     pub odet: [f64; 3],
+    /// Axis of the two-theta swing (unit), C's twotheta_axis.
     pub twotheta_axis: [f64; 3],
     /// Sample to beam centre along the beam.
     pub distance: f64,
     /// Sample to the detector plane along its normal, when given.
     pub close_distance: Option<f64>,
+    /// Rotations about lab X, Y, Z (deg), C's detector_rotx/y/z.
     pub rot_deg: [f64; 3],
+    /// Two-theta swing (deg), C's detector_twotheta.
     pub twotheta_deg: f64,
+    /// Beam centre, near point and pivot.
     pub centre: BeamCentre,
+    /// Solid angle 1/R^2 only, no obliquity factor (C's point_pixel).
     pub point_pixel: bool,
+    /// Spherical detector: every pixel at the same distance (C's curved_detector).
     pub curved: bool,
 }
 
@@ -44,15 +59,19 @@ pub struct Detector {
 /// the sample) in detector coordinates, and the pivot.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BeamCentre {
-    /// The beam centre as the user's convention states it (Xbeam, Ybeam).
+    /// Beam centre X as the user's convention states it (m), C's Xbeam.
     pub xbeam: f64,
+    /// Beam centre Y as the user's convention states it (m), C's Ybeam.
     pub ybeam: f64,
-    /// The beam centre along the fast and slow axes (Fbeam, Sbeam).
+    /// Beam centre along the fast axis (m), C's Fbeam.
     pub fbeam: f64,
+    /// Beam centre along the slow axis (m), C's Sbeam.
     pub sbeam: f64,
-    /// The near point along fast and slow (Fclose, Sclose).
+    /// Near point along the fast axis (m), C's Fclose.
     pub fclose: f64,
+    /// Near point along the slow axis (m), C's Sclose.
     pub sclose: f64,
+    /// The point the detector rotates about (C's detector_pivot).
     pub pivot: Pivot,
 }
 

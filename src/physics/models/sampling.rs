@@ -15,6 +15,7 @@ pub struct Thickness {
     pub thick: f64,
     /// Attenuation coefficient (1/m).
     pub mu: f64,
+    /// Layers through the sensor, C's detector_thicksteps.
     pub steps: usize,
     /// Layer thickness (m).
     pub step: f64,
@@ -27,10 +28,13 @@ pub struct Sampling {
     pub oversample: usize,
     /// The oversampling is C's recommendation (no `detector.oversample`).
     pub oversample_auto: bool,
-    /// Thickness, polarization and solid angle per subpixel rather than per pixel.
+    /// Sensor absorption per subpixel rather than per pixel (C's oversample_thick).
     pub oversample_thick: bool,
+    /// Polarization factor per subpixel rather than per pixel (C's oversample_polar).
     pub oversample_polar: bool,
+    /// Solid angle per subpixel rather than per pixel (C's oversample_omega).
     pub oversample_omega: bool,
+    /// The layers through the sensor.
     pub thickness: Thickness,
 }
 

@@ -10,10 +10,13 @@ use crate::physics::scalar::RTD;
 /// A resolved scan (radians).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scan {
+    /// Start angle (rad), C's phi0.
     pub phi0: f64,
     /// Oscillation range.
     pub osc: f64,
+    /// Phi step (rad), C's phistep.
     pub phistep: f64,
+    /// Phi steps per image, C's phisteps.
     pub phisteps: usize,
     /// phi step i is exactly 0.0 (C's `phi != 0.0` test).
     pub phi_zero: Vec<bool>,
