@@ -65,7 +65,8 @@ fn results_csv_has_one_typed_value_per_column() {
     let file = write(tmp.path(), "sweep.toml", SWEEP);
     let bundle = run(&file, &tmp.path().join("runs"), &[]);
     let (head, rows) = read_csv(&bundle);
-    assert_eq!(rows.len(), 8);
+    // gradcheck: 2 params x 2 n_cells; simulate uses no param: 2 n_cells.
+    assert_eq!(rows.len(), 6);
     for col in [
         "id",
         "device",
@@ -183,7 +184,7 @@ phisteps = 4
 
 [matrix]
 dtype = ["float64", "float32"]
-param = ["cell_a", "distance", "wavelength"]
+"model.crystal.n_cells" = [[4.0, 4.0, 4.0], [5.0, 5.0, 5.0], [6.0, 6.0, 6.0]]
 
 [[probe]]
 kind = "simulate"
