@@ -825,29 +825,6 @@ fn sci(x: f64) -> String {
     format!("{x:.2e}")
 }
 
-/// summary.md: the headline verdict (with skipped cells counted), a section
-/// per probe kind ([`KIND_REPORTS`]), pictures, every cell, the configuration
-/// (with resolved values), environment, commands, artifacts.
-#[allow(clippy::too_many_arguments)]
-pub fn write_summary(
-    bundle: &Path,
-    exp: &Experiment,
-    rows: &[Row],
-    commands: &str,
-    env: &Value,
-    extra_failures: &[String],
-) -> Result<(), BundleError> {
-    write_summary_with(
-        bundle,
-        exp,
-        rows,
-        commands,
-        env,
-        extra_failures,
-        &SummaryNotes::default(),
-    )
-}
-
 /// Extra content of summary.md: notes under the verdict (shard, merge) and
 /// plots in the bundle root (relative paths) to link.
 #[derive(Debug, Clone, Default)]
@@ -858,7 +835,10 @@ pub struct SummaryNotes {
     pub plots: Vec<String>,
 }
 
-/// [`write_summary`] with notes and plots; cells' PNGs are linked too.
+/// summary.md: the headline verdict (with skipped cells counted), a section
+/// per probe kind ([`KIND_REPORTS`]), pictures, every cell, the configuration
+/// (with resolved values), environment, commands, artifacts.
+/// `notes` go under the verdict, and its plots and the cells' PNGs are linked.
 #[allow(clippy::too_many_arguments)]
 pub fn write_summary_with(
     bundle: &Path,
