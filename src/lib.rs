@@ -1,9 +1,11 @@
 //! braggrun: a differentiable nanoBragg-class simulator (CPU and CUDA) and an
 //! experiment runner that leaves verifiable evidence bundles.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod engine;
-pub mod evidence;
+pub(crate) mod evidence;
 pub mod experiment;
 pub mod io;
 pub mod physics;

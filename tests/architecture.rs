@@ -464,3 +464,201 @@ fn comments_and_strings_are_not_edges_but_super_paths_are() {
         "{bad:?}"
     );
 }
+
+// ---- The README's architecture section names the tree as it is ----
+
+/// The README's `## Architecture` section: from its heading to the next
+/// `## ` heading (or the end).
+fn architecture_section(readme: &str) -> Option<&str> {
+    let start = readme.find("\n## Architecture\n")? + 1;
+    let body = &readme[start + 3..];
+    let end = body.find("\n## ").map_or(readme.len(), |e| start + 3 + e);
+    Some(&readme[start..end])
+}
+
+/// The cells of a Markdown table row (`| a | b |`), trimmed; `None` for a
+/// line that is not a row, or is the rule under a head.
+fn table_cells(line: &str) -> Option<Vec<&str>> {
+    let l = line.trim();
+    if !l.starts_with('|') || l.starts_with("| ---") || l.starts_with("|---") {
+        return None;
+    }
+    Some(l.trim_matches('|').split(" | ").map(str::trim).collect())
+}
+
+/// The back-quoted spans of a text.
+fn code_spans(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+/// Whether a back-quoted span names a module path (`setup.rs`, `cuda/`,
+/// `io/picture`, `beam`, `kernel.cu`) rather than a macro, a type, a flag or a
+/// file format.
+fn is_module_name(span: &str) -> bool {
+    let stem = span
+        .trim_end_matches('/')
+        .trim_end_matches(".rs")
+        .trim_end_matches(".cu");
+    !stem.is_empty()
+        && stem.split('/').all(|part| {
+            part.starts_with(|c: char| c.is_ascii_lowercase())
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+}
+
+/// Whether `name` (a span of the row of layer `dir`) is a file or folder of
+/// the tree: `tree` holds every path under src/ (`io/hkl.rs`, folders with a
+/// trailing `/`). A name resolves under src/ itself or anywhere below the
+/// layer's folder; one without an ending may be a `.rs` file or a folder.
+fn names_a_path(name: &str, dir: &str, tree: &BTreeSet<String>) -> bool {
+    let bare = name.trim_end_matches('/');
+    let forms: Vec<String> = if name.ends_with('/') {
+        vec![format!("{bare}/")]
+    } else if bare.ends_with(".rs") || bare.ends_with(".cu") {
+        vec![bare.to_string()]
+    } else {
+        vec![format!("{bare}.rs"), format!("{bare}/")]
+    };
+    forms.iter().any(|f| {
+        tree.contains(f)
+            || tree
+                .iter()
+                .any(|p| p.starts_with(dir) && p.ends_with(&format!("/{f}")))
+    })
+}
+
+/// What the architecture section gets wrong about the tree: a layer path or a
+/// module it names that does not exist, and a top-level module of src/ (a
+/// folder or a file other than lib.rs and main.rs) that no layer row names.
+fn readme_problems(section: &str, tree: &BTreeSet<String>) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut named_tops = BTreeSet::new();
+    let mut rows = 0;
+    for line in section.lines() {
+        let Some(cells) = table_cells(line) else {
+            continue;
+        };
+        // A layer row: | layer | `src/<top>/` | what lives there |
+        let Some(path) = cells
+            .get(1)
+            .and_then(|c| code_spans(c).first().copied())
+            .and_then(|p| p.strip_prefix("src/"))
+        else {
+            continue;
+        };
+        rows += 1;
+        if !tree.contains(path) {
+            bad.push(format!("README names src/{path}, which does not exist"));
+        }
+        named_tops.insert(path.to_string());
+        let dir = path.trim_end_matches(".rs").trim_end_matches('/');
+        for span in cells.iter().skip(2).flat_map(|c| code_spans(c)) {
+            if is_module_name(span) && !names_a_path(span, &format!("{dir}/"), tree) {
+                bad.push(format!(
+                    "README's row for src/{path} names `{span}`, which is not under src/{dir}/ or src/"
+                ));
+            }
+        }
+    }
+    if rows == 0 {
+        bad.push("README's architecture section has no layer rows".to_string());
+    }
+    for top in tree.iter().filter(|p| {
+        let rest = p.trim_end_matches('/');
+        !rest.contains('/') && *p != "lib.rs" && *p != "main.rs"
+    }) {
+        if !named_tops.contains(top) {
+            bad.push(format!("src/{top} is named by no layer row of the README"));
+        }
+    }
+    bad
+}
+
+/// Every file and folder under `dir`, relative to `root` (folders with a
+/// trailing `/`).
+fn list_tree(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let rel = p
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        if p.is_dir() {
+            out.insert(format!("{rel}/"));
+            list_tree(&p, root, out);
+        } else {
+            out.insert(rel);
+        }
+    }
+}
+
+#[test]
+fn readme_architecture_names_the_tree_as_it_is() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = architecture_section(&readme).expect("README has ## Architecture");
+    let src = root.join("src");
+    let mut tree = BTreeSet::new();
+    list_tree(&src, &src, &mut tree);
+    let bad = readme_problems(section, &tree);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    // The other folders it names exist too.
+    let mut others = 0;
+    for line in section
+        .lines()
+        .skip_while(|l| !l.starts_with("Other folders"))
+    {
+        if let Some(cells) = table_cells(line) {
+            for span in code_spans(cells[0]) {
+                others += 1;
+                assert!(root.join(span).exists(), "README names {span}");
+            }
+        }
+    }
+    assert!(others >= 4, "{others} other folders read");
+}
+
+#[test]
+fn readme_check_catches_a_missing_module_and_an_unnamed_folder() {
+    let tree: BTreeSet<String> = [
+        "io/",
+        "io/mod.rs",
+        "io/hkl.rs",
+        "io/picture/",
+        "io/picture/map.rs",
+        "cli/",
+        "cli/mod.rs",
+        "extra/",
+        "extra/mod.rs",
+        "lib.rs",
+        "main.rs",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let section = "## Architecture\n\n| layer | path | what |\n| --- | --- | --- |\n\
+        | io | `src/io/` | `hkl`, `map`, `io/picture`, `.npy`, `Params`, `outln!` |\n\
+        | cli | `src/cli/` | `mod.rs`, `gone.rs`, `old/` |\n\
+        | physics | `src/physics/` | x |\n";
+    let bad = readme_problems(section, &tree);
+    assert_eq!(bad.len(), 4, "{bad:#?}");
+    assert!(bad[0].contains("`gone.rs`"), "{bad:#?}");
+    assert!(bad[1].contains("`old/`"), "{bad:#?}");
+    assert!(
+        bad[2].contains("src/physics/, which does not exist"),
+        "{bad:#?}"
+    );
+    assert!(
+        bad[3].contains("src/extra/ is named by no layer row"),
+        "{bad:#?}"
+    );
+    // and the section of a README is found, up to the next heading
+    let readme = "# x\n\n## Speed\n\nfast\n\n## Architecture\n\nlayers\n\n## Next\n\nmore\n";
+    assert_eq!(
+        architecture_section(readme),
+        Some("## Architecture\n\nlayers\n")
+    );
+}

@@ -180,41 +180,7 @@ enum Cmd {
         allow_large: bool,
     },
     /// Run every cell and leave an evidence bundle; the last stdout line is its path.
-    Run {
-        /// The experiment file (TOML; docs/experiments.md describes it).
-        file: PathBuf,
-        /// Bundles go to OUT/<experiment id>/<UTC timestamp>/.
-        #[arg(long, default_value = "runs")]
-        out: PathBuf,
-        /// Keep only cells with this axis value (id, kind, probe, device, dtype, param, roi,
-        /// model.<key>); repeating a key keeps either value. Repeatable.
-        #[arg(long = "only", value_name = "KEY=VALUE")]
-        only: Vec<String>,
-        /// Cells run at once (default: min(cores, cells)); each gets cores/jobs rayon threads.
-        /// Benchmark cells always run alone, on every core.
-        #[arg(long, value_name = "N")]
-        jobs: Option<usize>,
-        /// Stop starting cells after the first FAIL or ERROR.
-        #[arg(long)]
-        fail_fast: bool,
-        /// Finish an interrupted bundle: run only its missing or failed cells.
-        #[arg(long, value_name = "BUNDLE")]
-        resume: Option<PathBuf>,
-        /// A cell on this device (cuda, cpu, cuda:N) that is skipped for lack of the device fails.
-        #[arg(long, value_name = "DEVICE")]
-        require_device: Vec<String>,
-        /// Override a key of the experiment: KEY=VALUE, KEY dotted (model.detector.distance_mm),
-        /// VALUE parsed as TOML, else a string; `matrix.model.<key>` sets a model axis.
-        /// Repeatable; RUNNER_* variables override it (docs/experiments.md).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
-        /// Allow more than 256 cells (at most 100000).
-        #[arg(long)]
-        allow_large: bool,
-        /// Run only shard K of N (1-based): the cells at plan positions i with i % N == K-1.
-        #[arg(long, value_name = "K/N")]
-        shard: Option<experiment::shard::Shard>,
-    },
+    Run(RunArgs),
     /// Combine the shard bundles of one experiment into one bundle at OUT
     /// (a SHARD folder may also hold several shard bundles, e.g. downloaded artifacts).
     Merge {
@@ -439,32 +405,9 @@ fn dispatch() -> Ended {
             only,
             allow_large,
         } => plan(&file, format, shards, &sets, &only, allow_large),
-        Cmd::Run {
-            file,
-            out,
-            only,
-            jobs,
-            fail_fast,
-            resume,
-            require_device,
-            sets,
-            allow_large,
-            shard,
-        } => run::run(&RunArgs {
-            file,
-            out,
-            only,
-            jobs,
-            fail_fast,
-            resume,
-            require_device,
-            sets,
-            allow_large,
-            shard,
-            argv,
-        })
-        .map(Ended::of_verdict)
-        .map_err(Ended::from),
+        Cmd::Run(args) => run::run(&RunArgs { argv, ..args })
+            .map(Ended::of_verdict)
+            .map_err(Ended::from),
         Cmd::Merge {
             out,
             shards,

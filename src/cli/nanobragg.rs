@@ -9,7 +9,8 @@
 //! intimage.img, image.pgm, noiseimage.img; `-nopgm` and `-nonoise` drop the
 //! last two). `-deriv` adds derivative images (float32 .bin and float64 .npy).
 
-pub use crate::experiment::nanobragg_flags::{apply_smv_header, parse_args, usage, NanobraggArgs};
+pub(crate) use crate::experiment::nanobragg_flags::usage;
+pub use crate::experiment::nanobragg_flags::{parse_args, NanobraggArgs};
 
 use crate::engine::{self, RenderOptions, Rendered};
 use crate::io::{self, c_fmt_g};
@@ -20,12 +21,20 @@ use std::path::Path;
 
 /// nanoBragg's summary statistics over the ROI (C lines after the pixel loop).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Stats {
+pub(crate) struct Stats {
+    /// The largest pixel value over the unmasked ROI pixels (C's max_I; the
+    /// default SMV scale is 55000 / max_I, spec-a-core "SMV outputs").
     pub max_i: f64,
     /// Pixel (fast, slow) where max_I was first reached (0, 0 if none > 0).
     pub max_pixel: (usize, usize),
+    /// Mean pixel value over the unmasked ROI pixels (C's mean).
     pub mean: f64,
+    /// Root mean square pixel value over the unmasked ROI pixels,
+    /// sqrt(sum I^2 / (n - 1)) as C computes it (C's rms).
     pub rms: f64,
+    /// Root-mean-square deviation from `mean` over every ROI pixel, masked or
+    /// not, with n - 1 in the denominator (C's rmsd; the default PGM scale is
+    /// 250 / (5 rmsd)).
     pub rmsd: f64,
     /// Pixels counted for mean and rms (ROI, unmasked).
     pub n: usize,
@@ -34,7 +43,12 @@ pub struct Stats {
 /// Statistics as C computes them from its float image: max, mean and rms over
 /// unmasked ROI pixels; rmsd about that mean over every ROI pixel.
 /// `image` holds values already rounded to float32.
-pub fn roi_stats(image: &[f32], fpixels: usize, roi: [u32; 4], mask: Option<&[u16]>) -> Stats {
+pub(crate) fn roi_stats(
+    image: &[f32],
+    fpixels: usize,
+    roi: [u32; 4],
+    mask: Option<&[u16]>,
+) -> Stats {
     let [f0, f1, s0, s1] = roi.map(|v| v as usize);
     let spixels = image.len() / fpixels.max(1);
     let in_roi = |f: usize, s: usize| f >= f0 && f <= f1 && s >= s0 && s <= s1;
@@ -81,7 +95,13 @@ pub fn roi_stats(image: &[f32], fpixels: usize, roi: [u32; 4], mask: Option<&[u1
 
 /// The SMV integer image: ROI pixels `floor(clip(x*scale + adc, 0, 65535) + 0.5)`
 /// (C rounds through `floorf`), others 0.
-pub fn int_image(image: &[f32], fpixels: usize, roi: [u32; 4], scale: f64, adc: f64) -> Vec<u16> {
+pub(crate) fn int_image(
+    image: &[f32],
+    fpixels: usize,
+    roi: [u32; 4],
+    scale: f64,
+    adc: f64,
+) -> Vec<u16> {
     let [f0, f1, s0, s1] = roi.map(|v| v as usize);
     let mut out = vec![0u16; image.len()];
     for (idx, o) in out.iter_mut().enumerate() {
@@ -97,7 +117,7 @@ pub fn int_image(image: &[f32], fpixels: usize, roi: [u32; 4], scale: f64, adc: 
 
 /// The noise image: ROI pixels drawn from Poisson(x) in C's order, plus adc,
 /// clipped to [0, 65535] and truncated; others 0. Returns (image, photons, overloads).
-pub fn noise_image(
+pub(crate) fn noise_image(
     image: &[f32],
     fpixels: usize,
     roi: [u32; 4],
@@ -126,7 +146,7 @@ pub fn noise_image(
 }
 
 /// The PGM bytes: ROI pixels `min(255, x*scale)` truncated, others 0.
-pub fn pgm_image(image: &[f32], fpixels: usize, roi: [u32; 4], scale: f64) -> Vec<u8> {
+pub(crate) fn pgm_image(image: &[f32], fpixels: usize, roi: [u32; 4], scale: f64) -> Vec<u8> {
     let [f0, f1, s0, s1] = roi.map(|v| v as usize);
     image
         .iter()
@@ -183,7 +203,7 @@ fn smv_header(sim: &Simulation, fpixels: usize, spixels: usize) -> Vec<(String, 
 /// `runner nanobragg [flags]`. Exit codes: 0 done (or `-h`), 2 no arguments
 /// (the usage is printed), bad arguments or inputs (nothing written), 1
 /// render or write failure.
-pub fn run(args: &[String]) -> i32 {
+pub(crate) fn run(args: &[String]) -> i32 {
     if args.is_empty() {
         crate::out!("{}", usage());
         return 2;

@@ -15,21 +15,45 @@ use crate::experiment::shard::ShardRecord;
 use crate::experiment::{shard, InputError};
 use std::path::PathBuf;
 
-/// The arguments of `runner run`.
-#[derive(Debug, Clone, Default)]
+/// The arguments of `runner run`: the command line's flags (declared here
+/// once, for clap) and the command line as given.
+#[derive(clap::Args, Debug, Clone, Default)]
 pub(crate) struct RunArgs {
+    /// The experiment file (TOML; docs/experiments.md describes it).
     pub file: PathBuf,
+    /// Bundles go to OUT/<experiment id>/<UTC timestamp>/.
+    #[arg(long, default_value = "runs")]
     pub out: PathBuf,
+    /// Keep only cells with this axis value (id, kind, probe, device, dtype, param, roi,
+    /// model.<key>); repeating a key keeps either value. Repeatable.
+    #[arg(long = "only", value_name = "KEY=VALUE")]
     pub only: Vec<String>,
+    /// Cells run at once (default: min(cores, cells)); each gets cores/jobs rayon threads.
+    /// Benchmark cells always run alone, on every core.
+    #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Stop starting cells after the first FAIL or ERROR.
+    #[arg(long)]
     pub fail_fast: bool,
+    /// Finish an interrupted bundle: run only its missing or failed cells.
+    #[arg(long, value_name = "BUNDLE")]
     pub resume: Option<PathBuf>,
+    /// A cell on this device (cuda, cpu, cuda:N) that is skipped for lack of the device fails.
+    #[arg(long, value_name = "DEVICE")]
     pub require_device: Vec<String>,
+    /// Override a key of the experiment: KEY=VALUE, KEY dotted (model.detector.distance_mm),
+    /// VALUE parsed as TOML, else a string; `matrix.model.<key>` sets a model axis.
+    /// Repeatable; RUNNER_* variables override it (docs/experiments.md).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Allow more than 256 cells (at most 100000).
+    #[arg(long)]
     pub allow_large: bool,
-    /// Run only this shard of the planned cells (`--shard K/N`).
+    /// Run only shard K of N (1-based): the cells at plan positions i with i % N == K-1.
+    #[arg(long, value_name = "K/N")]
     pub shard: Option<shard::Shard>,
-    /// The command line as given (commands.txt).
+    /// The command line as given (commands.txt); not a flag.
+    #[arg(skip)]
     pub argv: Vec<String>,
 }
 

@@ -21,8 +21,8 @@ pub mod report;
 pub mod resume;
 pub mod verify;
 
-pub use crate::experiment::result::{CellRecord, Row, Timing};
-pub use verify::{safe_rel_path, verify, VerifyError, VerifyReport, REQUIRED_FILES};
+pub use crate::experiment::result::{CellRecord, Row};
+pub use verify::{verify, VerifyError};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};

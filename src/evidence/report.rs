@@ -561,6 +561,34 @@ fn skip_label(c: &CellRecord) -> String {
 
 // ---- The sections of each probe kind ----
 
+/// The rows whose typed probe details read as `T` (the cells of one probe
+/// kind that recorded them), each with its details.
+fn with_details<'a, T: serde::de::DeserializeOwned>(rows: &[&'a Row]) -> Vec<(&'a Row, T)> {
+    rows.iter()
+        .filter_map(|r| r.record.details_as::<T>().map(|d| (*r, d)))
+        .collect()
+}
+
+/// The head of a cell table in summary.md: the cell and status columns, then
+/// `columns`, and the Markdown rule under them.
+fn table_head(columns: &[&str]) -> String {
+    format!(
+        "| cell | status | {} |\n|{}\n",
+        columns.join(" | "),
+        "---|".repeat(columns.len() + 2)
+    )
+}
+
+/// One row of a cell table: the cell's id and status, then `cells`.
+fn table_row(c: &CellRecord, cells: &[String]) -> String {
+    format!(
+        "| `{}` | {} | {} |\n",
+        c.id,
+        c.status.as_str(),
+        cells.join(" | ")
+    )
+}
+
 fn phi_cache_section(s: &mut String, rows: &[&Row]) {
     let pc: Vec<&&Row> = rows
         .iter()
@@ -570,22 +598,30 @@ fn phi_cache_section(s: &mut String, rows: &[&Row]) {
         return;
     }
     s.push_str("\n## Phi-carryover cache arithmetic (M2h.3)\n\n");
-    s.push_str("| cell | status | loss | expected loss | rel. err | d loss/d cell_a | expected | rel. err | central difference |\n|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str(&table_head(&[
+        "loss",
+        "expected loss",
+        "rel. err",
+        "d loss/d cell_a",
+        "expected",
+        "rel. err",
+        "central difference",
+    ]));
     for r in pc {
         let c = &r.record;
         let d = c.details_as::<PhiCacheDetails>();
         let d = d.as_ref();
-        s.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            c.id,
-            c.status.as_str(),
-            short(c.loss),
-            short(d.and_then(|d| d.expected_loss)),
-            short(d.and_then(|d| d.loss_rel_err)),
-            short(c.grad_ad),
-            short(d.and_then(|d| d.expected_grad)),
-            short(d.and_then(|d| d.grad_rel_err)),
-            short(c.grad_fd)
+        s.push_str(&table_row(
+            c,
+            &[
+                short(c.loss),
+                short(d.and_then(|d| d.expected_loss)),
+                short(d.and_then(|d| d.loss_rel_err)),
+                short(c.grad_ad),
+                short(d.and_then(|d| d.expected_grad)),
+                short(d.and_then(|d| d.grad_rel_err)),
+                short(c.grad_fd),
+            ],
         ));
     }
 }
@@ -600,7 +636,15 @@ fn gradcheck_section(s: &mut String, rows: &[&Row]) {
     }
     s.push_str("\n## Gradient checks\n\n");
     s.push_str("Loss = reduction of the ROI intensity; `grad_ad` by forward-mode dual numbers, `grad_fd` by central difference; pass when |ad - ref| <= atol + rtol |ref| for the loss and for every ROI pixel, and the image and derivative are non-zero.\n\n");
-    s.push_str("| cell | status | reference | loss | grad_ad | grad_fd | rel. err | worst pixel (fast, slow): ad vs ref | non-zero pixels |\n|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str(&table_head(&[
+        "reference",
+        "loss",
+        "grad_ad",
+        "grad_fd",
+        "rel. err",
+        "worst pixel (fast, slow): ad vs ref",
+        "non-zero pixels",
+    ]));
     for r in gc {
         let c = &r.record;
         let d = c.details_as::<GradcheckDetails>();
@@ -618,47 +662,55 @@ fn gradcheck_section(s: &mut String, rows: &[&Row]) {
             })
             .unwrap_or_default();
         let count = |n: Option<usize>| n.map(|n| n.to_string()).unwrap_or_else(|| "null".into());
-        s.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {}/{} |\n",
-            c.id,
-            c.status.as_str(),
-            d.as_ref().map(|d| d.reference.as_str()).unwrap_or(""),
-            short(c.loss),
-            short(c.grad_ad),
-            short(c.grad_fd),
-            short(c.rel_err),
-            wp,
-            count(d.as_ref().map(|d| d.nonzero_pixels)),
-            count(d.as_ref().map(|d| d.pixels)),
+        s.push_str(&table_row(
+            c,
+            &[
+                d.as_ref().map(|d| d.reference.clone()).unwrap_or_default(),
+                short(c.loss),
+                short(c.grad_ad),
+                short(c.grad_fd),
+                short(c.rel_err),
+                wp,
+                format!(
+                    "{}/{}",
+                    count(d.as_ref().map(|d| d.nonzero_pixels)),
+                    count(d.as_ref().map(|d| d.pixels))
+                ),
+            ],
         ));
     }
 }
 
 fn parity_section(s: &mut String, rows: &[&Row]) {
-    let list: Vec<(&Row, ParityDetails)> = rows
-        .iter()
-        .filter_map(|r| r.record.details_as::<ParityDetails>().map(|d| (*r, d)))
-        .collect();
+    let list = with_details::<ParityDetails>(rows);
     if list.is_empty() {
         return;
     }
     s.push_str("\n## Parity with reference images\n\n");
     s.push_str("Render against the reference image over the ROI: Pearson correlation, sum(render) / sum(reference), and max |render - reference| (absolute, and over max |reference|); each against its limit.\n\n");
-    s.push_str("| cell | status | correlation | limit | sum ratio | limit (\\|ratio - 1\\|) | max \\|difference\\| | max rel. difference | limit | reference |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str(&table_head(&[
+        "correlation",
+        "limit",
+        "sum ratio",
+        "limit (\\|ratio - 1\\|)",
+        "max \\|difference\\|",
+        "max rel. difference",
+        "limit",
+        "reference",
+    ]));
     for (r, d) in list {
-        let c = &r.record;
-        s.push_str(&format!(
-            "| `{}` | {} | {} | >= {} | {} | <= {} | {} | {} | <= {} | `{}` |\n",
-            c.id,
-            c.status.as_str(),
-            corr(d.correlation),
-            short(Some(d.min_correlation)),
-            short(d.sum_ratio),
-            short(Some(d.max_sum_ratio_err)),
-            short(d.max_abs_diff),
-            short(d.max_rel_diff),
-            short(Some(d.max_rel_diff_limit)),
-            md_cell(&d.reference),
+        s.push_str(&table_row(
+            &r.record,
+            &[
+                corr(d.correlation),
+                format!(">= {}", short(Some(d.min_correlation))),
+                short(d.sum_ratio),
+                format!("<= {}", short(Some(d.max_sum_ratio_err))),
+                short(d.max_abs_diff),
+                short(d.max_rel_diff),
+                format!("<= {}", short(Some(d.max_rel_diff_limit))),
+                format!("`{}`", md_cell(&d.reference)),
+            ],
         ));
     }
 }
@@ -672,36 +724,35 @@ fn corr(x: Option<f64>) -> String {
 }
 
 fn simulate_section(s: &mut String, rows: &[&Row]) {
-    let list: Vec<(&Row, SimulateDetails)> = rows
-        .iter()
-        .filter_map(|r| r.record.details_as::<SimulateDetails>().map(|d| (*r, d)))
-        .collect();
+    let list = with_details::<SimulateDetails>(rows);
     if list.is_empty() {
         return;
     }
     s.push_str("\n## Renders\n\n");
-    s.push_str("| cell | status | detector | image sum (ROI) | max | mean | non-zero pixels |\n|---|---|---|---|---|---|---|\n");
+    s.push_str(&table_head(&[
+        "detector",
+        "image sum (ROI)",
+        "max",
+        "mean",
+        "non-zero pixels",
+    ]));
     for (r, d) in list {
         let c = &r.record;
-        s.push_str(&format!(
-            "| `{}` | {} | {} x {} | {} | {} | {} | {} |\n",
-            c.id,
-            c.status.as_str(),
-            d.fpixels,
-            d.spixels,
-            short(c.loss),
-            short(d.max),
-            short(d.mean),
-            d.nonzero_pixels
+        s.push_str(&table_row(
+            c,
+            &[
+                format!("{} x {}", d.fpixels, d.spixels),
+                short(c.loss),
+                short(d.max),
+                short(d.mean),
+                d.nonzero_pixels.to_string(),
+            ],
         ));
     }
 }
 
 fn benchmark_section(s: &mut String, rows: &[&Row]) {
-    let list: Vec<(&Row, BenchmarkDetails)> = rows
-        .iter()
-        .filter_map(|r| r.record.details_as::<BenchmarkDetails>().map(|d| (*r, d)))
-        .collect();
+    let list = with_details::<BenchmarkDetails>(rows);
     if list.is_empty() {
         return;
     }
@@ -712,7 +763,18 @@ fn benchmark_section(s: &mut String, rows: &[&Row]) {
         .fold(0.0f64, f64::max);
     s.push_str("\n## Benchmarks\n\n");
     s.push_str("Warm renders: median (min to max) seconds of the timed repeats; on a GPU also the kernels alone (CUDA events). Pixel-samples per second at the median. `x fastest`: how many times longer than the fastest cell of this bundle a pixel-sample takes (1 = the fastest). Compare cells of one bundle only (one machine: see Environment).\n\n");
-    s.push_str("| cell | status | device | threads | derivatives | repeats | median s (min to max) | kernel median s | pixel-samples/s | kernel pixel-samples/s | x fastest | ran alone |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str(&table_head(&[
+        "device",
+        "threads",
+        "derivatives",
+        "repeats",
+        "median s (min to max)",
+        "kernel median s",
+        "pixel-samples/s",
+        "kernel pixel-samples/s",
+        "x fastest",
+        "ran alone",
+    ]));
     for (r, d) in &list {
         let c = &r.record;
         let ratio = if best > 0.0 && d.pixel_samples_per_s > 0.0 {
@@ -720,28 +782,26 @@ fn benchmark_section(s: &mut String, rows: &[&Row]) {
         } else {
             "–".into()
         };
-        s.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} | {} | {} ({} to {}) | {} | {} | {} | {} | {} |\n",
-            c.id,
-            c.status.as_str(),
-            md_cell(&d.device_name),
-            if d.threads == 0 {
-                "–".to_string()
-            } else {
-                d.threads.to_string()
-            },
-            d.derivatives.len(),
-            d.repeats,
-            sig(d.median_s),
-            sig(d.min_s),
-            sig(d.max_s),
-            d.kernel_median_s.map(sig).unwrap_or_else(|| "–".into()),
-            sci(d.pixel_samples_per_s),
-            d.kernel_pixel_samples_per_s
-                .map(sci)
-                .unwrap_or_else(|| "–".into()),
-            ratio,
-            if c.ran_alone { "yes" } else { "no" },
+        s.push_str(&table_row(
+            c,
+            &[
+                md_cell(&d.device_name),
+                if d.threads == 0 {
+                    "–".to_string()
+                } else {
+                    d.threads.to_string()
+                },
+                d.derivatives.len().to_string(),
+                d.repeats.to_string(),
+                format!("{} ({} to {})", sig(d.median_s), sig(d.min_s), sig(d.max_s)),
+                d.kernel_median_s.map(sig).unwrap_or_else(|| "–".into()),
+                sci(d.pixel_samples_per_s),
+                d.kernel_pixel_samples_per_s
+                    .map(sci)
+                    .unwrap_or_else(|| "–".into()),
+                ratio,
+                (if c.ran_alone { "yes" } else { "no" }).to_string(),
+            ],
         ));
     }
     if list.iter().all(|(r, _)| r.record.ran_alone) {
@@ -765,29 +825,6 @@ fn sci(x: f64) -> String {
     format!("{x:.2e}")
 }
 
-/// summary.md: the headline verdict (with skipped cells counted), a section
-/// per probe kind ([`KIND_REPORTS`]), pictures, every cell, the configuration
-/// (with resolved values), environment, commands, artifacts.
-#[allow(clippy::too_many_arguments)]
-pub fn write_summary(
-    bundle: &Path,
-    exp: &Experiment,
-    rows: &[Row],
-    commands: &str,
-    env: &Value,
-    extra_failures: &[String],
-) -> Result<(), BundleError> {
-    write_summary_with(
-        bundle,
-        exp,
-        rows,
-        commands,
-        env,
-        extra_failures,
-        &SummaryNotes::default(),
-    )
-}
-
 /// Extra content of summary.md: notes under the verdict (shard, merge) and
 /// plots in the bundle root (relative paths) to link.
 #[derive(Debug, Clone, Default)]
@@ -798,7 +835,10 @@ pub struct SummaryNotes {
     pub plots: Vec<String>,
 }
 
-/// [`write_summary`] with notes and plots; cells' PNGs are linked too.
+/// summary.md: the headline verdict (with skipped cells counted), a section
+/// per probe kind ([`KIND_REPORTS`]), pictures, every cell, the configuration
+/// (with resolved values), environment, commands, artifacts.
+/// `notes` go under the verdict, and its plots and the cells' PNGs are linked.
 #[allow(clippy::too_many_arguments)]
 pub fn write_summary_with(
     bundle: &Path,

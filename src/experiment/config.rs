@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 #[schemars(title = "braggrun experiment")]
 pub struct RawExperiment {
+    /// `[experiment]`: the id, title and description.
     pub experiment: ExperimentMeta,
     /// The simulator configuration (the Rust `SimConfig` names), or
     /// `nanobragg_args = "..."` (nanoBragg command-line flags), optionally
@@ -23,6 +24,7 @@ pub struct RawExperiment {
     #[serde(default)]
     #[schemars(with = "ModelSchema")]
     pub model: toml::Table,
+    /// `[matrix]`: the axes whose product, times the probes, gives the cells.
     #[serde(default)]
     pub matrix: MatrixSection,
     /// One or more probes; each matrix combination runs every probe.
@@ -37,8 +39,10 @@ pub struct RawExperiment {
 pub struct ExperimentMeta {
     /// Identifier: letters, digits, '.', '_' and '-' (it names the bundle folder).
     pub id: String,
+    /// One-line title (summary.md heading).
     #[serde(default)]
     pub title: String,
+    /// What the experiment shows and why (summary.md).
     #[serde(default)]
     pub description: String,
 }
@@ -91,8 +95,10 @@ pub struct MatrixSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Reduction {
+    /// Loss = the sum of the ROI pixel intensities.
     #[default]
     Sum,
+    /// Loss = the mean of the ROI pixel intensities.
     Mean,
 }
 
@@ -129,6 +135,8 @@ pub enum ProbeSpec {
 }
 
 impl ProbeSpec {
+    /// The `kind` key of this probe (`gradcheck`, `phi-cache`, `parity`,
+    /// `simulate`, `benchmark`).
     pub fn kind(&self) -> &'static str {
         match self {
             ProbeSpec::Gradcheck(_) => "gradcheck",
@@ -138,6 +146,7 @@ impl ProbeSpec {
             ProbeSpec::Benchmark(_) => "benchmark",
         }
     }
+    /// The `name` the file gives the probe, if any.
     pub fn explicit_name(&self) -> Option<&str> {
         match self {
             ProbeSpec::Gradcheck(p) => p.name.as_deref(),
@@ -167,6 +176,7 @@ impl ProbeSpec {
             _ => true,
         }
     }
+    /// Every probe kind, in the order of [`ProbeSpec`]'s variants.
     pub const KINDS: &'static [&'static str] =
         &["gradcheck", "phi-cache", "parity", "simulate", "benchmark"];
 
@@ -202,6 +212,9 @@ impl ProbeSpec {
     }
 }
 
+/// `kind = "gradcheck"`: the forward-mode derivative of the ROI loss by a
+/// parameter against a Richardson-extrapolated central difference, per
+/// pixel and for the loss.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GradcheckProbe {
@@ -212,6 +225,7 @@ pub struct GradcheckProbe {
     pub reduction: Reduction,
     /// Finite-difference step (see `eps_mode`).
     pub eps: f64,
+    /// How `eps` scales with the parameter's value.
     pub eps_mode: EpsMode,
     /// Per-parameter steps overriding `eps` (same `eps_mode`), e.g.
     /// `{ mosaic_spread = 1e-3 }` where the model rounds through float32.
@@ -222,7 +236,9 @@ pub struct GradcheckProbe {
     /// of |fd| over the pixels for the loss: the tolerance follows the size of
     /// the derivative image, whatever the parameter's units.
     pub atol: f64,
+    /// Relative tolerance against |fd| (see `atol`).
     pub rtol: f64,
+    /// Tolerance relative to the derivative image's scale (see `atol`).
     pub scale_rtol: f64,
     /// Report NONSMOOTH where left and right differences disagree at two
     /// steps (h and h/2) by more than the tolerance: a kink or jump.
@@ -231,7 +247,10 @@ pub struct GradcheckProbe {
     /// (plus, for pixels, f32_max_rtol times the largest |ad64| of the ROI:
     /// float32 cancellation scales with the largest derivative).
     pub f32_atol: f64,
+    /// float32 cells: relative tolerance against |ad64| (see `f32_atol`).
     pub f32_rtol: f64,
+    /// float32 pixels: tolerance relative to the largest |ad64| of the ROI
+    /// (see `f32_atol`).
     pub f32_max_rtol: f64,
     /// Fail when the ROI image or its derivative is all zero (a vacuous check).
     pub require_nonzero: bool,
@@ -259,9 +278,13 @@ impl Default for GradcheckProbe {
     }
 }
 
+/// `kind = "phi-cache"`: the published M2h.3 phi-carryover cache arithmetic
+/// (loss and d loss/d cell_a with dual numbers against a central
+/// difference and the published values).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PhiCacheProbe {
+    /// Name used in cell ids (default: the kind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Published loss to compare with (absent: not compared).
@@ -276,6 +299,7 @@ pub struct PhiCacheProbe {
     pub eps: f64,
     /// Pass when |ad - fd| <= fd_atol + fd_rtol |fd|.
     pub fd_atol: f64,
+    /// Relative tolerance of the central-difference check (see `fd_atol`).
     pub fd_rtol: f64,
     /// Scale of the stored ("phi-final") vectors.
     pub stored_scale: f64,
@@ -302,9 +326,12 @@ impl Default for PhiCacheProbe {
     }
 }
 
+/// `kind = "parity"`: a render compared with a reference float image over
+/// the ROI (correlation, sum ratio, largest difference).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ParityProbe {
+    /// Name used in cell ids (default: the kind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Reference image: raw little-endian float32, fast index innermost;
@@ -339,16 +366,22 @@ impl Default for ParityProbe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PngScale {
+    /// Linear from the image's minimum to its maximum.
     Linear,
+    /// log10 over 5 decades below the maximum.
     #[default]
     Log,
 }
 
+/// `kind = "simulate"`: render the image (and its derivatives by the
+/// cell's parameters) and save it as float images and PNGs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimulateProbe {
+    /// Name used in cell ids (default: the kind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Colour scale of image.png.
     pub png_scale: PngScale,
     /// Fail when the image is all zero.
     pub require_nonzero: bool,
@@ -367,9 +400,12 @@ impl Default for SimulateProbe {
     }
 }
 
+/// `kind = "benchmark"`: time warm renders (median, min and max seconds,
+/// pixel-samples per second), the cell alone on the machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BenchmarkProbe {
+    /// Name used in cell ids (default: the kind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Timed warm renders (after the first, untimed-for-median, render).
@@ -421,8 +457,13 @@ impl Default for BenchmarkProbe {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolvedExperiment {
+    /// `[experiment]`: id, title and description.
     pub experiment: ExperimentMeta,
+    /// `[model]` as a typed configuration: `nanobragg_args` applied, the keys
+    /// beside it merged, defaults filled in.
     pub model: SimConfig,
+    /// `[matrix]` as given, after `--set` and environment layers.
     pub matrix: MatrixSection,
+    /// Every `[[probe]]` with its settings typed and defaults filled in.
     pub probe: Vec<ProbeSpec>,
 }

@@ -19,6 +19,8 @@ pub struct Experiment {
     pub file: PathBuf,
     /// Relative paths in the experiment resolve against this folder.
     pub base_dir: PathBuf,
+    /// The experiment after every layer (defaults, file, `--set`,
+    /// environment): bundles record it as experiment.toml.
     pub resolved: ResolvedExperiment,
     /// `--set` overrides as given (recorded in commands.txt).
     pub sets: Vec<String>,
@@ -27,11 +29,12 @@ pub struct Experiment {
 }
 
 impl Experiment {
-    pub fn id(&self) -> &str {
+    /// The experiment's id (`[experiment] id`; it names the bundle folder).
+    pub(crate) fn id(&self) -> &str {
         &self.resolved.experiment.id
     }
     /// The file or layer (--set, environment) that set a key.
-    pub fn source_of(&self, key: &str) -> String {
+    pub(crate) fn source_of(&self, key: &str) -> String {
         match self.figment.as_ref().and_then(|f| f.find_metadata(key)) {
             Some(md) if !matches!(md.source, Some(figment::Source::File(_))) => {
                 source_name(Some(md))
@@ -40,7 +43,7 @@ impl Experiment {
         }
     }
     /// `experiment.toml` of a bundle: the fully resolved configuration.
-    pub fn resolved_toml(&self) -> String {
+    pub(crate) fn resolved_toml(&self) -> String {
         let body = toml::to_string_pretty(&self.resolved)
             .unwrap_or_else(|e| format!("# could not serialise: {e}\n"));
         format!(
@@ -70,7 +73,7 @@ impl Provider for Named {
 }
 
 /// Parse a `--set`/`--only` value: TOML if it parses, else a plain string.
-pub fn parse_loose_value(s: &str) -> toml::Value {
+pub(crate) fn parse_loose_value(s: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {s}")) {
         Ok(mut t) => t
             .remove("v")
@@ -81,7 +84,7 @@ pub fn parse_loose_value(s: &str) -> toml::Value {
 
 /// Split a dotted key path; `matrix.model.<path>` keeps the model path whole
 /// (it is one key of `[matrix]`).
-pub fn split_key(key: &str) -> Vec<String> {
+pub(crate) fn split_key(key: &str) -> Vec<String> {
     if let Some(rest) = key.strip_prefix("matrix.model.") {
         vec!["matrix".into(), format!("model.{rest}")]
     } else {
@@ -108,7 +111,7 @@ fn insert_path(table: &mut toml::Table, path: &[String], v: toml::Value) -> Resu
 }
 
 /// Deep merge: values of `over` replace those of `base`; tables merge.
-pub fn deep_merge(base: &mut toml::Table, over: &toml::Table) {
+pub(crate) fn deep_merge(base: &mut toml::Table, over: &toml::Table) {
     for (k, v) in over {
         match (base.get_mut(k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => deep_merge(b, o),
@@ -120,10 +123,10 @@ pub fn deep_merge(base: &mut toml::Table, over: &toml::Table) {
 }
 
 /// Deepest `--set` or `RUNNER_*` key nesting accepted.
-pub const MAX_KEY_DEPTH: usize = 16;
+pub(crate) const MAX_KEY_DEPTH: usize = 16;
 
 /// Most CPU threads a benchmark probe may ask for.
-pub const MAX_BENCH_THREADS: usize = 1024;
+pub(crate) const MAX_BENCH_THREADS: usize = 1024;
 
 /// The layer that set `key`, or of the nearest enclosing table that has
 /// one (array elements and include entries have none of their own), else
@@ -153,13 +156,13 @@ fn source_name(md: Option<&Metadata>) -> String {
 }
 
 /// Render a figment error: `<source>: <key path>: <what>` per error.
-pub fn figment_message(err: figment::Error, default_source: &str, prefix: &str) -> String {
+pub(crate) fn figment_message(err: figment::Error, default_source: &str, prefix: &str) -> String {
     figment_message_with(err, default_source, prefix, None)
 }
 
 /// As [`figment_message`]; `origin` (the layered figment) names the layer
 /// that set each key (file, --set, environment).
-pub fn figment_message_with(
+pub(crate) fn figment_message_with(
     err: figment::Error,
     default_source: &str,
     prefix: &str,
@@ -205,7 +208,7 @@ pub fn figment_message_with(
 }
 
 /// Deserialize a generic table into a typed value with path-tracked errors.
-pub fn typed<T: DeserializeOwned>(
+pub(crate) fn typed<T: DeserializeOwned>(
     table: &toml::Table,
     source: &str,
     prefix: &str,
@@ -276,7 +279,7 @@ fn check_finite(
 }
 
 /// Characters allowed in ids (experiment, probe names, cell ids).
-pub fn safe_id(s: &str) -> bool {
+pub(crate) fn safe_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 100
         && !s.starts_with('.')
@@ -285,7 +288,7 @@ pub fn safe_id(s: &str) -> bool {
 }
 
 /// Load an experiment file with `--set` overrides and (if `use_env`) RUNNER_* variables.
-pub fn load(file: &Path, sets: &[String], use_env: bool) -> Result<Experiment, InputError> {
+pub(crate) fn load(file: &Path, sets: &[String], use_env: bool) -> Result<Experiment, InputError> {
     let shown = file.display().to_string();
     if !file.exists() {
         return Err(InputError(format!("{shown}: file not found")));
@@ -364,7 +367,7 @@ pub fn load(file: &Path, sets: &[String], use_env: bool) -> Result<Experiment, I
 }
 
 /// Phase two: ids, model (with nanobragg_args), probes.
-pub fn resolve(
+pub(crate) fn resolve(
     raw: RawExperiment,
     file: PathBuf,
     base_dir: PathBuf,

@@ -12,36 +12,50 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Cells above this count need `--allow-large`.
-pub const MAX_CELLS: usize = 256;
+pub(crate) const MAX_CELLS: usize = 256;
 
 /// No more cells than this are planned, even with `--allow-large`: each
 /// cell carries its own model, and planning is about 0.1 ms a cell, so the
 /// largest plan takes seconds; a larger matrix is refused before any cell
 /// is built.
-pub const MAX_PLANNED_CELLS: usize = 100_000;
+pub(crate) const MAX_PLANNED_CELLS: usize = 100_000;
 
 /// One cell: a combination of axis values and one probe.
 #[derive(Debug, Clone)]
 pub struct Cell {
+    /// Position in the plan (0-based).
     pub index: usize,
+    /// Stable cell id: the axis values joined by '-' (see the module doc).
     pub id: String,
+    /// Index of the cell's probe in the experiment's `[[probe]]` list.
     pub probe_index: usize,
+    /// The probe's name (its `name`, default its kind).
     pub probe_name: String,
+    /// The probe's kind (`gradcheck`, `phi-cache`, ...).
     pub kind: &'static str,
     /// The axis values that define the cell, in canonical key order.
     pub values: Vec<(String, toml::Value)>,
+    /// The engine the cell renders on.
     pub device: Device,
+    /// The precision the cell renders in.
     pub dtype: Dtype,
+    /// The cell's `param` axis value (none for a probe that takes no
+    /// parameter).
     pub param: Option<Param>,
     /// The derivative directions a simulate cell renders: its parameter, or
     /// every parameter of the matrix (simulate is not crossed with `param`).
     pub derivatives: Vec<Param>,
     /// ROI from the matrix (None: the model's ROI, or the whole detector).
     pub roi: Option<[u32; 4]>,
+    /// The simulator configuration of this cell (`[model]` with the cell's
+    /// `model.*` axis values applied).
     pub model: SimConfig,
     /// Filled by validation: detector size and the ROI the probe uses.
     pub fpixels: usize,
+    /// Detector height in pixels along the slow axis (C's spixels).
     pub spixels: usize,
+    /// The ROI the probe uses: fast min, fast max, slow min, slow max
+    /// (inclusive pixels).
     pub effective_roi: [u32; 4],
     /// Filled by validation: the memory a render of this cell needs (bytes).
     pub mem_bytes: u64,
@@ -49,20 +63,30 @@ pub struct Cell {
 
 /// A row of `runner plan --format json`.
 #[derive(Debug, Serialize)]
-pub struct PlanRow {
+pub(crate) struct PlanRow {
+    /// The cell's position in the plan (0-based).
     pub index: usize,
+    /// The cell's stable id.
     pub id: String,
+    /// The probe's name.
     pub probe: String,
+    /// The probe's kind.
     pub kind: String,
+    /// The device (`cpu`, `cuda`, `cuda:N`).
     pub device: String,
+    /// The precision (`float32`, `float64`).
     pub dtype: String,
+    /// The differentiable parameter, if the cell has one.
     pub param: Option<String>,
+    /// The ROI the probe uses: fast min, fast max, slow min, slow max.
     pub roi: [u32; 4],
+    /// The cell's `model.*` axis values.
     pub axes: BTreeMap<String, serde_json::Value>,
 }
 
 impl Cell {
-    pub fn plan_row(&self) -> PlanRow {
+    /// The cell as a row of `runner plan --format json`.
+    pub(crate) fn plan_row(&self) -> PlanRow {
         PlanRow {
             index: self.index,
             id: self.id.clone(),
@@ -86,7 +110,7 @@ impl Cell {
     }
 
     /// The value this cell has for an axis key (for `--only`).
-    pub fn value_of(&self, key: &str) -> Option<toml::Value> {
+    pub(crate) fn value_of(&self, key: &str) -> Option<toml::Value> {
         match key {
             "id" => Some(self.id.clone().into()),
             "probe" => Some(self.probe_name.clone().into()),
@@ -122,7 +146,7 @@ fn key_rank(k: &str) -> (u8, String) {
 }
 
 /// Numeric-aware equality (3 == 3.0).
-pub fn value_eq(a: &toml::Value, b: &toml::Value) -> bool {
+pub(crate) fn value_eq(a: &toml::Value, b: &toml::Value) -> bool {
     use toml::Value::*;
     match (a, b) {
         (Integer(x), Float(y)) | (Float(y), Integer(x)) => (*x as f64) == *y,
@@ -154,7 +178,7 @@ fn token(v: &toml::Value) -> String {
 }
 
 /// Replace every character outside [A-Za-z0-9._-] by '_'.
-pub fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
@@ -179,7 +203,7 @@ fn short_token(t: String) -> String {
 
 /// The stable id of a combination: its values in canonical key order
 /// (`id_keys`: the keys that make the id; None: all).
-pub fn cell_id(values: &[(String, toml::Value)], id_keys: Option<&[String]>) -> String {
+pub(crate) fn cell_id(values: &[(String, toml::Value)], id_keys: Option<&[String]>) -> String {
     let parts: Vec<String> = values
         .iter()
         .filter(|(k, _)| id_keys.map(|ks| ks.contains(k)).unwrap_or(true))
@@ -448,7 +472,13 @@ fn project(combos: &mut Vec<Combo>, n_original: usize, probes: &[ProbeSpec]) -> 
     n_kept_original
 }
 
-pub fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputError> {
+/// Expand an experiment into its cells: the probes times the matrix axes
+/// (an axis a probe does not use is not crossed with it), with `include`
+/// and `exclude` applied, each cell given its id and model. Refused: no
+/// cells, more than [`MAX_PLANNED_CELLS`], more than [`MAX_CELLS`] unless
+/// `allow_large`, and ids that are too long, unusable as folder names or
+/// repeated.
+pub(crate) fn expand(exp: &Experiment, allow_large: bool) -> Result<Vec<Cell>, InputError> {
     let shown = exp.file.display().to_string();
     let m = &exp.resolved.matrix;
     let probes = &exp.resolved.probe;
@@ -672,7 +702,7 @@ struct Prepared {
 /// Prepare every distinct model once (looked up by its serialised form, so
 /// the time is linear in cells); check ROIs, parameters, probe needs and
 /// each cell's memory budget (its scalar type and derivative directions).
-pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> {
+pub(crate) fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> {
     let shown = exp.file.display().to_string();
     let mut prepared: Vec<Prepared> = Vec::new();
     let mut by_model: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -799,7 +829,7 @@ pub fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), InputError> 
 }
 
 /// Keep the cells matching every `--only key=value` (repeating a key ORs its values).
-pub fn filter_only(
+pub(crate) fn filter_only(
     shown: &str,
     cells: Vec<Cell>,
     only: &[String],

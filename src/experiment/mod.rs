@@ -24,12 +24,12 @@
 pub mod config;
 pub mod load;
 pub mod matrix;
-pub mod metrics;
-pub mod nanobragg_flags;
+pub(crate) mod metrics;
+pub(crate) mod nanobragg_flags;
 pub mod probes;
-pub mod result;
+pub(crate) mod result;
 pub mod run;
-pub mod shard;
+pub(crate) mod shard;
 
 /// Unusable input: exit code 2, nothing written.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -26,11 +26,16 @@ use std::path::PathBuf;
 /// command's own options (outputs, device, precision).
 #[derive(Debug, Clone, Serialize)]
 pub struct NanobraggArgs {
+    /// The simulator configuration the flags set.
     #[serde(flatten)]
     pub config: SimConfig,
+    /// `-floatfile`: the raw float32 image to write.
     pub floatfile: Option<PathBuf>,
+    /// `-intfile`: the SMV image to write (spec-a-core "SMV outputs").
     pub intfile: Option<PathBuf>,
+    /// `-pgmfile`: the 8-bit PGM picture to write.
     pub pgmfile: Option<PathBuf>,
+    /// `-noisefile`: the SMV image with Poisson noise to write.
     pub noisefile: Option<PathBuf>,
     /// C's `write_pgm`: cleared by `-nopgm`, set again by `-pgmfile`/`-pgmscale`.
     pub write_pgm: bool,
@@ -42,8 +47,10 @@ pub struct NanobraggArgs {
     pub pgm_scale: f64,
     /// `-adc`: offset added to SMV and noise pixels (default 40).
     pub adc: f64,
+    /// The engine to render on (`-device`).
     #[serde(serialize_with = "as_text")]
     pub device: Device,
+    /// The precision to render in (`-dtype`).
     pub dtype: Dtype,
     /// `-img`: header read for geometry (pixels unused).
     pub img_file: Option<PathBuf>,

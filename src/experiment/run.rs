@@ -21,9 +21,9 @@ use std::sync::{mpsc, Mutex, RwLock};
 use std::time::Instant;
 
 /// Test hook: abort the process (as if killed) after this many cells finish.
-pub const ABORT_AFTER_ENV: &str = "RUNNER_TEST_ABORT_AFTER";
+pub(crate) const ABORT_AFTER_ENV: &str = "RUNNER_TEST_ABORT_AFTER";
 /// Test hook: send this process SIGTERM after this many cells finish.
-pub const SIGNAL_AFTER_ENV: &str = "RUNNER_TEST_SIGNAL_AFTER";
+pub(crate) const SIGNAL_AFTER_ENV: &str = "RUNNER_TEST_SIGNAL_AFTER";
 
 /// Load, expand, filter and validate: everything that can reject input.
 pub fn load_and_plan(
@@ -42,13 +42,13 @@ pub fn load_and_plan(
 /// A cell could not be given a folder or recorded (the message names the file).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
-pub struct SinkError(pub String);
+pub(crate) struct SinkError(pub String);
 
 /// Where finished cells go. Called from the worker threads
 /// ([`open_cell`](CellSink::open_cell), [`record_cell`](CellSink::record_cell))
 /// and, in the order cells finish, from the scheduling thread
 /// ([`cell_done`](CellSink::cell_done)).
-pub trait CellSink: Sync {
+pub(crate) trait CellSink: Sync {
     /// A fresh, empty folder for the cell's probe files.
     fn open_cell(&self, cell: &Cell) -> Result<PathBuf, SinkError>;
     /// Record a finished cell (its log, timing and record) in its folder.
@@ -67,7 +67,7 @@ pub trait CellSink: Sync {
 
 /// The test hooks of a run (environment).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TestHooks {
+pub(crate) struct TestHooks {
     /// [`ABORT_AFTER_ENV`].
     pub abort_after: Option<usize>,
     /// [`SIGNAL_AFTER_ENV`].
@@ -110,7 +110,7 @@ impl TestHooks {
 }
 
 /// Check `--require-device` values (cpu, cuda, cuda:N).
-pub fn check_require_device(require: &[String]) -> Result<(), InputError> {
+pub(crate) fn check_require_device(require: &[String]) -> Result<(), InputError> {
     for r in require {
         if r != "cuda" && r != "cpu" && r.parse::<Device>().is_err() {
             return Err(InputError(format!(
@@ -122,7 +122,7 @@ pub fn check_require_device(require: &[String]) -> Result<(), InputError> {
 }
 
 /// Whether `--require-device` names the cell's device.
-pub fn device_required(cell: &Cell, require: &[String]) -> bool {
+pub(crate) fn device_required(cell: &Cell, require: &[String]) -> bool {
     require.iter().any(|r| match (r.as_str(), cell.device) {
         ("cuda", Device::Cuda(_)) => true,
         ("cpu", Device::Cpu) => true,
@@ -132,14 +132,18 @@ pub fn device_required(cell: &Cell, require: &[String]) -> bool {
 
 /// The GPU ordinal a `device = "cuda"` cell runs on when `visible` GPUs are
 /// visible: round-robin over the matrix order; None without a GPU.
-pub fn gpu_for_cell(index: usize, visible: usize) -> Option<usize> {
+pub(crate) fn gpu_for_cell(index: usize, visible: usize) -> Option<usize> {
     (visible > 0).then(|| index % visible)
 }
 
 /// Cells at once and rayon threads per cell: `requested` (default
 /// min(cores, cells)), limited so that the cells running at once fit the
 /// memory budget together (`biggest`: the largest cell's need, bytes).
-pub fn jobs_and_threads(requested: Option<usize>, cells: usize, biggest: u64) -> (usize, usize) {
+pub(crate) fn jobs_and_threads(
+    requested: Option<usize>,
+    cells: usize,
+    biggest: u64,
+) -> (usize, usize) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -162,12 +166,12 @@ pub fn jobs_and_threads(requested: Option<usize>, cells: usize, biggest: u64) ->
 /// Whether cells of this probe kind must have the machine to themselves:
 /// benchmarks, whose timings another cell running at the same time would
 /// inflate.
-pub fn runs_alone(kind: &str) -> bool {
+pub(crate) fn runs_alone(kind: &str) -> bool {
     kind == "benchmark"
 }
 
 /// What to run and how.
-pub struct Schedule<'a> {
+pub(crate) struct Schedule<'a> {
     /// The experiment.
     pub exp: &'a Experiment,
     /// The planned cells.
@@ -188,7 +192,7 @@ pub struct Schedule<'a> {
 
 /// What the scheduler leaves to its caller.
 #[derive(Debug, Default)]
-pub struct Scheduled {
+pub(crate) struct Scheduled {
     /// Cells never started (`--fail-fast`), positions in the plan.
     pub not_started: Vec<usize>,
     /// Cells that could not be recorded, and sink failures: `<id>: <why>`.
@@ -196,7 +200,7 @@ pub struct Scheduled {
 }
 
 /// Run the cells, handing each to `sink`.
-pub fn run_cells(s: &Schedule, sink: &dyn CellSink) -> Scheduled {
+pub(crate) fn run_cells(s: &Schedule, sink: &dyn CellSink) -> Scheduled {
     let queue = Mutex::new(
         s.todo
             .iter()

@@ -26,23 +26,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// An input or output file problem, naming the file (and line where known).
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
+    /// A problem with a whole file (missing, unreadable, wrong size).
     #[error("{}: {msg}", path.display())]
-    File { path: PathBuf, msg: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A problem at one line of a text file.
     #[error("{}:{line}: {msg}", path.display())]
     Line {
+        /// The file.
         path: PathBuf,
+        /// The line (1-based).
         line: usize,
+        /// What is wrong.
         msg: String,
     },
 }
 
 impl IoError {
+    /// A problem with a whole file.
     pub fn file(path: &Path, msg: impl Into<String>) -> Self {
         IoError::File {
             path: path.to_path_buf(),
             msg: msg.into(),
         }
     }
+    /// A problem at a line of a text file (1-based).
     pub fn line(path: &Path, line: usize, msg: impl Into<String>) -> Self {
         IoError::Line {
             path: path.to_path_buf(),
