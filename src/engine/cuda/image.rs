@@ -11,7 +11,7 @@ use super::device::{guarded, probe_libraries, raw_device_count, Gpu};
 use super::inputs::{kernel_inputs, KernelInputs, Pixels};
 use super::interface::{GpuReal, KernelVariant};
 use super::pipeline::{launch_part, GpuState, PartRun, BLOCK};
-use super::readback::{zeroed_plane, Planes};
+use super::readback::{fill_zero, Planes};
 use crate::engine::roi::check_roi;
 use crate::engine::split;
 use crate::engine::values::{base_with_shifts, seeded_values, Extract, MAX_DIRECTIONS};
@@ -19,6 +19,7 @@ use crate::engine::{Dtype, EngineError, RenderOptions, Rendered};
 use crate::physics::params::{Param, ParamValues};
 use crate::physics::Simulation;
 use num_dual::DualSVec64;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -269,6 +270,8 @@ fn launch_image<R: GpuReal>(
         let switch = split::first_switch(&per_part);
         for r in &mut runs {
             r.finish(switch)?;
+            // the first pieces' copies, before the host planes exist
+            r.start_copies::<R>()?;
         }
         Ok::<(), EngineError>(())
     })();
@@ -279,13 +282,33 @@ fn launch_image<R: GpuReal>(
         return Err(e);
     }
     let t_launch = t0.elapsed().as_secs_f64();
-    // the host planes, while the GPUs compute
-    let mut planes: Planes = (0..nv).map(|_| zeroed_plane(n)).collect();
+    // The host planes, while the GPUs compute, left uninitialised where
+    // the pixels will be written: a ROI of whole rows writes every element
+    // of its rows (the others are zeroed here); any other (a narrower ROI,
+    // a mask) has the whole plane zeroed first.
+    let mut planes: Planes = (0..nv).map(|_| Vec::with_capacity(n)).collect();
+    let written_rows = match pixels {
+        Pixels::Rect { f0: 0, s0, nf, ns } if *nf == fp => Some(s0 * fp..(s0 + ns) * fp),
+        _ => None,
+    };
+    for p in &mut planes {
+        let all = &mut p.spare_capacity_mut()[..n];
+        match &written_rows {
+            Some(rows) => {
+                fill_zero(&mut all[..rows.start]);
+                fill_zero(&mut all[rows.end..]);
+            }
+            None => fill_zero(all),
+        }
+    }
     let t_planes = t0.elapsed().as_secs_f64();
     // each part's band of rows of every plane
-    let mut windows: Vec<(usize, Vec<&mut [f64]>)> = Vec::with_capacity(runs.len());
+    let mut windows: Vec<(usize, Vec<&mut [MaybeUninit<f64>]>)> = Vec::with_capacity(runs.len());
     {
-        let mut rest: Vec<&mut [f64]> = planes.iter_mut().map(|p| p.as_mut_slice()).collect();
+        let mut rest: Vec<&mut [MaybeUninit<f64>]> = planes
+            .iter_mut()
+            .map(|p| &mut p.spare_capacity_mut()[..n])
+            .collect();
         let mut at = 0;
         for r in &ranges {
             let end_row = pixels.get(r.end - 1).1 + 1;
@@ -330,6 +353,13 @@ fn launch_image<R: GpuReal>(
     let mut kernel_seconds: f64 = 0.0;
     for r in results {
         kernel_seconds = kernel_seconds.max(r?);
+    }
+    for p in &mut planes {
+        // SAFETY: every element of 0..n is initialised: the rows outside a
+        // ROI of whole rows, or the whole plane otherwise, were zeroed above,
+        // and every part's read-back succeeded, writing each of its pixels
+        // (the parts cover every pixel, each part's pieces every pixel of it)
+        unsafe { p.set_len(n) };
     }
     tracing::debug!(
         target: "braggrun::cuda",

@@ -1,7 +1,8 @@
 //! One part of a render on one GPU, pipelined: the inputs uploaded from
-//! pinned memory, the part's pixels launched in pieces on two compute
-//! streams (a piece of at least one full wave of blocks, so that the next
-//! piece fills the multiprocessors the last one leaves), and each piece's
+//! pinned memory, the part's pixels launched in pieces on four compute
+//! streams in turn (a piece of at least half a wave of blocks: the pieces
+//! in flight together fill the multiprocessors, and the next ones fill
+//! what the last ones leave), and each piece's
 //! planes copied back on a third stream as soon as it is done, through a
 //! ring of pinned buffers, and put into the image on the host while later
 //! pieces compute. What is left after the last kernel is one piece's copy
@@ -28,6 +29,7 @@ use cudarc::driver::{
 };
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -36,8 +38,10 @@ pub(super) const BLOCK: u32 = 128;
 /// Pinned buffers in the read-back ring.
 const RING: usize = 3;
 /// Pieces a part is cut into at most (fewer when a piece would be less
-/// than a full wave of blocks).
-const TARGET_PIECES: usize = 8;
+/// than half a wave of blocks).
+const TARGET_PIECES: usize = 16;
+/// Compute streams the pieces are launched on in turn.
+const STREAMS: usize = 4;
 
 /// Device memory allocated with `cuMemAlloc` (freed with `cuMemFree`, which
 /// waits for the work using it), grow-only.
@@ -145,7 +149,7 @@ impl Drop for HostBuf {
 pub(super) struct GpuState {
     ctx: Arc<CudaContext>,
     ordinal: usize,
-    compute: [Arc<CudaStream>; 2],
+    compute: Vec<Arc<CudaStream>>,
     copy: Arc<CudaStream>,
     out: DevBuf,
     oor: DevBuf,
@@ -182,7 +186,7 @@ impl GpuState {
         Ok(Box::new(GpuState {
             ctx: ctx.clone(),
             ordinal: g.ordinal,
-            compute: [stream()?, stream()?],
+            compute: (0..STREAMS).map(|_| stream()).collect::<Result<_, _>>()?,
             copy: stream()?,
             out: DevBuf::new(ctx),
             oor: DevBuf::new(ctx),
@@ -224,6 +228,7 @@ pub(super) struct PartRun {
     elem: usize,
     pieces: Vec<Range<usize>>,
     done: Vec<CudaEvent>,
+    copied: Vec<CudaEvent>,
     start: CudaEvent,
     end: Option<CudaEvent>,
     track_oor: bool,
@@ -256,8 +261,7 @@ pub(super) fn launch_part<R: GpuReal>(
     st.ctx
         .bind_to_thread()
         .map_err(drv("binding the context"))?;
-    let [a, b] = &st.compute;
-    let (a, b) = (a.clone(), b.clone());
+    let a = st.compute[0].clone();
     // device buffers (grow-only); the output holds every plane of the whole
     // ROI (the kernel writes pixel g of plane j at j * npix + g)
     st.out
@@ -334,8 +338,10 @@ pub(super) fn launch_part<R: GpuReal>(
         .new_event(timed)
         .map_err(drv("recording a timing event"))?;
     start.record(&a).map_err(drv("recording a timing event"))?;
-    b.wait(&start).map_err(drv("ordering the streams"))?;
-    // pieces: about TARGET_PIECES, none below a full wave of blocks
+    for s in &st.compute[1..] {
+        s.wait(&start).map_err(drv("ordering the streams"))?;
+    }
+    // pieces: about TARGET_PIECES, none below half a wave of blocks
     let per_sm = kernel
         .render
         .occupancy_max_active_blocks_per_multiprocessor(BLOCK, 0, None)
@@ -345,7 +351,7 @@ pub(super) fn launch_part<R: GpuReal>(
     let len = range.len();
     let piece = len
         .div_ceil(TARGET_PIECES)
-        .max(wave)
+        .max(wave / 2)
         .div_ceil(BLOCK as usize)
         * BLOCK as usize;
     let pieces: Vec<Range<usize>> = (0..len.div_ceil(piece.max(1)))
@@ -359,6 +365,7 @@ pub(super) fn launch_part<R: GpuReal>(
         elem,
         pieces,
         done: vec![],
+        copied: vec![],
         start,
         end: None,
         track_oor,
@@ -367,7 +374,7 @@ pub(super) fn launch_part<R: GpuReal>(
         kernel,
     };
     for k in 0..run.pieces.len() {
-        let s = &run.state.compute[k % 2].clone();
+        let s = &run.state.compute[k % STREAMS].clone();
         let r = run.pieces[k].clone();
         run.launch(s, &run.params.clone(), r)?;
         if !track_oor {
@@ -462,19 +469,24 @@ impl PartRun {
             .bind_to_thread()
             .map_err(drv("binding the context"))?;
         let a = self.state.compute[0].clone();
-        let b = self.state.compute[1].clone();
+        let join = |a: &CudaStream| -> Result<(), EngineError> {
+            for s in &self.state.compute[1..] {
+                a.join(s).map_err(drv("ordering the streams"))?;
+            }
+            Ok(())
+        };
         if let Some((p, e)) = switch {
             if let Some(r) = crate::engine::split::redo_range(&self.range, p) {
                 let mut p2 = self.params;
                 p2.nearest_mode = 1;
                 p2.switch_pixel = p as i32;
                 p2.switch_eval = e;
-                // after every piece of the first pass (on either stream)
-                a.join(&b).map_err(drv("ordering the streams"))?;
+                // after every piece of the first pass (on any stream)
+                join(&a)?;
                 self.launch(&a, &p2, r)?;
             }
         }
-        a.join(&b).map_err(drv("ordering the streams"))?;
+        join(&a)?;
         if self.track_oor {
             for _ in 0..self.pieces.len() {
                 let e = self
@@ -496,64 +508,80 @@ impl PartRun {
         Ok(())
     }
 
-    /// Copy the part's planes back piece by piece through the pinned ring
-    /// and put them into `windows` (one per plane: the full-detector plane
-    /// from index `base` on, covering this part's rows); the kernels' GPU
-    /// time (seconds). Call [`PartRun::finish`] first.
+    /// Issue the copies of the first pieces into the pinned ring (each
+    /// waits for its piece on the GPU). Call [`PartRun::finish`] first.
+    pub(super) fn start_copies<R: GpuReal>(&mut self) -> Result<(), EngineError> {
+        let (nv, elem) = (self.nv, self.elem);
+        assert_eq!(elem, std::mem::size_of::<R>());
+        self.state
+            .ctx
+            .bind_to_thread()
+            .map_err(drv("binding the context"))?;
+        let longest = self.pieces.iter().map(|r| r.len()).max().unwrap_or(0);
+        for buf in &mut self.state.ring {
+            buf.ensure(longest * nv * elem)
+                .map_err(drv("allocating pinned read-back memory"))?;
+        }
+        self.copied = (0..RING)
+            .map(|_| self.state.ctx.new_event(None))
+            .collect::<Result<_, _>>()
+            .map_err(drv("recording an event"))?;
+        for k in 0..self.pieces.len().min(RING) {
+            self.issue::<R>(k).map_err(drv("reading back the image"))?;
+        }
+        Ok(())
+    }
+
+    /// Copy piece k's planes into ring buffer k % RING (after the piece is
+    /// computed), then record the buffer's event.
+    fn issue<R: GpuReal>(&mut self, k: usize) -> Result<(), DriverError> {
+        let (nv, npix, elem) = (self.nv, self.npix, self.elem);
+        let r = self.pieces[k].clone();
+        let len = r.len();
+        let st = &mut *self.state;
+        st.copy.wait(&self.done[k])?;
+        let out = st.out.ptr;
+        let slot = st.ring[k % RING].slice_mut::<R>(nv * len);
+        for j in 0..nv {
+            let src = out + ((j * npix + r.start) * elem) as u64;
+            // SAFETY: the piece of plane j lies inside the output; the slot
+            // is not read until the event recorded after these copies
+            unsafe {
+                dresult::memcpy_dtoh_async(
+                    &mut slot[j * len..(j + 1) * len],
+                    src,
+                    st.copy.cu_stream(),
+                )
+            }?;
+        }
+        self.copied[k % RING].record(&st.copy)
+    }
+
+    /// Put each piece into `windows` as its copy arrives (one window per
+    /// plane: the full-detector plane from index `base` on, covering this
+    /// part's rows; possibly uninitialised, every pixel of the part is
+    /// written), issuing the later pieces' copies as ring buffers free up;
+    /// the kernels' GPU time (seconds). Call [`PartRun::start_copies`] first.
     pub(super) fn read_back<R: GpuReal>(
         &mut self,
         pixels: &Pixels,
         fp: usize,
-        windows: &mut [&mut [f64]],
+        windows: &mut [&mut [MaybeUninit<f64>]],
         base: usize,
     ) -> Result<f64, EngineError> {
-        let (nv, npix, elem) = (self.nv, self.npix, self.elem);
-        assert_eq!(elem, std::mem::size_of::<R>());
-        let st = &mut *self.state;
-        st.ctx
+        let (nv, npix) = (self.nv, self.npix);
+        self.state
+            .ctx
             .bind_to_thread()
             .map_err(drv("binding the context"))?;
-        let longest = self.pieces.iter().map(|r| r.len()).max().unwrap_or(0);
-        for buf in &mut st.ring {
-            buf.ensure(longest * nv * elem)
-                .map_err(drv("allocating pinned read-back memory"))?;
-        }
-        let copied: Vec<CudaEvent> = (0..RING)
-            .map(|_| st.ctx.new_event(None))
-            .collect::<Result<_, _>>()
-            .map_err(drv("recording an event"))?;
-        let out = st.out.ptr;
-        let copy = st.copy.clone();
-        let issue = |k: usize, ring: &mut [HostBuf]| -> Result<(), DriverError> {
-            let r = self.pieces[k].clone();
-            let len = r.len();
-            copy.wait(&self.done[k])?;
-            let slot = ring[k % RING].slice_mut::<R>(nv * len);
-            for j in 0..nv {
-                let src = out + ((j * npix + r.start) * elem) as u64;
-                // SAFETY: the piece of plane j lies inside the output; the
-                // slot is not read until the event after these copies
-                unsafe {
-                    dresult::memcpy_dtoh_async(
-                        &mut slot[j * len..(j + 1) * len],
-                        src,
-                        copy.cu_stream(),
-                    )
-                }?;
-            }
-            copied[k % RING].record(&copy)
-        };
         let n = self.pieces.len();
-        for k in 0..n.min(RING) {
-            issue(k, &mut st.ring).map_err(drv("reading back the image"))?;
-        }
         for k in 0..n {
-            copied[k % RING]
+            self.copied[k % RING]
                 .synchronize()
                 .map_err(drv("reading back the image"))?;
             let r = self.pieces[k].clone();
             let len = r.len();
-            let slot = st.ring[k % RING].slice_mut::<R>(nv * len);
+            let slot = self.state.ring[k % RING].slice_mut::<R>(nv * len);
             for j in 0..nv {
                 scatter(
                     windows,
@@ -566,7 +594,8 @@ impl PartRun {
                 );
             }
             if k + RING < n {
-                issue(k + RING, &mut st.ring).map_err(drv("reading back the image"))?;
+                self.issue::<R>(k + RING)
+                    .map_err(drv("reading back the image"))?;
             }
         }
         let secs = match &self.end {

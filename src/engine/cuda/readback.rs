@@ -5,26 +5,37 @@
 
 use super::inputs::Pixels;
 use super::interface::GpuReal;
+use std::mem::MaybeUninit;
 
 /// The pixel planes of a render (the image, then one per direction), each
 /// a full detector image.
 pub(super) type Planes = Vec<Vec<f64>>;
 
-/// A zeroed image, written by all threads: its first touch (page faults,
-/// the kernel zeroing each page) then costs a fraction of what one thread
-/// pays, about 4 ms per 8 MB there. It overlaps the kernel.
-pub(super) fn zeroed_plane(n: usize) -> Vec<f64> {
+/// An f64 buffer seen as possibly uninitialised memory, for [`scatter`]
+/// (writing initialised values into initialised memory is always sound).
+#[cfg(test)]
+fn as_uninit(v: &mut [f64]) -> &mut [MaybeUninit<f64>] {
+    // SAFETY: MaybeUninit<f64> has f64's layout; only initialised values
+    // are written through the result
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), v.len()) }
+}
+
+/// Write 0.0 into every element, on all threads.
+pub(super) fn fill_zero(v: &mut [MaybeUninit<f64>]) {
     use rayon::prelude::*;
-    let mut v = Vec::with_capacity(n);
-    v.par_extend(rayon::iter::repeat_n(0.0, n));
-    v
+    v.par_chunks_mut(1 << 15).for_each(|c| {
+        for x in c {
+            x.write(0.0);
+        }
+    });
 }
 
 /// Put values `offset..` of the kernel's output (plane-major, npix values
-/// per plane) into the planes: `planes[j]` holds full-detector plane j from
+/// per plane) into the planes (possibly uninitialised memory: every value
+/// is written, none read): `planes[j]` holds full-detector plane j from
 /// index `base` on (the whole plane when `base` is 0; a band of rows for one
 /// part of a split render), and must cover the pixels of `vals`.
-pub(super) fn scatter<R: GpuReal, P: AsMut<[f64]>>(
+pub(super) fn scatter<R: GpuReal, P: AsMut<[MaybeUninit<f64>]>>(
     planes: &mut [P],
     pixels: &Pixels,
     fp: usize,
@@ -50,14 +61,14 @@ pub(super) fn scatter<R: GpuReal, P: AsMut<[f64]>>(
                     .zip(src.par_chunks(PIECE))
                     .for_each(|(d, s)| {
                         for (d, s) in d.iter_mut().zip(s) {
-                            *d = s.to();
+                            d.write(s.to());
                         }
                     });
             }
             _ => {
                 for (k, v) in src.iter().enumerate() {
                     let (f, s) = pixels.get(i0 + k);
-                    img[s * fp + f - base] = v.to();
+                    img[s * fp + f - base].write(v.to());
                 }
             }
         }
@@ -109,10 +120,13 @@ mod tests {
                 })
                 .collect();
             for piece in [1, 4, npix, npix + 3, nv * npix] {
-                let mut planes: Planes = (0..nv).map(|_| zeroed_plane(n)).collect();
+                let mut planes: Planes = vec![vec![0.0; n]; nv];
+                let mut w: Vec<&mut [MaybeUninit<f64>]> =
+                    planes.iter_mut().map(|p| as_uninit(p)).collect();
                 for (c, chunk) in vals.chunks(piece).enumerate() {
-                    scatter(&mut planes, px, fp, npix, 0, c * piece, chunk);
+                    scatter(&mut w, px, fp, npix, 0, c * piece, chunk);
                 }
+                drop(w);
                 let mut want: Planes = vec![vec![0.0; n]; nv];
                 for (j, w) in want.iter_mut().enumerate() {
                     for i in 0..npix {
@@ -123,9 +137,11 @@ mod tests {
                 assert_eq!(planes, want, "piece {piece}");
                 // the same into bands of rows (a split render's parts)
                 for cut in 1..sp {
-                    let mut planes: Planes = (0..nv).map(|_| zeroed_plane(n)).collect();
-                    let (mut lo, mut hi): (Vec<&mut [f64]>, Vec<&mut [f64]>) =
-                        planes.iter_mut().map(|p| p.split_at_mut(cut * fp)).unzip();
+                    let mut planes: Planes = vec![vec![0.0; n]; nv];
+                    let (mut lo, mut hi): (Vec<_>, Vec<_>) = planes
+                        .iter_mut()
+                        .map(|p| as_uninit(p).split_at_mut(cut * fp))
+                        .unzip();
                     for (c, chunk) in vals.chunks(piece).enumerate() {
                         // a piece's values, each to the band of its row
                         for (k, v) in chunk.iter().enumerate() {
