@@ -237,11 +237,7 @@ fn launch_image<R: GpuReal>(
     let chunk = chunk.div_ceil(BLOCK as usize) * BLOCK as usize;
     let model_r: Vec<R> = inputs.flat.iter().map(|x| R::of(*x)).collect();
     // one band of rows per GPU (fewer when there are fewer rows)
-    let ranges = if gpus.len() == 1 {
-        vec![0..npix]
-    } else {
-        split::pixel_ranges(npix, |i| pixels.get(i).1, gpus.len())
-    };
+    let ranges = split::pixel_ranges(npix, |i| pixels.get(i).1, gpus.len());
     let mut runs: Vec<PartRun> = Vec::with_capacity(ranges.len());
     let launched = (|| {
         for (g, r) in gpus.iter().zip(&ranges) {
