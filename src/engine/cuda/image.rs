@@ -56,6 +56,18 @@ pub fn set_all_parts(n: usize) {
     ALL_PARTS.store(n, Ordering::Relaxed);
 }
 
+/// `BRAGGRUN_CUDA_ALL_PARTS=N`: as [`set_all_parts`], for the runner (to
+/// exercise the split on one GPU through experiments); 0 when unset.
+fn env_parts() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("BRAGGRUN_CUDA_ALL_PARTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
 /// Render with the CUDA engine on GPU `ordinal` (None: 0). Same options and
 /// result as the CPU engine; derivatives in passes of up to 8 directions.
 /// The result's `kernel_seconds` is the GPU time of every pass's kernels.
@@ -96,7 +108,7 @@ fn render_on(
                         "cuda:all: the CUDA driver sees no GPU".into(),
                     ));
                 }
-                let parts = ALL_PARTS.load(Ordering::Relaxed).max(n);
+                let parts = ALL_PARTS.load(Ordering::Relaxed).max(n).max(env_parts());
                 (0..parts).map(|k| k % n).collect()
             }
         };
@@ -278,24 +290,13 @@ fn launch_image<R: GpuReal>(
         return Err(e);
     }
     let t_launch = t0.elapsed().as_secs_f64();
-    // The host planes, while the GPUs compute, left uninitialised where
-    // the pixels will be written: a ROI of whole rows writes every element
-    // of its rows (the others are zeroed here); any other (a narrower ROI,
-    // a mask) has the whole plane zeroed first.
+    // The host planes, zeroed on all threads while the GPUs compute: their
+    // first touch (a page fault per 4 KiB where the memory is new) is then
+    // spread over every core; leaving them to the read-back, which writes
+    // every pixel, measured slower.
     let mut planes: Planes = (0..nv).map(|_| Vec::with_capacity(n)).collect();
-    let written_rows = match pixels {
-        Pixels::Rect { f0: 0, s0, nf, ns } if *nf == fp => Some(s0 * fp..(s0 + ns) * fp),
-        _ => None,
-    };
     for p in &mut planes {
-        let all = &mut p.spare_capacity_mut()[..n];
-        match &written_rows {
-            Some(rows) => {
-                fill_zero(&mut all[..rows.start]);
-                fill_zero(&mut all[rows.end..]);
-            }
-            None => fill_zero(all),
-        }
+        fill_zero(&mut p.spare_capacity_mut()[..n]);
     }
     let t_planes = t0.elapsed().as_secs_f64();
     // each part's band of rows of every plane
@@ -351,10 +352,8 @@ fn launch_image<R: GpuReal>(
         kernel_seconds = kernel_seconds.max(r?);
     }
     for p in &mut planes {
-        // SAFETY: every element of 0..n is initialised: the rows outside a
-        // ROI of whole rows, or the whole plane otherwise, were zeroed above,
-        // and every part's read-back succeeded, writing each of its pixels
-        // (the parts cover every pixel, each part's pieces every pixel of it)
+        // SAFETY: every element of 0..n was zeroed above (and the read-backs
+        // wrote pixels over the zeros)
         unsafe { p.set_len(n) };
     }
     tracing::debug!(

@@ -1,8 +1,8 @@
 //! One part of a render on one GPU, pipelined: the inputs uploaded from
-//! pinned memory, the part's pixels launched in pieces on four compute
-//! streams in turn (a piece of at least half a wave of blocks: the pieces
-//! in flight together fill the multiprocessors, and the next ones fill
-//! what the last ones leave), and each piece's
+//! pinned memory, the part's pixels launched in pieces on two compute
+//! streams in turn (a piece of at least one full wave of blocks, so that
+//! the next piece fills the multiprocessors the last one leaves; smaller
+//! pieces on more streams measured slower kernels), and each piece's
 //! planes copied back on a third stream as soon as it is done, through a
 //! ring of pinned buffers, and put into the image on the host while later
 //! pieces compute. What is left after the last kernel is one piece's copy
@@ -27,6 +27,7 @@ use crate::physics::Simulation;
 use cudarc::driver::{
     result as dresult, sys as dsys, CudaContext, CudaEvent, CudaStream, DriverError,
 };
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::mem::MaybeUninit;
@@ -38,10 +39,10 @@ pub(super) const BLOCK: u32 = 128;
 /// Pinned buffers in the read-back ring.
 const RING: usize = 3;
 /// Pieces a part is cut into at most (fewer when a piece would be less
-/// than half a wave of blocks).
-const TARGET_PIECES: usize = 16;
+/// than a full wave of blocks).
+const TARGET_PIECES: usize = 8;
 /// Compute streams the pieces are launched on in turn.
-const STREAMS: usize = 4;
+const STREAMS: usize = 2;
 
 /// Device memory allocated with `cuMemAlloc` (freed with `cuMemFree`, which
 /// waits for the work using it), grow-only.
@@ -341,7 +342,7 @@ pub(super) fn launch_part<R: GpuReal>(
     for s in &st.compute[1..] {
         s.wait(&start).map_err(drv("ordering the streams"))?;
     }
-    // pieces: about TARGET_PIECES, none below half a wave of blocks
+    // pieces: about TARGET_PIECES, none below a full wave of blocks
     let per_sm = kernel
         .render
         .occupancy_max_active_blocks_per_multiprocessor(BLOCK, 0, None)
@@ -351,7 +352,7 @@ pub(super) fn launch_part<R: GpuReal>(
     let len = range.len();
     let piece = len
         .div_ceil(TARGET_PIECES)
-        .max(wave / 2)
+        .max(wave)
         .div_ceil(BLOCK as usize)
         * BLOCK as usize;
     let pieces: Vec<Range<usize>> = (0..len.div_ceil(piece.max(1)))
@@ -582,17 +583,18 @@ impl PartRun {
             let r = self.pieces[k].clone();
             let len = r.len();
             let slot = self.state.ring[k % RING].slice_mut::<R>(nv * len);
-            for j in 0..nv {
+            // every plane at once (each plane's values in parallel too)
+            windows.par_iter_mut().enumerate().for_each(|(j, w)| {
                 scatter(
-                    windows,
+                    std::slice::from_mut(w),
                     pixels,
                     fp,
                     npix,
                     base,
-                    j * npix + r.start,
+                    r.start,
                     &slot[j * len..(j + 1) * len],
-                );
-            }
+                )
+            });
             if k + RING < n {
                 self.issue::<R>(k + RING)
                     .map_err(drv("reading back the image"))?;

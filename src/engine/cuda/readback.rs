@@ -45,7 +45,7 @@ pub(super) fn scatter<R: GpuReal, P: AsMut<[MaybeUninit<f64>]>>(
     vals: &[R],
 ) {
     use rayon::prelude::*;
-    const PIECE: usize = 1 << 15;
+    const PIECE: usize = 1 << 13;
     let mut done = 0;
     while done < vals.len() {
         let (j, i0) = ((offset + done) / npix, (offset + done) % npix);
