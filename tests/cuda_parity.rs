@@ -457,7 +457,7 @@ fn cuda_all_equals_cuda0() -> Result<(), Failed> {
     cases.push((
         "dmin-first-sweep",
         "-default_F 100 -cell 70 80 90 75 85 95 -misset 10 20 30 -lambda 1.0 -N 5 -distance 100 \
-         -pixel 0.1 -detpixels 64 -mosflm -phi 0 -osc 1 -phisteps 2 -dmin 12",
+         -pixel 0.1 -detpixels 64 -mosflm -phi 0 -osc 1 -phisteps 2 -dmin 50",
         &[Param::CellA],
     ));
     let mut failures = vec![];

@@ -93,7 +93,7 @@ fn plain_mosaic_float64_and_float32_with_derivatives() {
 fn first_phi_sweep_away_from_pixel_zero() {
     let s = sim(
         "-default_F 100 -cell 70 80 90 75 85 95 -misset 10 20 30 -lambda 1.0 -N 5 -distance 100 \
-         -pixel 0.1 -detpixels 64 -mosflm -phi 0 -osc 1 -phisteps 2 -dmin 12",
+         -pixel 0.1 -detpixels 64 -mosflm -phi 0 -osc 1 -phisteps 2 -dmin 50",
         false,
     );
     // the resolution cut leaves the first rows without a sweep: the
