@@ -438,6 +438,64 @@ fn extra(name: &str, args: &str, dirs: &[Param], cap: usize) -> Result<(), Faile
     }
 }
 
+fn same_bits(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// `cuda:all` (the render split by rows over every visible GPU, and here
+/// also into 2, 3 and 7 bands dealt to them in turn, so that one GPU
+/// exercises the split) equals `cuda:0` bit for bit: the image and every
+/// derivative, float64 and float32, on the extra cases (a mask, the
+/// interpolation re-run, a curved detector) and a resolution cut that
+/// moves the first phi sweep.
+fn cuda_all_equals_cuda0() -> Result<(), Failed> {
+    let mut cases: Vec<(&str, &str, &[Param])> = EXTRA
+        .iter()
+        .filter(|(n, ..)| ["masked-roi", "interpolate-rerun", "curved-oversample"].contains(n))
+        .map(|(n, a, d, _)| (*n, *a, *d))
+        .collect();
+    cases.push((
+        "dmin-first-sweep",
+        "-default_F 100 -cell 70 80 90 75 85 95 -misset 10 20 30 -lambda 1.0 -N 5 -distance 100 \
+         -pixel 0.1 -detpixels 64 -mosflm -phi 0 -osc 1 -phisteps 2 -dmin 50",
+        &[Param::CellA],
+    ));
+    let mut failures = vec![];
+    let mut line = format!(
+        "cuda_parity: cuda:all vs cuda:0 on {} GPU(s):",
+        cuda::device_count()
+    );
+    for (name, args, dirs) in cases {
+        let sim = extra_sim(args)?;
+        for dtype in [Dtype::F64, Dtype::F32] {
+            let mut opts = RenderOptions::new(dtype);
+            opts.derivatives = dirs.to_vec();
+            let one = render_on(&sim, Device::Cuda(Some(0)), &opts)?;
+            for parts in [0, 2, 3, 7] {
+                cuda::set_all_parts(parts);
+                let all = render_on(&sim, Device::CudaAll, &opts);
+                cuda::set_all_parts(0);
+                let all = all?;
+                let mut ok = same_bits(&one.image, &all.image);
+                for ((p, a), (q, b)) in one.derivatives.iter().zip(&all.derivatives) {
+                    ok &= p == q && same_bits(a, b);
+                }
+                ok &= one.derivatives.len() == all.derivatives.len();
+                if !ok {
+                    failures.push(format!("{name} {dtype} {parts} parts ({})", all.device));
+                }
+            }
+        }
+        line += &format!(" {name}");
+    }
+    println!("{line}: {} differences", failures.len());
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("cuda:all differs from cuda:0: {}", failures.join("; ")).into())
+    }
+}
+
 /// The performance anchor (README, "Speed": 1024 x 1024, 10 phi steps x 10
 /// mosaic domains); timing only, warm (second render of each), run before
 /// the trials so nothing else shares the GPU.
@@ -616,6 +674,10 @@ fn main() {
         .with_ignored_flag(no_gpu.is_some())
     };
     trials.push(gated("phi_cache_probe".into(), Box::new(phi_cache)));
+    trials.push(gated(
+        "cuda_all_equals_cuda0".into(),
+        Box::new(cuda_all_equals_cuda0),
+    ));
     trials.push(gated(
         "derivative_sweep".into(),
         Box::new(|| match common::sweep::run_sweep(Device::Cuda(None)) {

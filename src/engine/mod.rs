@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod prepare;
 pub mod roi;
+pub mod split;
 pub mod values;
 
 use crate::physics::params::Param;
@@ -61,6 +62,24 @@ pub enum Device {
     Cpu,
     /// `cuda` (any GPU; the scheduler picks) or `cuda:N`.
     Cuda(Option<usize>),
+    /// `cuda:all`: one render split by rows over every visible GPU (the
+    /// same pixels as on one GPU, bit for bit).
+    CudaAll,
+}
+
+impl Device {
+    /// Whether the render runs on the CUDA engine (`cuda`, `cuda:N`, `cuda:all`).
+    pub fn is_cuda(self) -> bool {
+        !matches!(self, Device::Cpu)
+    }
+    /// The one GPU a render is pinned to: `cuda:N`; None for `cpu`, `cuda`
+    /// (the scheduler picks) and `cuda:all`.
+    pub fn cuda_ordinal(self) -> Option<usize> {
+        match self {
+            Device::Cuda(n) => n,
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Device {
@@ -69,6 +88,7 @@ impl fmt::Display for Device {
             Device::Cpu => f.write_str("cpu"),
             Device::Cuda(None) => f.write_str("cuda"),
             Device::Cuda(Some(n)) => write!(f, "cuda:{n}"),
+            Device::CudaAll => f.write_str("cuda:all"),
         }
     }
 }
@@ -79,13 +99,18 @@ impl std::str::FromStr for Device {
         match s {
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda(None)),
+            "cuda:all" => Ok(Device::CudaAll),
             _ => {
                 if let Some(n) = s.strip_prefix("cuda:") {
                     n.parse::<usize>()
                         .map(|n| Device::Cuda(Some(n)))
-                        .map_err(|_| format!("bad device '{s}'; valid: cpu, cuda, cuda:N"))
+                        .map_err(|_| {
+                            format!("bad device '{s}'; valid: cpu, cuda, cuda:N, cuda:all")
+                        })
                 } else {
-                    Err(format!("unknown device '{s}'; valid: cpu, cuda, cuda:N"))
+                    Err(format!(
+                        "unknown device '{s}'; valid: cpu, cuda, cuda:N, cuda:all"
+                    ))
                 }
             }
         }
@@ -208,5 +233,6 @@ pub fn render(
     match device {
         Device::Cpu => cpu::render(sim, opts),
         Device::Cuda(ordinal) => cuda::render(sim, ordinal, opts),
+        Device::CudaAll => cuda::render_all(sim, opts),
     }
 }

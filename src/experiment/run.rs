@@ -124,7 +124,7 @@ pub(crate) fn check_require_device(require: &[String]) -> Result<(), InputError>
 /// Whether `--require-device` names the cell's device.
 pub(crate) fn device_required(cell: &Cell, require: &[String]) -> bool {
     require.iter().any(|r| match (r.as_str(), cell.device) {
-        ("cuda", Device::Cuda(_)) => true,
+        ("cuda", d) => d.is_cuda(),
         ("cpu", Device::Cpu) => true,
         (s, d) => s == d.to_string(),
     })

@@ -239,6 +239,7 @@ pub(super) fn gpu(ordinal: usize) -> Result<Arc<Gpu>, EngineError> {
         .compute_capability()
         .map_err(drv("reading the compute capability"))?;
     keep_pool_memory(ctx.cu_device());
+    keep_host_memory();
     tracing::debug!(
         target: "braggrun::cuda",
         "opened cuda:{ordinal} {name} in {:.3} ms",
@@ -273,6 +274,30 @@ fn keep_pool_memory(dev: dsys::CUdevice) {
                 dsys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
                 &mut keep as *mut u64 as *mut std::ffi::c_void,
             );
+        }
+    });
+}
+
+/// Let the C allocator keep freed memory for the next render: by default
+/// glibc maps each large buffer (a render's full-detector planes: 8 MB
+/// each at 1024^2) afresh and unmaps it when freed, so every render pays a
+/// page fault per 4 KiB of every plane (about 4 ms per 8 MB on one thread of
+/// the GPU host), more than the GPU's work at 1024^2. With a fixed mmap
+/// threshold of 32 MiB (glibc's largest) and no trimming, freed planes stay
+/// mapped and the next render's reuse them. Set once, when the first GPU is
+/// opened (the CPU engine is not affected before); `BRAGGRUN_KEEP_HOST_MEMORY=0`
+/// leaves glibc's defaults (for comparison).
+fn keep_host_memory() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var("BRAGGRUN_KEEP_HOST_MEMORY").is_ok_and(|v| v == "0") {
+            return;
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes allocator thresholds
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         }
     });
 }

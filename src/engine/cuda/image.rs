@@ -1,29 +1,29 @@
-//! Rendering an image on the GPU: the host builds the kernel's inputs
-//! ([`super::inputs`]), uploads them, launches `render_pixels` over the
-//! pixels in pieces (one thread per pixel), re-runs from the first
-//! out-of-range structure-factor lookup as C does, and reads the planes back
-//! ([`super::readback`]). Derivatives go in passes of up to 8 directions.
+//! Rendering an image on the GPU(s): the host builds the kernel's inputs
+//! ([`super::inputs`]) once, each GPU renders its band of rows (all of them
+//! on one GPU; `cuda:all` splits by rows over every visible GPU, see
+//! [`crate::engine::split`]) through [`super::pipeline`] (upload, launches
+//! in pieces, read-back overlapping the later pieces), re-running from the
+//! first out-of-range structure-factor lookup as C does. Derivatives go in
+//! passes of up to 8 directions.
 
 use super::compile::{gpu_with_kernel, kernels};
-use super::device::{drv, guarded, probe_libraries, Gpu};
-use super::inputs::{hkl_grid, kernel_inputs, KernelInputs, Pixels};
-use super::interface::{GpuReal, KernelVariant, Params};
-use super::readback::{read_back, scatter, zeroed_plane, Planes};
+use super::device::{guarded, probe_libraries, raw_device_count, Gpu};
+use super::inputs::{kernel_inputs, KernelInputs, Pixels};
+use super::interface::{GpuReal, KernelVariant};
+use super::pipeline::{launch_part, GpuState, PartRun, BLOCK};
+use super::readback::{fill_zero, Planes};
 use crate::engine::roi::check_roi;
+use crate::engine::split;
 use crate::engine::values::{base_with_shifts, seeded_values, Extract, MAX_DIRECTIONS};
 use crate::engine::{Dtype, EngineError, RenderOptions, Rendered};
 use crate::physics::params::{Param, ParamValues};
 use crate::physics::Simulation;
-use cudarc::driver::{
-    sys as dsys, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
-};
 use num_dual::DualSVec64;
-use std::collections::HashMap;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-const BLOCK: u32 = 128;
 /// Evaluations (pixel-samples x (1 + directions)) per launch, about: a
 /// launch stays well under a second on an H100 (5e10 evaluations/s in f64).
 const LAUNCH_BUDGET: f64 = 1e10;
@@ -45,10 +45,50 @@ pub fn set_max_launch_pixels(n: usize) {
     LAUNCH_CAP.store(n, Ordering::Relaxed);
 }
 
+/// Fewest parts `cuda:all` splits a render into (0: one per GPU).
+static ALL_PARTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Split `cuda:all` renders into at least `n` bands of rows, dealt to the
+/// visible GPUs in turn (several to a GPU when `n` exceeds them; 0 restores
+/// one per GPU). Results do not depend on it; tests use it to exercise the
+/// split and stitch on a machine with one GPU.
+pub fn set_all_parts(n: usize) {
+    ALL_PARTS.store(n, Ordering::Relaxed);
+}
+
+/// `BRAGGRUN_CUDA_ALL_PARTS=N`: as [`set_all_parts`], for the runner (to
+/// exercise the split on one GPU through experiments); 0 when unset.
+fn env_parts() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("BRAGGRUN_CUDA_ALL_PARTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
 /// Render with the CUDA engine on GPU `ordinal` (None: 0). Same options and
 /// result as the CPU engine; derivatives in passes of up to 8 directions.
 /// The result's `kernel_seconds` is the GPU time of every pass's kernels.
 pub fn render(
+    sim: &Simulation,
+    ordinal: Option<usize>,
+    opts: &RenderOptions,
+) -> Result<Rendered, EngineError> {
+    render_on(sim, Some(ordinal.unwrap_or(0)), opts)
+}
+
+/// Render on every visible GPU (`cuda:all`): the ROI split by rows into one
+/// band per GPU, each band rendered by its GPU, the bands stitched. Each
+/// pixel is computed as on one GPU, so the image is the same bit for bit.
+/// `kernel_seconds` is the longest GPU's kernel time, summed over passes.
+pub fn render_all(sim: &Simulation, opts: &RenderOptions) -> Result<Rendered, EngineError> {
+    render_on(sim, None, opts)
+}
+
+/// On GPU `ordinal`, or on every visible GPU (None).
+fn render_on(
     sim: &Simulation,
     ordinal: Option<usize>,
     opts: &RenderOptions,
@@ -59,29 +99,43 @@ pub fn render(
     guarded(|| {
         let t0 = Instant::now();
         let first_dirs = opts.derivatives.len().min(MAX_DIRECTIONS);
-        let g = gpu_with_kernel(
-            ordinal.unwrap_or(0),
-            KernelVariant::of(sim, opts.dtype, first_dirs),
-        )?;
+        let ordinals: Vec<usize> = match ordinal {
+            Some(o) => vec![o],
+            None => {
+                let n = raw_device_count()?;
+                if n == 0 {
+                    return Err(EngineError::Unavailable(
+                        "cuda:all: the CUDA driver sees no GPU".into(),
+                    ));
+                }
+                let parts = ALL_PARTS.load(Ordering::Relaxed).max(n).max(env_parts());
+                (0..parts).map(|k| k % n).collect()
+            }
+        };
+        let gpus: Vec<Arc<Gpu>> = ordinals
+            .iter()
+            .map(|o| gpu_with_kernel(*o, KernelVariant::of(sim, opts.dtype, first_dirs)))
+            .collect::<Result<_, _>>()?;
         let pixels = Pixels::of(sim, roi);
         let mut image = vec![];
         let mut derivatives: Vec<(Param, Vec<f64>)> = vec![];
         let mut kernel_seconds = 0.0;
         if opts.derivatives.is_empty() {
-            let (mut planes, k) = run_image::<f64>(&g, sim, &pixels, &base, 0, opts.dtype)?;
+            let (mut planes, k) = run_image::<f64>(&gpus, sim, &pixels, &base, 0, opts.dtype)?;
             kernel_seconds += k;
             image = planes.swap_remove(0);
         } else {
             for chunk in opts.derivatives.chunks(MAX_DIRECTIONS) {
+                let g = &gpus;
                 let (planes, k) = match chunk.len() {
-                    1 => run_dual::<1>(&g, sim, &pixels, &base, chunk, opts.dtype),
-                    2 => run_dual::<2>(&g, sim, &pixels, &base, chunk, opts.dtype),
-                    3 => run_dual::<3>(&g, sim, &pixels, &base, chunk, opts.dtype),
-                    4 => run_dual::<4>(&g, sim, &pixels, &base, chunk, opts.dtype),
-                    5 => run_dual::<5>(&g, sim, &pixels, &base, chunk, opts.dtype),
-                    6 => run_dual::<6>(&g, sim, &pixels, &base, chunk, opts.dtype),
-                    7 => run_dual::<7>(&g, sim, &pixels, &base, chunk, opts.dtype),
-                    8 => run_dual::<8>(&g, sim, &pixels, &base, chunk, opts.dtype),
+                    1 => run_dual::<1>(g, sim, &pixels, &base, chunk, opts.dtype),
+                    2 => run_dual::<2>(g, sim, &pixels, &base, chunk, opts.dtype),
+                    3 => run_dual::<3>(g, sim, &pixels, &base, chunk, opts.dtype),
+                    4 => run_dual::<4>(g, sim, &pixels, &base, chunk, opts.dtype),
+                    5 => run_dual::<5>(g, sim, &pixels, &base, chunk, opts.dtype),
+                    6 => run_dual::<6>(g, sim, &pixels, &base, chunk, opts.dtype),
+                    7 => run_dual::<7>(g, sim, &pixels, &base, chunk, opts.dtype),
+                    8 => run_dual::<8>(g, sim, &pixels, &base, chunk, opts.dtype),
                     k => return Err(EngineError::Failed(format!("chunk of {k} directions"))),
                 }?;
                 kernel_seconds += k;
@@ -90,10 +144,28 @@ pub fn render(
                 derivatives.extend(chunk.iter().copied().zip(planes));
             }
         }
+        let device = match (ordinal, gpus.as_slice()) {
+            (Some(_), [g]) => g.label(),
+            _ => {
+                let mut seen: Vec<usize> = ordinals.clone();
+                seen.sort_unstable();
+                seen.dedup();
+                let labels: Vec<String> = seen
+                    .iter()
+                    .filter_map(|o| gpus.iter().find(|g| g.ordinal == *o))
+                    .map(|g| g.label())
+                    .collect();
+                format!(
+                    "cuda:all ({} GPU(s), {} band(s) of rows: {})",
+                    labels.len(),
+                    gpus.len(),
+                    labels.join(", ")
+                )
+            }
+        };
         tracing::debug!(
             target: "braggrun::cuda",
-            "render on {} in {:.3} ms",
-            g.label(),
+            "render on {device} in {:.3} ms",
             t0.elapsed().as_secs_f64() * 1e3
         );
         Ok(Rendered {
@@ -102,14 +174,14 @@ pub fn render(
             roi,
             image,
             derivatives,
-            device: g.label(),
+            device,
             kernel_seconds: Some(kernel_seconds),
         })
     })
 }
 
 fn run_dual<const N: usize>(
-    g: &Gpu,
+    g: &[Arc<Gpu>],
     sim: &Simulation,
     pixels: &Pixels,
     base: &ParamValues<f64>,
@@ -123,7 +195,7 @@ fn run_dual<const N: usize>(
 /// Render the pixels in scalar T on the GPU: 1 + nd full-detector planes
 /// and the kernels' GPU time (seconds).
 fn run_image<T: Extract>(
-    g: &Gpu,
+    g: &[Arc<Gpu>],
     sim: &Simulation,
     pixels: &Pixels,
     pv: &ParamValues<T>,
@@ -145,58 +217,11 @@ fn run_image<T: Extract>(
     }
 }
 
-/// The kernel's inputs on the GPU, and its output buffers.
-struct DeviceBuffers<R: GpuReal> {
-    model: CudaSlice<R>,
-    hi: CudaSlice<f64>,
-    hkl: CudaSlice<f64>,
-    pix: CudaSlice<i32>,
-    out: CudaSlice<R>,
-    oor: CudaSlice<i32>,
-}
-
-fn upload<R: GpuReal>(
-    stream: &Arc<CudaStream>,
-    sim: &Simulation,
-    pixels: &Pixels,
-    inputs: &KernelInputs,
-    nv: usize,
-    track_oor: bool,
-) -> Result<DeviceBuffers<R>, EngineError> {
-    let npix = pixels.len();
-    let model_r: Vec<R> = inputs.flat.iter().map(|x| R::of(*x)).collect();
-    let model = stream
-        .clone_htod(&model_r)
-        .map_err(drv("uploading the model"))?;
-    let hkl = stream
-        .clone_htod(hkl_grid(sim))
-        .map_err(drv("uploading the HKL grid"))?;
-    let hi = stream
-        .clone_htod(&inputs.hi)
-        .map_err(drv("uploading the float64 model"))?;
-    let pix = stream
-        .clone_htod(&pixels.upload())
-        .map_err(drv("uploading the pixel list"))?;
-    // every element is written by the kernel: no memset
-    let out =
-        unsafe { stream.alloc::<R>(npix * nv) }.map_err(drv("allocating the output image"))?;
-    // the interpolating kernel reports its first out-of-range lookup
-    let oor = unsafe { stream.alloc::<i32>(if track_oor { npix } else { 1 }) }
-        .map_err(drv("allocating the output image"))?;
-    Ok(DeviceBuffers {
-        model,
-        hi,
-        hkl,
-        pix,
-        out,
-        oor,
-    })
-}
-
-/// Render the pixels with the kernel in precision R: the planes and the
-/// kernels' GPU time (CUDA events around the launches), seconds.
+/// Render the pixels with the kernel in precision R on `gpus` (one band of
+/// rows each): the planes and the kernels' GPU time (CUDA events around the
+/// launches; the longest GPU's), seconds.
 fn launch_image<R: GpuReal>(
-    g: &Gpu,
+    gpus: &[Arc<Gpu>],
     sim: &Simulation,
     pixels: &Pixels,
     inputs: &KernelInputs,
@@ -215,123 +240,130 @@ fn launch_image<R: GpuReal>(
         Dtype::F32
     };
     let variant = KernelVariant::of(sim, dtype, nd);
-    let (k, _) = kernels(g, variant)?;
-    let t0 = Instant::now();
-    let stream = stream_for(g)?;
     let track_oor = variant.interpolate;
-    let mut bufs = upload::<R>(&stream, sim, pixels, inputs, nv, track_oor)?;
+    let t0 = Instant::now();
     let cap = LAUNCH_CAP.load(Ordering::Relaxed).max(1);
     let chunk = ((LAUNCH_BUDGET / (work * nv as f64)) as usize)
         .clamp(MIN_LAUNCH_PIXELS, MAX_LAUNCH_PIXELS)
         .min(cap);
     let chunk = chunk.div_ceil(BLOCK as usize) * BLOCK as usize;
-    let timed = Some(dsys::CUevent_flags::CU_EVENT_DEFAULT);
-    let ev_start = stream
-        .record_event(timed)
-        .map_err(drv("recording a timing event"))?;
-    launch_range(
-        &stream,
-        &k.render,
-        &inputs.params,
-        &mut bufs,
-        0,
-        npix,
-        chunk,
-    )?;
-    if track_oor {
+    let model_r: Vec<R> = inputs.flat.iter().map(|x| R::of(*x)).collect();
+    // one band of rows per GPU (fewer when there are fewer rows)
+    let ranges = split::pixel_ranges(npix, |i| pixels.get(i).1, gpus.len());
+    let mut runs: Vec<PartRun> = Vec::with_capacity(ranges.len());
+    let launched = (|| {
+        for (g, r) in gpus.iter().zip(&ranges) {
+            let (k, _) = kernels(g, variant)?;
+            let state = GpuState::take(g)?;
+            runs.push(launch_part::<R>(
+                state,
+                k,
+                sim,
+                pixels,
+                inputs,
+                &model_r,
+                nv,
+                r.clone(),
+                chunk,
+                track_oor,
+            )?);
+        }
         // C turns interpolation off for good at the first out-of-range
-        // lookup: redo the pixels from it on (cpu.rs does the same).
-        let oor = stream
-            .clone_dtoh(&bufs.oor)
-            .map_err(drv("reading back the interpolation flags"))?;
-        stream.synchronize().map_err(drv("rendering"))?;
-        if let Some(p) = oor.iter().position(|o| *o >= 0) {
-            let mut p2 = inputs.params;
-            p2.nearest_mode = 1;
-            p2.switch_pixel = p as i32;
-            p2.switch_eval = oor[p];
-            launch_range(&stream, &k.render, &p2, &mut bufs, p, npix, chunk)?;
+        // lookup (over the whole ROI in order): every part re-runs its
+        // pixels from it on
+        let per_part: Vec<Option<(usize, i32)>> = runs
+            .iter()
+            .map(|r| r.first_oor())
+            .collect::<Result<_, _>>()?;
+        let switch = split::first_switch(&per_part);
+        for r in &mut runs {
+            r.finish(switch)?;
+            // the first pieces' copies, before the host planes exist
+            r.start_copies::<R>()?;
+        }
+        Ok::<(), EngineError>(())
+    })();
+    if let Err(e) = launched {
+        for r in runs {
+            r.state.give_back();
+        }
+        return Err(e);
+    }
+    let t_launch = t0.elapsed().as_secs_f64();
+    // The host planes, zeroed on all threads while the GPUs compute: their
+    // first touch (a page fault per 4 KiB where the memory is new) is then
+    // spread over every core; leaving them to the read-back, which writes
+    // every pixel, measured slower.
+    let mut planes: Planes = (0..nv).map(|_| Vec::with_capacity(n)).collect();
+    for p in &mut planes {
+        fill_zero(&mut p.spare_capacity_mut()[..n]);
+    }
+    let t_planes = t0.elapsed().as_secs_f64();
+    // each part's band of rows of every plane
+    let mut windows: Vec<(usize, Vec<&mut [MaybeUninit<f64>]>)> = Vec::with_capacity(runs.len());
+    {
+        let mut rest: Vec<&mut [MaybeUninit<f64>]> = planes
+            .iter_mut()
+            .map(|p| &mut p.spare_capacity_mut()[..n])
+            .collect();
+        let mut at = 0;
+        for r in &ranges {
+            let end_row = pixels.get(r.end - 1).1 + 1;
+            let mut band = Vec::with_capacity(nv);
+            let mut tail = Vec::with_capacity(nv);
+            for p in rest {
+                let (b, t) = p.split_at_mut(end_row * fp - at);
+                band.push(b);
+                tail.push(t);
+            }
+            windows.push((at, band));
+            at = end_row * fp;
+            rest = tail;
         }
     }
-    let ev_end = stream
-        .record_event(timed)
-        .map_err(drv("recording a timing event"))?;
-    let t_launch = t0.elapsed().as_secs_f64();
-    let t_alloc = Instant::now();
-    let mut planes: Planes = (0..nv).map(|_| zeroed_plane(n)).collect();
+    let results: Vec<Result<f64, EngineError>> = if runs.len() == 1 {
+        let (base, w) = &mut windows[0];
+        vec![runs[0].read_back::<R>(pixels, fp, w, *base)]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = runs
+                .iter_mut()
+                .zip(windows.iter_mut())
+                .map(|(run, (base, w))| {
+                    let base = *base;
+                    s.spawn(move || guarded(|| run.read_back::<R>(pixels, fp, w, base)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(EngineError::Failed("a read-back thread panicked".into()))
+                    })
+                })
+                .collect()
+        })
+    };
+    for r in runs {
+        r.state.give_back();
+    }
+    let mut kernel_seconds: f64 = 0.0;
+    for r in results {
+        kernel_seconds = kernel_seconds.max(r?);
+    }
+    for p in &mut planes {
+        // SAFETY: every element of 0..n was zeroed above (and the read-backs
+        // wrote pixels over the zeros)
+        unsafe { p.set_len(n) };
+    }
     tracing::debug!(
         target: "braggrun::cuda",
-        "{nv} host planes allocated in {:.3} ms",
-        t_alloc.elapsed().as_secs_f64() * 1e3
+        "{npix} pixels x {nv} values on {} GPU(s): upload and launch {:.3} ms, host planes {:.3} ms, kernels {:.3} ms, total with read-back {:.3} ms",
+        gpus.len(),
+        t_launch * 1e3,
+        (t_planes - t_launch) * 1e3,
+        kernel_seconds * 1e3,
+        t0.elapsed().as_secs_f64() * 1e3
     );
-    read_back(g, &stream, &bufs.out, |offset, vals| {
-        scatter(&mut planes, pixels, fp, npix, offset, vals)
-    })?;
-    let mut kernel_seconds = 0.0;
-    if let Ok(ms) = ev_start.elapsed_ms(&ev_end) {
-        kernel_seconds = ms as f64 / 1000.0;
-        tracing::debug!(
-            target: "braggrun::cuda",
-            "{npix} pixels x {nv} values: upload and launch {:.3} ms, kernels {:.3} ms, total with read-back {:.3} ms",
-            t_launch * 1e3,
-            ms,
-            t0.elapsed().as_secs_f64() * 1e3
-        );
-    }
     Ok((planes, kernel_seconds))
-}
-
-/// Launch `render_pixels` over pixels `from..npix`, `chunk` pixels a launch.
-fn launch_range<R: GpuReal>(
-    stream: &Arc<CudaStream>,
-    f: &CudaFunction,
-    params: &Params,
-    bufs: &mut DeviceBuffers<R>,
-    from: usize,
-    npix: usize,
-    chunk: usize,
-) -> Result<(), EngineError> {
-    let mut start = from;
-    let n = npix as i32;
-    while start < npix {
-        let count = chunk.min(npix - start);
-        let cfg = LaunchConfig {
-            grid_dim: ((count as u32).div_ceil(BLOCK), 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (s, c) = (start as i32, count as i32);
-        let mut b = stream.launch_builder(f);
-        b.arg(params)
-            .arg(&bufs.model)
-            .arg(&bufs.hi)
-            .arg(&bufs.hkl)
-            .arg(&bufs.pix)
-            .arg(&s)
-            .arg(&c)
-            .arg(&n)
-            .arg(&mut bufs.out)
-            .arg(&mut bufs.oor);
-        unsafe { b.launch(cfg) }.map_err(drv("launching render_pixels"))?;
-        start += count;
-    }
-    Ok(())
-}
-
-/// This thread's stream on GPU `g`, made once: a render waits only on its
-/// own work, and threads rendering on one GPU run side by side.
-fn stream_for(g: &Gpu) -> Result<Arc<CudaStream>, EngineError> {
-    thread_local! {
-        static STREAMS: std::cell::RefCell<HashMap<usize, Arc<CudaStream>>> =
-            std::cell::RefCell::new(HashMap::new());
-    }
-    STREAMS.with(|m| {
-        let mut m = m.borrow_mut();
-        if let Some(s) = m.get(&g.ordinal) {
-            return Ok(s.clone());
-        }
-        let s = g.ctx.new_stream().map_err(drv("creating a stream"))?;
-        m.insert(g.ordinal, s.clone());
-        Ok(s)
-    })
 }

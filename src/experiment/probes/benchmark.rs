@@ -48,7 +48,7 @@ pub(crate) fn run(
         ),
         _ => None,
     };
-    let is_gpu = matches!(cell.device, Device::Cuda(_));
+    let is_gpu = cell.device.is_cuda();
     let mut kernel_times = vec![];
     let mut run_once = || -> Result<(f64, f64, String), EngineError> {
         let t = Instant::now();

@@ -88,8 +88,10 @@ fn evaluate(
                 ),
             )
         }
-        Device::Cuda(ord) => {
-            // the kernel computes what the probe configures
+        d => {
+            // the kernel computes what the probe configures (cuda:all: on
+            // the first GPU; the probe is one thread)
+            let ord = d.cuda_ordinal();
             let settings = engine::cuda::PhiCacheSettings {
                 stored_scale: p.stored_scale,
                 fresh_scale: p.fresh_scale,
