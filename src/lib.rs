@@ -7,6 +7,7 @@ pub mod evidence;
 pub mod experiment;
 pub mod io;
 pub mod physics;
+pub mod refine;
 
 /// The braggrun version baked in at build time.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
