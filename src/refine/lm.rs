@@ -7,8 +7,10 @@
 //! `S = diag(A)^-1/2` (Marquardt's scaling: invariant to the units of the
 //! parameters), `A = Jᵀ W J`, `g = Jᵀ W (y - m)`; the trial point is clamped
 //! into the bounds, the gain ratio of actual to predicted loss reduction
-//! decides acceptance, and λ follows Nielsen's rule (shrink by
-//! max(1/3, 1 - (2ρ - 1)³) on success, grow by ν = 2, 4, 8, ... on failure).
+//! decides acceptance, and λ follows Marquardt's rule (÷10 on success, x10
+//! on failure) or Nielsen's ([`Damping`]). A trial point where the model is
+//! not finite (outside its domain, e.g. a negative cell edge after a long
+//! step from far away) is a failed step, not an error.
 
 use super::{Objective, RefineError};
 use nalgebra::{DMatrix, DVector};
@@ -448,8 +450,14 @@ pub fn levenberg_marquardt(
         let rel = prob.rel_change(&x, d.as_slice());
         let et = model.eval(&trial)?;
         evaluations += 1;
-        check_eval(&et, n, k)?;
-        let lt = loss(prob.objective, prob.y, &et.model);
+        check_shape(&et, n, k)?;
+        // A trial point outside the model's domain (a non-finite value, e.g.
+        // a negative cell edge after a long step) is a failed step: λ grows.
+        let lt = if et.model.iter().all(|v| v.is_finite()) {
+            loss(prob.objective, prob.y, &et.model)
+        } else {
+            f64::NAN
+        };
         let rho = if pred > 0.0 && lt.is_finite() {
             (l - lt) / pred
         } else {
@@ -504,7 +512,7 @@ pub fn levenberg_marquardt(
     })
 }
 
-fn check_eval(e: &Eval, n: usize, k: usize) -> Result<(), RefineError> {
+fn check_shape(e: &Eval, n: usize, k: usize) -> Result<(), RefineError> {
     if e.model.len() != n || e.jac.len() != k || e.jac.iter().any(|c| c.len() != n) {
         return Err(RefineError::Numeric(format!(
             "model gave {} values and {} Jacobian columns; expected {n} and {k}",
@@ -512,6 +520,12 @@ fn check_eval(e: &Eval, n: usize, k: usize) -> Result<(), RefineError> {
             e.jac.len()
         )));
     }
+    Ok(())
+}
+
+/// The start's evaluation: the right shape and finite values.
+fn check_eval(e: &Eval, n: usize, k: usize) -> Result<(), RefineError> {
+    check_shape(e, n, k)?;
     if let Some(i) = e.model.iter().position(|v| !v.is_finite()) {
         return Err(RefineError::Numeric(format!(
             "model value {i} is {}",
@@ -615,6 +629,48 @@ mod tests {
         let err = levenberg_marquardt(&prob, &[30.0, 0.3, 1.0], &LmSettings::default(), &mut flat)
             .unwrap_err();
         assert!(err.to_string().contains("'c'"), "{err}");
+    }
+
+    /// A trial point where the model is not finite (outside its domain) is
+    /// a rejected step, not an error: the fit goes on with more damping.
+    #[test]
+    fn non_finite_trial_is_a_rejected_step() {
+        let t: Vec<f64> = (0..40).map(|i| i as f64 * 0.1).collect();
+        let truth = [50.0, 0.7, 3.0];
+        let y = expo(&truth, &t).model;
+        for obj in [Objective::LeastSquares, Objective::PoissonNll] {
+            let prob = problem(&y, obj);
+            let mut calls = 0;
+            let mut f = Closure(|x: &[f64]| {
+                calls += 1;
+                let mut e = expo(x, &t);
+                if calls == 2 {
+                    e.model[0] = f64::NAN;
+                }
+                Ok(e)
+            });
+            let settings = LmSettings {
+                decrement_tol: 0.0,
+                ..Default::default()
+            };
+            let out = levenberg_marquardt(&prob, &[30.0, 1.5, 1.0], &settings, &mut f).unwrap();
+            assert!(out.converged, "{obj:?}: {}", out.reason);
+            assert!(!out.trajectory[1].accepted && out.trajectory[1].loss.is_nan());
+            assert!(out.trajectory[2].damping > out.trajectory[1].damping);
+            for (x, t) in out.x.iter().zip(truth) {
+                assert!(((x - t) / t).abs() < 1e-9, "{obj:?}: {:?}", out.x);
+            }
+        }
+        // a non-finite model at the start is still an error
+        let prob = problem(&y, Objective::LeastSquares);
+        let mut nan = Closure(|x: &[f64]| {
+            let mut e = expo(x, &t);
+            e.model[3] = f64::NAN;
+            Ok(e)
+        });
+        let err = levenberg_marquardt(&prob, &[30.0, 1.5, 1.0], &LmSettings::default(), &mut nan)
+            .unwrap_err();
+        assert!(err.to_string().contains("model value 3"), "{err}");
     }
 
     #[test]
