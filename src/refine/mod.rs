@@ -51,7 +51,18 @@
 //!   (the inverse Fisher information); the Pearson χ² / (n - k) is reported
 //!   as the goodness of fit (≈ 1 when the model and the scale are right).
 //!   Standard errors are its diagonal's square roots; the correlation matrix
-//!   is the covariance normalised by them.
+//!   is the covariance normalised by them. Calibration, measured on the
+//!   synthetic Poisson case of tests/refine_recovery.rs (64², 2.2e5 counts,
+//!   median pixel 0.46 counts; 6 parameters from the perturbed
+//!   start; nanoBragg's `poidev`, seeds 1-1000): the pulls
+//!   (estimate - truth) / SE have mean within ±0.05 and standard deviation
+//!   0.98-1.05 for every parameter. A noise-free image is refitted to the
+//!   truth within 5e-15 relative; the fits' pulls match those of the
+//!   linearised estimate at the truth (median difference 0.03), so neither
+//!   the stop (0.01 standard errors: no change at 1e-14) nor the curvature
+//!   biases them. The deviance is not convex: from the perturbed start 3
+//!   fits in 1000 (seeds 10, 208, 670) stop in a local minimum 14-20
+//!   deviance units above the one found from the truth.
 //! - Device: any device and dtype the engine offers ([`RefineOptions::device`],
 //!   [`RefineOptions::dtype`]), through [`crate::engine::render`].
 
