@@ -7,6 +7,14 @@
 //!
 //! Prints one line per run (a warm-up render first) and the result JSON's
 //! headline figures.
+//!
+//! Measured (release, 2 CPU cores, commit after 6d07a37): float64 converges
+//! in 5 iterations, 6 renders, 0.51-0.62 s wall over 3 runs (worst relative
+//! error 6e-11); float32 in 25 iterations, 26 renders, 1.9 s (1.3e-7). The
+//! issue's limit is 10 s. The renders with derivatives take it all (the
+//! warm-up render with 10 derivatives alone: 0.1 s, two forward-mode passes
+//! of at most 8 directions); the normal equations are k² n = 6.6e6
+//! multiply-adds per iteration.
 use braggrun::cli::nanobragg::parse_args;
 use braggrun::engine::{render, Device, Dtype, RenderOptions};
 use braggrun::physics::params::Param;
