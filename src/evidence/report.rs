@@ -888,7 +888,7 @@ fn refine_device_agreement(s: &mut String, list: &[(&Row, RefineDetails)]) {
             for (p, q) in da.params.iter().zip(&db.params) {
                 let d = (p.value - q.value).abs()
                     / p.value.abs().max(p.scale.abs()).max(f64::MIN_POSITIVE);
-                if !(d <= worst.0) {
+                if d.is_nan() || d > worst.0 {
                     worst = (d, p.name.clone());
                 }
             }

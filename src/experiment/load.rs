@@ -671,18 +671,18 @@ fn check_refine(
             {
                 return Err(err(&key("start"), format!("must be finite (got {v})")));
             }
-            Some(Start::Absolute(v)) => {
-                if p.lower.is_some_and(|lo| v < lo) || p.upper.is_some_and(|hi| v > hi) {
-                    return Err(err(
-                        &key("start"),
-                        format!(
-                            "absolute start {v} is outside the bounds [{}, {}] of '{}'",
-                            p.lower.map(|x| x.to_string()).unwrap_or("-inf".into()),
-                            p.upper.map(|x| x.to_string()).unwrap_or("inf".into()),
-                            p.param
-                        ),
-                    ));
-                }
+            Some(Start::Absolute(v))
+                if p.lower.is_some_and(|lo| v < lo) || p.upper.is_some_and(|hi| v > hi) =>
+            {
+                return Err(err(
+                    &key("start"),
+                    format!(
+                        "absolute start {v} is outside the bounds [{}, {}] of '{}'",
+                        p.lower.map(|x| x.to_string()).unwrap_or("-inf".into()),
+                        p.upper.map(|x| x.to_string()).unwrap_or("inf".into()),
+                        p.param
+                    ),
+                ));
             }
             _ => {}
         }
