@@ -10,6 +10,7 @@ pub mod experiment;
 pub mod io;
 pub mod physics;
 pub mod platform;
+pub mod refine;
 
 /// The braggrun version baked in at build time.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -3,8 +3,10 @@
 //! code; comments and string literals are skipped); each file belongs to a
 //! layer, bottom to top:
 //!
-//! platform < io < physics < engine < experiment (and a top-level `refine`)
-//! < evidence < cli
+//! platform < io < physics < engine < refine < experiment < evidence < cli
+//!
+//! (`refine` fits parameters with the engine's Jacobian and reads images
+//! through io; the experiment layer's `refine` probe uses it)
 //!
 //! (`lib.rs` and `main.rs` are the root and belong to none). A file may use
 //! its own layer or a lower one. The test fails on an upward edge, and on a
@@ -25,7 +27,8 @@ const LAYERS: &[&[&str]] = &[
     &["io"],
     &["physics"],
     &["engine"],
-    &["experiment", "refine"],
+    &["refine"],
+    &["experiment"],
     &["evidence"],
     &["cli"],
 ];

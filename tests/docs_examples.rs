@@ -30,17 +30,20 @@ fn toml_blocks(md: &str) -> Vec<(usize, String)> {
 }
 
 /// Copy every relative path a probe or the model names (`reference = "..."`,
-/// `hkl_file`, `mosflm_matrix`) from the repository's experiments/ to the
+/// `observed`, `mask`, `hkl_file`, `mosflm_matrix`) from the repository's experiments/ to the
 /// scratch tree's.
 fn copy_inputs(block: &str, scratch: &Path) {
     for line in block.lines() {
         let Some((key, value)) = line.split_once('=') else {
             continue;
         };
-        if !["reference", "hkl_file", "mosflm_matrix"].contains(&key.trim()) {
+        if !["reference", "hkl_file", "mosflm_matrix", "observed", "mask"].contains(&key.trim()) {
             continue;
         }
         let rel = value.trim().trim_matches('"');
+        if rel == "synthetic" {
+            continue;
+        }
         let from = manifest_dir().join("experiments").join(rel);
         let to = scratch.join("experiments").join(rel);
         fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -73,11 +76,17 @@ fn every_toml_example_in_the_docs_plans() {
         );
         assert!(stdout.contains("cell(s)"), "{stdout}");
     }
-    let all: std::collections::BTreeSet<String> =
-        ["gradcheck", "phi-cache", "parity", "simulate", "benchmark"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let all: std::collections::BTreeSet<String> = [
+        "gradcheck",
+        "phi-cache",
+        "parity",
+        "simulate",
+        "benchmark",
+        "refine",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     assert_eq!(kinds, all, "an example of every probe kind");
 }
 

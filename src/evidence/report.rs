@@ -3,7 +3,7 @@
 use super::{json_bytes, list_files, write_atomic, BundleError, Row, MANIFEST};
 use crate::experiment::load::Experiment;
 use crate::experiment::result::{
-    BenchmarkDetails, CellRecord, GradcheckDetails, ParityDetails, PhiCacheDetails,
+    BenchmarkDetails, CellRecord, GradcheckDetails, ParityDetails, PhiCacheDetails, RefineDetails,
     SimulateDetails, Verdict,
 };
 use serde_json::{json, Value};
@@ -202,6 +202,36 @@ pub const KIND_REPORTS: &[KindReport] = &[
             ]
         },
         section: benchmark_section,
+    },
+    KindReport {
+        kind: "refine",
+        columns: &[
+            "converged",
+            "iterations",
+            "renders",
+            "params",
+            "loss_start",
+            "loss_final",
+            "worst_rel_error",
+            "max_abs_pull",
+            "fit_wall_s",
+        ],
+        figures: |c| {
+            let d = c.details_as::<RefineDetails>();
+            let d = d.as_ref();
+            vec![
+                d.map(|d| if d.converged { 1.0 } else { 0.0 }),
+                d.map(|d| d.iterations as f64),
+                d.map(|d| d.renders as f64),
+                d.map(|d| d.params.len() as f64),
+                d.map(|d| d.loss_start),
+                d.map(|d| d.loss_final).or(c.loss),
+                d.and_then(|d| d.worst_rel_error),
+                d.and_then(|d| d.max_abs_pull),
+                d.map(|d| d.wall_s),
+            ]
+        },
+        section: refine_section,
     },
 ];
 
@@ -808,6 +838,135 @@ fn benchmark_section(s: &mut String, rows: &[&Row]) {
         s.push_str("\nEvery benchmark cell ran alone: no other cell of this run shared the machine while it was timed.\n");
     } else {
         s.push_str("\nA benchmark cell without `ran alone` shared the machine with other cells (a bundle from an older runner): its times may be inflated.\n");
+    }
+}
+
+fn refine_section(s: &mut String, rows: &[&Row]) {
+    let list: Vec<(&Row, RefineDetails)> = rows
+        .iter()
+        .filter_map(|r| r.record.details_as::<RefineDetails>().map(|d| (*r, d)))
+        .collect();
+    if list.is_empty() {
+        return;
+    }
+    s.push_str("\n## Refinement\n\n");
+    s.push_str("Levenberg-Marquardt on the forward-mode Jacobian: each cell fits its parameters to the observed image from the start given, and passes when the fit converged and every parameter with a known truth is within the tolerance. `error` is final - truth; `rel. error` is |error| / |truth|; `SE` is the standard error from (Jᵀ W J)⁻¹ times the dispersion; `pull` is error / SE. Files per cell: trajectory.csv, observed/model/residual images, convergence.png.\n\n");
+    s.push_str("| cell | status | observed | objective | parameters | converged | iterations | renders | loss start → final | worst rel. error | max \\|pull\\| | tolerance | fit s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (r, d) in &list {
+        let c = &r.record;
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} | {} / {} | {} | {} → {} | {} | {} | {} | {} |\n",
+            c.id,
+            c.status.as_str(),
+            md_cell(&d.observed),
+            d.objective,
+            d.params.len(),
+            if d.converged { "yes" } else { "no" },
+            d.iterations,
+            d.max_iterations,
+            d.renders,
+            short(Some(d.loss_start)),
+            short(Some(d.loss_final)),
+            short(d.worst_rel_error),
+            short(d.max_abs_pull),
+            md_cell(&d.tolerance),
+            sig(d.wall_s),
+        ));
+    }
+    for (r, d) in &list {
+        let c = &r.record;
+        s.push_str(&format!(
+            "\n### `{}` ({}, {} {}): {}\n\n",
+            c.id,
+            c.status.as_str(),
+            c.dtype,
+            c.device,
+            md_cell(&d.stop_reason)
+        ));
+        if let Some(reason) = &c.reason {
+            s.push_str(&format!("Reason: {}\n\n", md_cell(reason)));
+        }
+        s.push_str("| parameter | unit | start | final | truth | error | rel. error | SE | pull | within |\n|---|---|---|---|---|---|---|---|---|---|\n");
+        for q in &d.params {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                q.name,
+                q.unit,
+                full(q.start),
+                full(q.value),
+                q.truth.map(full).unwrap_or_else(|| "–".into()),
+                short(q.error),
+                short(q.rel_error),
+                short(q.se),
+                q.pull
+                    .map(|x| format!("{x:+.3}"))
+                    .unwrap_or_else(|| "–".into()),
+                match q.within_tolerance {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "–",
+                },
+            ));
+        }
+    }
+    refine_device_agreement(s, &list);
+}
+
+/// A parameter value with every digit that reads back to it.
+fn full(x: f64) -> String {
+    format!("{x}")
+}
+
+/// The same fit on different devices (cells alike but for the device): the
+/// largest relative difference of the final parameters.
+fn refine_device_agreement(s: &mut String, list: &[(&Row, RefineDetails)]) {
+    let key = |c: &CellRecord| {
+        let mut axes = c.axes.clone();
+        axes.remove("device");
+        (
+            c.probe.clone(),
+            c.dtype.clone(),
+            c.roi,
+            Value::from(serde_json::Map::from_iter(axes)),
+        )
+    };
+    let mut lines = Vec::new();
+    for (i, (ra, da)) in list.iter().enumerate() {
+        if ra.record.status == Verdict::Skipped || !da.converged {
+            continue;
+        }
+        for (rb, db) in list.iter().skip(i + 1) {
+            if rb.record.status == Verdict::Skipped
+                || !db.converged
+                || rb.record.device == ra.record.device
+                || key(&ra.record) != key(&rb.record)
+                || da.params.len() != db.params.len()
+            {
+                continue;
+            }
+            let mut worst = (0.0f64, String::new());
+            for (p, q) in da.params.iter().zip(&db.params) {
+                let d = (p.value - q.value).abs()
+                    / p.value.abs().max(p.scale.abs()).max(f64::MIN_POSITIVE);
+                if d.is_nan() || d > worst.0 {
+                    worst = (d, p.name.clone());
+                }
+            }
+            lines.push(format!(
+                "| `{}` | `{}` | {} | {} |\n",
+                ra.record.id,
+                rb.record.id,
+                short(Some(worst.0)),
+                worst.1
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    s.push_str("\n### The same fit on different devices\n\nLargest |final_a - final_b| / max(|final_a|, scale) over the parameters, for converged cells alike but for the device.\n\n| cell a | cell b | largest relative difference | parameter |\n|---|---|---|---|\n");
+    for l in lines {
+        s.push_str(&l);
     }
 }
 

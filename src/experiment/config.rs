@@ -132,6 +132,9 @@ pub enum ProbeSpec {
     Simulate(SimulateProbe),
     /// Time warm renders: median/min/max seconds and pixel-samples per second.
     Benchmark(BenchmarkProbe),
+    /// Fit parameters to an observed image by Levenberg-Marquardt on the
+    /// forward-mode Jacobian.
+    Refine(RefineProbe),
 }
 
 impl ProbeSpec {
@@ -144,6 +147,7 @@ impl ProbeSpec {
             ProbeSpec::Parity(_) => "parity",
             ProbeSpec::Simulate(_) => "simulate",
             ProbeSpec::Benchmark(_) => "benchmark",
+            ProbeSpec::Refine(_) => "refine",
         }
     }
     /// The `name` the file gives the probe, if any.
@@ -154,6 +158,7 @@ impl ProbeSpec {
             ProbeSpec::Parity(p) => p.name.as_deref(),
             ProbeSpec::Simulate(p) => p.name.as_deref(),
             ProbeSpec::Benchmark(p) => p.name.as_deref(),
+            ProbeSpec::Refine(p) => p.name.as_deref(),
         }
     }
     /// The name used in cell ids (default: the kind).
@@ -165,20 +170,31 @@ impl ProbeSpec {
     /// probe does not use is not crossed with it: the cells would repeat the
     /// same work. A simulate cell differentiates by every matrix parameter
     /// at once (one render, one derivative stack); parity and benchmark
-    /// take no parameter; phi-cache has no ROI.
+    /// take no parameter (nor does refine: its parameters are its own
+    /// list); phi-cache has no ROI.
     pub fn uses_axis(&self, axis: &str) -> bool {
         match (self, axis) {
             (ProbeSpec::Gradcheck(_), _) => true,
             (ProbeSpec::PhiCache(_), "roi") => false,
-            (ProbeSpec::Simulate(_) | ProbeSpec::Parity(_) | ProbeSpec::Benchmark(_), "param") => {
-                false
-            }
+            (
+                ProbeSpec::Simulate(_)
+                | ProbeSpec::Parity(_)
+                | ProbeSpec::Benchmark(_)
+                | ProbeSpec::Refine(_),
+                "param",
+            ) => false,
             _ => true,
         }
     }
     /// Every probe kind, in the order of [`ProbeSpec`]'s variants.
-    pub const KINDS: &'static [&'static str] =
-        &["gradcheck", "phi-cache", "parity", "simulate", "benchmark"];
+    pub const KINDS: &'static [&'static str] = &[
+        "gradcheck",
+        "phi-cache",
+        "parity",
+        "simulate",
+        "benchmark",
+        "refine",
+    ];
 
     /// The probe's settings in one line (summary.md).
     pub fn settings_summary(&self) -> String {
@@ -207,6 +223,19 @@ impl ProbeSpec {
             b.repeats,
             b.derivative_params().len(),
             b.threads.map(|t| t.to_string()).unwrap_or_else(|| "every core".into())
+        ),
+        ProbeSpec::Refine(r) => format!(
+            "observed {}, {} parameter(s), {:?}, at most {} iterations, ftol {}, xtol {}, tolerance {}{}",
+            r.observed,
+            r.params.len(),
+            r.objective,
+            r.max_iterations,
+            r.ftol,
+            r.xtol,
+            r.tolerance,
+            r.float32_tolerance
+                .map(|t| format!(", float32 tolerance {t}"))
+                .unwrap_or_default()
         ),
     }
     }
@@ -449,6 +478,154 @@ impl Default for BenchmarkProbe {
             derivative_count: 0,
             threads: None,
             min_pixel_samples_per_s: None,
+        }
+    }
+}
+
+/// The format of a `refine` probe's observed image file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ObservedFormat {
+    /// Raw little-endian float32 pixels (nanoBragg `-floatfile`).
+    Float,
+    /// An SMV image (`-intfile`, `-noisefile`), less `adc`.
+    Smv,
+    /// A NumPy array of shape (spixels, fpixels), float64 or float32.
+    Npy,
+}
+
+impl ObservedFormat {
+    /// The format a file name implies: `.npy`, `.smv`/`.img`, else float.
+    pub fn of_path(path: &str) -> ObservedFormat {
+        let lower = path.to_ascii_lowercase();
+        if lower.ends_with(".npy") {
+            ObservedFormat::Npy
+        } else if lower.ends_with(".smv") || lower.ends_with(".img") {
+            ObservedFormat::Smv
+        } else {
+            ObservedFormat::Float
+        }
+    }
+}
+
+/// How close a refined parameter must come to its known truth.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Tolerance {
+    /// |final - truth| <= this x |truth| (x the parameter's scale when the
+    /// truth is 0).
+    Relative(f64),
+    /// |final - truth| <= this, in the parameter's unit.
+    Absolute(f64),
+    /// |final - truth| <= this many standard errors (noisy data).
+    StandardErrors(f64),
+}
+
+impl Tolerance {
+    /// The number.
+    pub fn value(self) -> f64 {
+        match self {
+            Tolerance::Relative(v) | Tolerance::Absolute(v) | Tolerance::StandardErrors(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tolerance::Relative(v) => write!(f, "{v:e} relative"),
+            Tolerance::Absolute(v) => write!(f, "{v:e} absolute"),
+            Tolerance::StandardErrors(v) => write!(f, "{v} standard errors"),
+        }
+    }
+}
+
+/// `kind = "refine"`: recover parameters of an observed image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefineProbe {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The observed image: `"synthetic"` (rendered in float64 at the
+    /// configured parameters, times `scale`, optionally with Poisson noise),
+    /// or a file relative to the experiment file (see `observed_format`).
+    pub observed: String,
+    /// The file's format; default from its name (`.npy`, `.smv`/`.img`,
+    /// otherwise a float file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_format: Option<ObservedFormat>,
+    /// Synthetic only: draw each ROI pixel from a Poisson distribution about
+    /// the rendered value (nanoBragg's generator with this seed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_seed: Option<i64>,
+    /// Observed = scale x the engine's intensity (the model is multiplied by
+    /// it; a synthetic image is rendered with it).
+    pub scale: f64,
+    /// SMV only: the offset subtracted from each pixel (nanoBragg's `-adc`).
+    pub adc: f64,
+    /// Whether the configured values are the truth (e.g. the configuration
+    /// made a file's image). Always true for `synthetic`; default false
+    /// for a file (then nothing is compared with a truth).
+    pub truth_is_config: bool,
+    /// Optional mask: a `.npy` of shape (spixels, fpixels); pixels equal to
+    /// 0 are not fitted (on top of the ROI and the model's mask).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
+    /// The parameters to refine: `{ param = "cell_a", start = { relative =
+    /// 0.003 } }`; `start` is `{ absolute = v }`, `{ offset = d }` (the
+    /// configured value + d) or `{ relative = f }` (the configured value x
+    /// (1 + f)), the configured value when absent; optional `lower`,
+    /// `upper` bounds and `scale` (the parameter's typical size: relative
+    /// changes and the step norm are measured in it).
+    pub params: Vec<crate::refine::ParamSpec>,
+    /// `least_squares`, or `poisson_nll` (Poisson negative log-likelihood
+    /// by IRLS, weights from the model).
+    pub objective: crate::refine::Objective,
+    /// Iteration cap (each iteration is one render with derivatives).
+    pub max_iterations: usize,
+    /// Converged when the loss reduction a step predicts is at most `ftol`
+    /// x the loss ...
+    pub ftol: f64,
+    /// ... or no parameter moves by more than `xtol` of max(|value|, scale)
+    /// (or the step is within 0.01 standard errors of the optimum).
+    pub xtol: f64,
+    /// PASS needs every parameter with a known truth within this
+    /// (float64 cells, and float32 cells without `float32_tolerance`).
+    pub tolerance: Tolerance,
+    /// The tolerance of float32 cells.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub float32_tolerance: Option<Tolerance>,
+    /// Write observed/model/residual images (PNG) and the convergence plot.
+    pub save_images: bool,
+}
+
+impl RefineProbe {
+    /// Whether the observed image is rendered rather than read.
+    pub fn is_synthetic(&self) -> bool {
+        self.observed == "synthetic"
+    }
+}
+
+impl Default for RefineProbe {
+    fn default() -> Self {
+        let lm = crate::refine::LmSettings::default();
+        RefineProbe {
+            name: None,
+            observed: String::new(),
+            observed_format: None,
+            noise_seed: None,
+            scale: 1.0,
+            adc: 40.0,
+            truth_is_config: false,
+            mask: None,
+            params: vec![],
+            objective: crate::refine::Objective::LeastSquares,
+            max_iterations: 30,
+            ftol: lm.ftol,
+            xtol: lm.xtol,
+            tolerance: Tolerance::Relative(1e-5),
+            float32_tolerance: None,
+            save_images: true,
         }
     }
 }

@@ -431,6 +431,7 @@ pub(crate) fn resolve(
             "parity" => ProbeSpec::Parity(typed_with(&t, &shown, &prefix, origin)?),
             "simulate" => ProbeSpec::Simulate(typed_with(&t, &shown, &prefix, origin)?),
             "benchmark" => ProbeSpec::Benchmark(typed_with(&t, &shown, &prefix, origin)?),
+            "refine" => ProbeSpec::Refine(typed_with(&t, &shown, &prefix, origin)?),
             other => {
                 return Err(InputError(format!(
                     "{shown}: {prefix}.kind: unknown probe kind '{other}'; valid: {}",
@@ -555,6 +556,146 @@ fn check_probe_settings(
                 pos("min_pixel_samples_per_s", r, false)?;
             }
         }
+        ProbeSpec::Refine(r) => check_refine(r, shown, prefix, base_dir)?,
+    }
+    Ok(())
+}
+
+/// The settings of a `refine` probe that can be checked without the model
+/// (the parameters' applicability and the image size are checked per cell,
+/// in `matrix::validate`).
+fn check_refine(
+    r: &super::config::RefineProbe,
+    shown: &str,
+    prefix: &str,
+    base_dir: &Path,
+) -> Result<(), InputError> {
+    use crate::refine::Start;
+    let err = |key: &str, msg: String| InputError(format!("{shown}: {prefix}.{key}: {msg}"));
+    let file_exists = |key: &str, f: &str| -> Result<(), InputError> {
+        let path = base_dir.join(f);
+        if path.is_file() {
+            Ok(())
+        } else {
+            Err(err(
+                key,
+                format!("file '{f}' not found (resolved to {})", path.display()),
+            ))
+        }
+    };
+    if r.observed.is_empty() {
+        return Err(err(
+            "observed",
+            "missing (\"synthetic\", or an image file: float, SMV or .npy)".into(),
+        ));
+    }
+    if r.is_synthetic() {
+        if r.observed_format.is_some() {
+            return Err(err(
+                "observed_format",
+                "only for an observed file (observed is \"synthetic\")".into(),
+            ));
+        }
+    } else {
+        file_exists("observed", &r.observed)?;
+        if r.noise_seed.is_some() {
+            return Err(err(
+                "noise_seed",
+                format!(
+                    "only for observed = \"synthetic\" (observed is the file '{}')",
+                    r.observed
+                ),
+            ));
+        }
+    }
+    if let Some(m) = &r.mask {
+        file_exists("mask", m)?;
+    }
+    if !(r.scale.is_finite() && r.scale > 0.0) {
+        return Err(err("scale", format!("must be > 0 (got {})", r.scale)));
+    }
+    if !r.adc.is_finite() {
+        return Err(err("adc", format!("must be a number (got {})", r.adc)));
+    }
+    if r.max_iterations == 0 {
+        return Err(err("max_iterations", "must be >= 1 (got 0)".into()));
+    }
+    for (key, v) in [("ftol", r.ftol), ("xtol", r.xtol)] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(err(key, format!("must be >= 0 (got {v})")));
+        }
+    }
+    for (key, t) in [
+        ("tolerance", Some(r.tolerance)),
+        ("float32_tolerance", r.float32_tolerance),
+    ] {
+        if let Some(t) = t {
+            if !(t.value().is_finite() && t.value() > 0.0) {
+                return Err(err(key, format!("must be > 0 (got {t})")));
+            }
+        }
+    }
+    if r.params.is_empty() {
+        return Err(err(
+            "params",
+            "at least one parameter to refine, e.g. params = [{ param = \"cell_a\", start = { relative = 0.003 } }]".into(),
+        ));
+    }
+    let mut seen = Vec::new();
+    for (j, p) in r.params.iter().enumerate() {
+        let key = |k: &str| format!("params.{j}.{k}");
+        if seen.contains(&p.param) {
+            return Err(err(&key("param"), format!("'{}' is listed twice", p.param)));
+        }
+        seen.push(p.param);
+        for (k, v) in [("lower", p.lower), ("upper", p.upper), ("scale", p.scale)] {
+            if let Some(v) = v {
+                if !v.is_finite() {
+                    return Err(err(&key(k), format!("must be a finite number (got {v})")));
+                }
+            }
+        }
+        if let Some(sc) = p.scale {
+            if sc <= 0.0 {
+                return Err(err(&key("scale"), format!("must be > 0 (got {sc})")));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (p.lower, p.upper) {
+            if lo >= hi {
+                return Err(err(
+                    &key("lower"),
+                    format!("{lo} is not below upper {hi} ('{}')", p.param),
+                ));
+            }
+        }
+        match p.start {
+            Some(Start::Absolute(v)) | Some(Start::Offset(v)) | Some(Start::Relative(v))
+                if !v.is_finite() =>
+            {
+                return Err(err(&key("start"), format!("must be finite (got {v})")));
+            }
+            Some(Start::Absolute(v))
+                if p.lower.is_some_and(|lo| v < lo) || p.upper.is_some_and(|hi| v > hi) =>
+            {
+                return Err(err(
+                    &key("start"),
+                    format!(
+                        "absolute start {v} is outside the bounds [{}, {}] of '{}'",
+                        p.lower.map(|x| x.to_string()).unwrap_or("-inf".into()),
+                        p.upper.map(|x| x.to_string()).unwrap_or("inf".into()),
+                        p.param
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    use crate::physics::params::Param;
+    if seen.contains(&Param::Fluence) && seen.contains(&Param::DefaultF) {
+        return Err(err(
+            "params",
+            "'fluence' and 'default_f' together are degenerate (the image is proportional to fluence x default_f²): refine one of them".into(),
+        ));
     }
     Ok(())
 }

@@ -756,6 +756,8 @@ pub(crate) fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), Input
             ProbeSpec::Gradcheck(_) => 1,
             ProbeSpec::Benchmark(b) => b.derivative_params().len(),
             ProbeSpec::Simulate(_) => cell.derivatives.len(),
+            // the engine carries at most 8 directions per pass
+            ProbeSpec::Refine(r) => r.params.len().min(crate::engine::values::MAX_DIRECTIONS),
             _ => 0,
         };
         let roi_pixels = (roi[1] - roi[0] + 1) as u64 * (roi[3] - roi[2] + 1) as u64;
@@ -820,6 +822,30 @@ pub(crate) fn validate(exp: &Experiment, cells: &mut [Cell]) -> Result<(), Input
                         "{pfx}.reference: '{}' has {len} bytes; a {nf}x{ns} float32 image has {want}",
                         pp.reference
                     )));
+                }
+            }
+            ProbeSpec::Refine(r) => {
+                for (j, ps) in r.params.iter().enumerate() {
+                    if let Some((_, Err(e))) = vals.iter().find(|(q, _)| *q == ps.param) {
+                        return Err(InputError(format!(
+                            "{pfx}.params.{j}.param: '{}' does not apply to this model: {e}",
+                            ps.param
+                        )));
+                    }
+                }
+                let format = r
+                    .observed_format
+                    .unwrap_or_else(|| super::config::ObservedFormat::of_path(&r.observed));
+                if !r.is_synthetic() && format == super::config::ObservedFormat::Float {
+                    let path = exp.base_dir.join(&r.observed);
+                    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    let want = (*nf as u64) * (*ns as u64) * 4;
+                    if len != want {
+                        return Err(InputError(format!(
+                            "{pfx}.observed: '{}' has {len} bytes; a {nf}x{ns} float32 image has {want}",
+                            r.observed
+                        )));
+                    }
                 }
             }
             ProbeSpec::Simulate(_) | ProbeSpec::Benchmark(_) => {}

@@ -535,6 +535,96 @@ pub struct BenchmarkDetails {
     pub wall_s: f64,
 }
 
+/// One refined parameter of a `refine` cell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefinedParam {
+    /// The parameter's name.
+    pub name: String,
+    /// Its unit.
+    pub unit: String,
+    /// Where the fit started.
+    pub start: f64,
+    /// Where it ended.
+    #[serde(rename = "final")]
+    pub value: f64,
+    /// The true value, when known (the configured value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth: Option<f64>,
+    /// final - truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<f64>,
+    /// |final - truth| / |truth| (the parameter's scale when the truth is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rel_error: Option<f64>,
+    /// Standard error (null when the normal matrix is singular).
+    pub se: Option<f64>,
+    /// (final - truth) / se.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<f64>,
+    /// Lower bound, when one applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower: Option<f64>,
+    /// Upper bound, when one applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<f64>,
+    /// The parameter's scale.
+    pub scale: f64,
+    /// Whether it is within the tolerance of its truth (None: no truth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_tolerance: Option<bool>,
+}
+
+/// Details of a `refine` cell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefineDetails {
+    /// What the observed image is.
+    pub observed: String,
+    /// `least_squares` or `poisson_nll`.
+    pub objective: String,
+    /// Pixels fitted (ROI less masked).
+    pub pixels: usize,
+    /// Every parameter: start, final, truth, error, standard error.
+    pub params: Vec<RefinedParam>,
+    /// Correlation matrix of the estimates (parameter order as `params`;
+    /// null entries where the normal matrix is singular).
+    pub correlation: Vec<Vec<Option<f64>>>,
+    /// Whether a convergence test stopped the fit.
+    pub converged: bool,
+    /// Which one (or why the fit stopped).
+    pub stop_reason: String,
+    /// Iterations (trial steps).
+    pub iterations: usize,
+    /// The iteration cap.
+    pub max_iterations: usize,
+    /// Renders with derivatives.
+    pub renders: usize,
+    /// Renders without derivatives.
+    pub value_renders: usize,
+    /// Dual-number passes (renders x ceil(k / 8)).
+    pub dual_passes: usize,
+    /// Loss at the start.
+    pub loss_start: f64,
+    /// Loss at the end.
+    pub loss_final: f64,
+    /// loss / (pixels - parameters).
+    pub reduced_loss: f64,
+    /// Poisson fits: Pearson chi² / (pixels - parameters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pearson_reduced_chi2: Option<f64>,
+    /// The dispersion the covariance is scaled by.
+    pub dispersion: f64,
+    /// The largest relative error against the truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_rel_error: Option<f64>,
+    /// The largest |pull|.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_abs_pull: Option<f64>,
+    /// The tolerance the parameters were held to (as written in the probe).
+    pub tolerance: String,
+    /// Seconds the fit took (observed image excluded; varies between runs).
+    pub wall_s: f64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

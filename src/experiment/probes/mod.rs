@@ -11,6 +11,7 @@ pub mod benchmark;
 pub mod gradcheck;
 pub mod parity;
 pub mod phi_cache;
+pub mod refine;
 pub mod simulate;
 
 pub use gradcheck::gradcheck_step;
@@ -77,6 +78,7 @@ pub fn run_probe(exp: &Experiment, cell: &Cell, dir: &Path, log: &mut Log) -> Ou
         ProbeSpec::Simulate(p) => simulate::run(exp, cell, p, dir, log),
         ProbeSpec::Benchmark(b) => prepare(exp, cell, log)
             .and_then(|sim| benchmark::run(&sim, cell, b, log).map_err(Stop::from)),
+        ProbeSpec::Refine(p) => refine::run(exp, cell, p, dir, log),
     };
     match r {
         Ok(o) => o,
