@@ -544,6 +544,7 @@ impl std::fmt::Display for Tolerance {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RefineProbe {
+    /// Name used in cell ids (default: the kind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The observed image: `"synthetic"` (rendered in float64 at the

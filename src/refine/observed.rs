@@ -17,22 +17,34 @@ use std::path::{Path, PathBuf};
 pub enum ObservedSource {
     /// Raw little-endian float32 pixels (nanoBragg `-floatfile`), fast index
     /// innermost; the detector size comes from the configuration.
-    FloatFile { path: PathBuf },
+    FloatFile {
+        /// The file; a relative path is taken from the `base_dir` given to
+        /// [`load_observed`].
+        path: PathBuf,
+    },
     /// An SMV image (nanoBragg `-intfile`/`-noisefile`): the pixels less
     /// `adc` (nanoBragg's `-adc`, 40 unless given).
     Smv {
+        /// The file; a relative path is taken from the `base_dir` given to
+        /// [`load_observed`].
         path: PathBuf,
+        /// ADC offset subtracted from every pixel (default 40).
         #[serde(default = "default_adc")]
         adc: f64,
     },
     /// A NumPy array of shape (spixels, fpixels), float64 or float32
     /// (read by [`crate::io::npy`]).
-    Npy { path: PathBuf },
+    Npy {
+        /// The file; a relative path is taken from the `base_dir` given to
+        /// [`load_observed`].
+        path: PathBuf,
+    },
     /// Rendered at the configured parameters (float64 on the fit's device),
     /// times the scale; with `noise_seed`, each pixel of the region is a
     /// Poisson deviate about that (nanoBragg's `poidev`, seeded as C seeds
     /// it, drawn in C's pixel order).
     Synthetic {
+        /// Seed of nanoBragg's Poisson generator; noise-free when None.
         #[serde(default)]
         noise_seed: Option<i64>,
     },
@@ -46,6 +58,7 @@ fn default_adc() -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObservedSpec {
+    /// Where the image comes from.
     pub source: ObservedSource,
     /// Observed counts = scale x the engine's pixel intensity (the model is
     /// multiplied by it; a synthetic image is rendered with it).
@@ -63,6 +76,8 @@ fn one() -> f64 {
 }
 
 impl ObservedSpec {
+    /// An image from `source` with scale 1, the configured values not taken
+    /// as the truth (a synthetic image's still are).
     pub fn new(source: ObservedSource) -> Self {
         ObservedSpec {
             source,
@@ -77,7 +92,9 @@ impl ObservedSpec {
 pub struct Observed {
     /// Whole detector, fast index innermost.
     pub image: Vec<f64>,
+    /// Detector width in pixels along the fast axis.
     pub fpixels: usize,
+    /// Detector height in pixels along the slow axis.
     pub spixels: usize,
     /// Observed = scale x engine intensity.
     pub scale: f64,
