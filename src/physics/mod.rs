@@ -11,6 +11,7 @@ pub mod cell;
 pub mod config;
 pub mod error;
 pub mod inputs;
+pub mod lanes;
 pub mod lattice;
 pub mod models;
 pub mod params;

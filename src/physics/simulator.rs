@@ -5,6 +5,7 @@
 
 use super::cell::CellVectors;
 use super::config::PhiCarryover;
+use super::lanes::LatticeLanes;
 use super::lattice::f_latt;
 use super::params::{Param, ParamValues};
 use super::polarization::polarization_factor;
@@ -53,6 +54,10 @@ pub struct Model<'a, T> {
     /// derivatives stay float32). Near a Bragg peak d/dN grows as h/(h -
     /// round h), so float32 indices alone give N derivatives to ~1 digit.
     pub hi: Option<Box<Model<'a, f64>>>,
+    /// The lattice factor over several orientations per instruction, for
+    /// plain float renders of the square shape with whole N (see
+    /// [`super::lanes`]); None: the scalar path. Either gives the same bits.
+    pub lanes: Option<LatticeLanes>,
     /// Kahn polarization factor K (C's polarization).
     pub kahn: T,
     /// Structure factor off the HKL grid or without one (C's default_F).
@@ -204,6 +209,9 @@ fn orientations<T: Real>(
     (orient_first, orient_rest, steps)
 }
 
+/// Orientations whose lattice factors the lane path evaluates per call.
+const LANE_CHUNK: usize = 128;
+
 /// How structure factors are looked up for a pixel (see [`FMode`] users).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FMode {
@@ -265,7 +273,15 @@ impl<'a, T: Real> Model<'a, T> {
         });
         let hi = (std::mem::size_of::<T::Primitive>() == 4 && pv.live.iter().any(|l| *l))
             .then(|| Box::new(Model::<f64>::build(setup, hkl, &pv.exact_f64())));
+        let lanes = LatticeLanes::build(
+            setup.shape,
+            n_gt1,
+            n_whole,
+            &orient_first,
+            &orient_rest,
+        );
         Model {
+            lanes,
             hi,
             setup,
             hkl,
@@ -440,11 +456,32 @@ impl<'a, T: Real> Model<'a, T> {
                                 &m.orient_rest
                             }
                         });
+                        let lanes_first = first;
                         first = false;
+                        if let Some(lanes) = &self.lanes {
+                            self.sum_on_lanes(
+                                lanes,
+                                lanes_first,
+                                orient,
+                                &scattering,
+                                fmode,
+                                &mut eval,
+                                &mut oor,
+                                &mut i_acc,
+                                [capture, polar, omega],
+                            );
+                            continue;
+                        }
                         for (oi, o) in orient.iter().enumerate() {
-                            let h = dot_product(&o[0], &scattering);
-                            let k = dot_product(&o[1], &scattering);
-                            let l = dot_product(&o[2], &scattering);
+                            let hkl = || {
+                                (
+                                    dot_product(&o[0], &scattering),
+                                    dot_product(&o[1], &scattering),
+                                    dot_product(&o[2], &scattering),
+                                )
+                            };
+                            let (h, k, l) = hkl();
+                            let hkl = || (h, k, l);
                             let hkl_hi = match (orient_hi, &scattering_hi) {
                                 (Some(oh), Some(sh)) => {
                                     let q = &oh[oi];
@@ -472,23 +509,10 @@ impl<'a, T: Real> Model<'a, T> {
                             if fl.val() == 0.0 && s.water_size == 0.0 {
                                 continue;
                             }
-                            let interp = match fmode {
-                                FMode::Interpolate => true,
-                                FMode::Nearest => false,
-                                FMode::SwitchAt(e) => eval < e,
-                            };
-                            let f_cell = self.f_cell(h, k, l, interp, &mut oor, eval);
-                            eval += 1;
-                            i_acc += f_cell * f_cell * fl * fl;
-                            if s.oversample_thick {
-                                i_acc *= capture;
-                            }
-                            if s.oversample_polar {
-                                i_acc *= polar;
-                            }
-                            if s.oversample_omega {
-                                i_acc *= omega;
-                            }
+                            self.accumulate(
+                                hkl, fl, fmode, &mut eval, &mut oor, &mut i_acc, capture,
+                                polar, omega,
+                            );
                         }
                     }
                 }
@@ -507,13 +531,107 @@ impl<'a, T: Real> Model<'a, T> {
         (test, oor)
     }
 
+    /// The (phi step, mosaic domain) terms of one source with F_latt from the
+    /// lane path, summed in the scalar loop's order (so the same bits).
+    #[allow(clippy::too_many_arguments)]
+    fn sum_on_lanes(
+        &self,
+        lanes: &LatticeLanes,
+        first: bool,
+        orient: &[Orientation<T>],
+        scattering: &Vec3<T>,
+        fmode: FMode,
+        eval: &mut usize,
+        oor: &mut Option<usize>,
+        i_acc: &mut T,
+        [capture, polar, omega]: [T; 3],
+    ) {
+        let s = self.setup;
+        // default_F with no per-sample factor: the term is F^2 F_latt^2 with
+        // one F^2 for all ((F F) fl) fl, as the general loop multiplies)
+        let plain = self.hkl.is_none()
+            && !(s.oversample_thick || s.oversample_polar || s.oversample_omega);
+        let f_sqr = self.default_f * self.default_f;
+        let sv = scattering.val();
+        let mut fl_lanes = [0.0f64; LANE_CHUNK];
+        for start in (0..orient.len()).step_by(LANE_CHUNK) {
+            let chunk = &mut fl_lanes[..LANE_CHUNK.min(orient.len() - start)];
+            lanes.f_latt(first, sv, start, chunk);
+            for (j, v) in chunk.iter().enumerate() {
+                let fl = c::<T>(*v);
+                if fl.val() == 0.0 && s.water_size == 0.0 {
+                    continue;
+                }
+                if plain {
+                    *eval += 1;
+                    *i_acc += f_sqr * fl * fl;
+                    continue;
+                }
+                let o = &orient[start + j];
+                let hkl = || {
+                    (
+                        dot_product(&o[0], scattering),
+                        dot_product(&o[1], scattering),
+                        dot_product(&o[2], scattering),
+                    )
+                };
+                self.accumulate(hkl, fl, fmode, eval, oor, i_acc, capture, polar, omega);
+            }
+        }
+    }
+
+    /// One (phi step, mosaic domain) term of the pixel sum: F_cell^2 F_latt^2,
+    /// with the per-sample factors when oversampling them (spec-a-core
+    /// "Sampling & Accumulation"). `hkl` gives the fractional indices, needed
+    /// only for a structure-factor lookup; `eval` counts the evaluations.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate(
+        &self,
+        hkl: impl FnOnce() -> (T, T, T),
+        fl: T,
+        fmode: FMode,
+        eval: &mut usize,
+        oor: &mut Option<usize>,
+        i_acc: &mut T,
+        capture: T,
+        polar: T,
+        omega: T,
+    ) {
+        let s = self.setup;
+        let interp = match fmode {
+            FMode::Interpolate => true,
+            FMode::Nearest => false,
+            FMode::SwitchAt(e) => *eval < e,
+        };
+        let f_cell = self.f_cell(hkl, interp, oor, *eval);
+        *eval += 1;
+        *i_acc += f_cell * f_cell * fl * fl;
+        if s.oversample_thick {
+            *i_acc *= capture;
+        }
+        if s.oversample_polar {
+            *i_acc *= polar;
+        }
+        if s.oversample_omega {
+            *i_acc *= omega;
+        }
+    }
+
     /// F_cell for fractional (h, k, l): tricubic interpolation or nearest
     /// lookup, default_F outside the grid.
     #[inline(always)]
-    fn f_cell(&self, h: T, k: T, l: T, interp: bool, oor: &mut Option<usize>, eval: usize) -> T {
+    fn f_cell(
+        &self,
+        hkl: impl FnOnce() -> (T, T, T),
+        interp: bool,
+        oor: &mut Option<usize>,
+        eval: usize,
+    ) -> T {
         let Some(g) = self.hkl else {
             return self.default_f;
         };
+        let (h, k, l) = hkl();
         if interp && self.setup.interpolate {
             let (hv, kv, lv) = (h.val(), k.val(), l.val());
             let (h_range, k_range, l_range) = (

@@ -1,0 +1,555 @@
+//! The square lattice factor of one scattering vector over every phi step
+//! and mosaic domain, several orientations per instruction (spec-a-core
+//! "Lattice factor F_latt", shape square; the loop order of "Sampling &
+//! Accumulation" is kept: lanes run over consecutive (phi, domain) pairs).
+//!
+//! The lanes do exactly the operations of [`super::lattice::f_latt`] with
+//! [`super::lattice::sincg_pi_whole_n`], in the same order and without fused
+//! multiply-adds, so every lane's value equals the scalar one bit for bit
+//! (tests below, and tests/cpu_lanes.rs on whole images). The per-lane code is
+//! plain arrays that the compiler vectorises; the width is chosen at run time
+//! (AVX-512: 8 float64 / 16 float32 lanes, AVX2: 4 / 8, else SSE2: 2 / 4), and
+//! because no instruction changes the rounding, the image bytes do not depend
+//! on the CPU.
+//!
+//! Used for plain float32 and float64 renders of the square shape with whole
+//! Na, Nb, Nc (the common case, and nanoBragg.c's default); every other
+//! configuration (derivatives, other shapes, fractional N) keeps the scalar path.
+
+use super::config::LatticeShape;
+use super::lattice::{sincg_pi_whole_n, COS_PI_COEFFS, MAX_WHOLE_N, ROUND_LIMIT, ROUND_MAGIC};
+use super::scalar::{Real, Vec3};
+use std::ops::{Add, Mul, Neg, Sub};
+
+/// A primitive float the lanes run in (f32 or f64).
+pub trait LaneFloat:
+    Copy
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Neg<Output = Self>
+    + Send
+    + Sync
+    + 'static
+{
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// Adding and subtracting it rounds |x| < [`LaneFloat::LIMIT`] to the
+    /// nearest integer, ties to even (1.5·2^52, 1.5·2^23 for float32).
+    const MAGIC: Self;
+    /// Below it [`LaneFloat::MAGIC`] rounds exactly.
+    const LIMIT: Self;
+    /// From f64 (exact for the values used: constants as the scalar path rounds them).
+    fn from_f64(x: f64) -> Self;
+    /// To f64 (exact).
+    fn to_f64(self) -> f64;
+    /// |x|.
+    fn abs(self) -> Self;
+    /// `cx`, negated when the integer `t - MAGIC` is odd. `t = x + MAGIC`
+    /// holds that integer in its last mantissa bit (MAGIC is even).
+    fn negate_if_odd(t: Self, cx: Self) -> Self;
+}
+
+impl LaneFloat for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const MAGIC: Self = ROUND_MAGIC;
+    const LIMIT: Self = ROUND_LIMIT;
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        f64::abs(self)
+    }
+    #[inline(always)]
+    fn negate_if_odd(t: Self, cx: Self) -> Self {
+        f64::from_bits(cx.to_bits() ^ ((t.to_bits() & 1) << 63))
+    }
+}
+
+impl LaneFloat for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    // 1.5·2^23: for |x| < 2^22 (x + MAGIC) lies in [2^23, 2^24), where the
+    // float32 spacing is 1, so it rounds x to an integer, ties to even: the
+    // integer the scalar path gets by rounding x in float64.
+    const MAGIC: Self = 12582912.0;
+    const LIMIT: Self = 4194304.0;
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        f32::abs(self)
+    }
+    #[inline(always)]
+    fn negate_if_odd(t: Self, cx: Self) -> Self {
+        f32::from_bits(cx.to_bits() ^ ((t.to_bits() & 1) << 31))
+    }
+}
+
+/// The rotated cell vectors of every (phi step, mosaic domain), component by
+/// component (a.x, a.y, a.z, b.x, ..., c.z), padded with zeros to a whole
+/// number of the widest lane group.
+#[derive(Clone, Debug)]
+pub struct OrientationLanes<P> {
+    components: [Vec<P>; 9],
+    count: usize,
+}
+
+/// Lane groups are padded to this many orientations (the widest group:
+/// two AVX-512 registers of float32).
+const PAD: usize = 32;
+
+impl<P: LaneFloat> OrientationLanes<P> {
+    /// From the (a, b, c) vectors of each orientation, as f64 values exact in P.
+    pub fn new(orientations: impl ExactSizeIterator<Item = [[f64; 3]; 3]>) -> Self {
+        let count = orientations.len();
+        let padded = count.div_ceil(PAD) * PAD;
+        let mut components: [Vec<P>; 9] = std::array::from_fn(|_| vec![P::ZERO; padded]);
+        for (i, o) in orientations.enumerate() {
+            for (v, vector) in o.iter().enumerate() {
+                for (x, value) in vector.iter().enumerate() {
+                    components[3 * v + x][i] = P::from_f64(*value);
+                }
+            }
+        }
+        OrientationLanes { components, count }
+    }
+
+    /// How many orientations.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// The square lattice factor over lanes: which axes take part and with
+/// which whole N (None: the axis is skipped, N <= 1 as C's `N > 1` test).
+#[derive(Clone, Copy, Debug)]
+pub struct SquareLanes {
+    /// Whole N of each axis that multiplies its sincg, else None.
+    pub n_whole: [Option<u32>; 3],
+}
+
+/// The vector width the lanes use on this CPU, in bits (512, 256 or 128).
+pub fn vector_bits() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return 512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return 256;
+        }
+    }
+    128
+}
+
+impl SquareLanes {
+    /// The lanes for the square shape when every axis that takes part has a
+    /// whole N up to [`MAX_WHOLE_N`] (as the scalar path's fast sincg).
+    pub fn new(n_gt1: [bool; 3], n_whole: [Option<u32>; 3]) -> Option<Self> {
+        let mut axes = [None; 3];
+        for i in 0..3 {
+            if n_gt1[i] {
+                match n_whole[i] {
+                    Some(n) if (1..=MAX_WHOLE_N).contains(&n) => axes[i] = Some(n),
+                    _ => return None,
+                }
+            }
+        }
+        Some(SquareLanes { n_whole: axes })
+    }
+
+    /// F_latt (square) at h, k, l = a·S, b·S, c·S for orientations
+    /// `start..start + out.len()`, written to `out` as f64 (exact in P).
+    pub fn f_latt<P: LaneFloat>(
+        &self,
+        lanes: &OrientationLanes<P>,
+        scattering: [f64; 3],
+        start: usize,
+        out: &mut [f64],
+    ) {
+        self.f_latt_bits(vector_bits(), lanes, scattering, start, out)
+    }
+
+    /// [`SquareLanes::f_latt`] at a given vector width (`bits` above what
+    /// the CPU has falls back to the widest it has).
+    pub fn f_latt_bits<P: LaneFloat>(
+        &self,
+        bits: usize,
+        lanes: &OrientationLanes<P>,
+        scattering: [f64; 3],
+        start: usize,
+        out: &mut [f64],
+    ) {
+        assert!(start + out.len() <= lanes.count, "orientation range");
+        let s = scattering.map(P::from_f64);
+        let wide = std::mem::size_of::<P>() == 8;
+        let bits = bits.min(vector_bits());
+        #[cfg(target_arch = "x86_64")]
+        {
+            if bits >= 512 {
+                // SAFETY: vector_bits() is 512 only when the CPU has AVX-512F.
+                return unsafe { self.avx512(lanes, s, start, out) };
+            }
+            if bits >= 256 {
+                // SAFETY: vector_bits() is 256 or more only when the CPU has AVX2.
+                return unsafe { self.avx2(lanes, s, start, out) };
+            }
+        }
+        if wide {
+            self.groups::<P, 4>(lanes, s, start, out)
+        } else {
+            self.groups::<P, 8>(lanes, s, start, out)
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512<P: LaneFloat>(
+        &self,
+        lanes: &OrientationLanes<P>,
+        s: [P; 3],
+        start: usize,
+        out: &mut [f64],
+    ) {
+        if std::mem::size_of::<P>() == 8 {
+            self.groups::<P, 16>(lanes, s, start, out)
+        } else {
+            self.groups::<P, 32>(lanes, s, start, out)
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<P: LaneFloat>(
+        &self,
+        lanes: &OrientationLanes<P>,
+        s: [P; 3],
+        start: usize,
+        out: &mut [f64],
+    ) {
+        if std::mem::size_of::<P>() == 8 {
+            self.groups::<P, 8>(lanes, s, start, out)
+        } else {
+            self.groups::<P, 16>(lanes, s, start, out)
+        }
+    }
+
+    /// Groups of L lanes (two vector registers, so that two independent
+    /// chains of the polynomial fill the pipeline) from `start`; the last group
+    /// runs full width over the next orientations or the zero padding, and
+    /// keeps what `out` asks for.
+    #[inline(always)]
+    fn groups<P: LaneFloat, const L: usize>(
+        &self,
+        lanes: &OrientationLanes<P>,
+        s: [P; 3],
+        start: usize,
+        out: &mut [f64],
+    ) {
+        let coeffs: [P; 10] = COS_PI_COEFFS.map(P::from_f64);
+        let c = &lanes.components;
+        let n = self.n_whole.map(|n| n.unwrap_or(0));
+        let mut done = 0;
+        while done < out.len() {
+            let base = start + done;
+            // h, k, l = a·S, b·S, c·S as dot_product writes it: (x sx + y sy) + z sz
+            let hkl: [[P; L]; 3] = std::array::from_fn(|axis| {
+                let x = &c[3 * axis][base..base + L];
+                let y = &c[3 * axis + 1][base..base + L];
+                let z = &c[3 * axis + 2][base..base + L];
+                std::array::from_fn(|j| x[j] * s[0] + y[j] * s[1] + z[j] * s[2])
+            });
+            let mut exact = true;
+            for (axis, h) in hkl.iter().enumerate() {
+                if n[axis] > 0 {
+                    for hj in h {
+                        // false for NaN too: the scalar path takes over the group
+                        exact &= hj.abs() < P::LIMIT;
+                    }
+                }
+            }
+            let g = sincg_pi_whole_n_lanes(&hkl, n, &coeffs);
+            // F_latt = ((1 · g_a) · g_b) · g_c over the axes that take part
+            let mut f = [P::ONE; L];
+            for (axis, ga) in g.iter().enumerate() {
+                if n[axis] > 0 {
+                    for j in 0..L {
+                        f[j] = f[j] * ga[j];
+                    }
+                }
+            }
+            let take = L.min(out.len() - done);
+            if exact {
+                for j in 0..take {
+                    out[done + j] = f[j].to_f64();
+                }
+            } else {
+                for (j, o) in out[done..done + take].iter_mut().enumerate() {
+                    *o = self.f_latt_one(c, base + j, s).to_f64();
+                }
+            }
+            done += take;
+        }
+    }
+
+    /// One orientation through the scalar functions (lanes whose indices
+    /// the rounding trick does not cover).
+    fn f_latt_one<P: LaneFloat>(&self, c: &[Vec<P>; 9], i: usize, s: [P; 3]) -> P {
+        let mut f = P::ONE;
+        for (axis, n) in self.n_whole.iter().enumerate() {
+            let Some(n) = *n else { continue };
+            let h = c[3 * axis][i] * s[0] + c[3 * axis + 1][i] * s[1] + c[3 * axis + 2][i] * s[2];
+            let g = if std::mem::size_of::<P>() == 8 {
+                sincg_pi_whole_n(h.to_f64(), n)
+            } else {
+                sincg_pi_whole_n(h.to_f64() as f32, n) as f64
+            };
+            f = f * P::from_f64(g);
+        }
+        f
+    }
+}
+
+/// The orientations in the render's precision.
+#[derive(Clone, Debug)]
+pub enum LaneOrientations {
+    /// float64 renders.
+    F64(OrientationLanes<f64>),
+    /// float32 renders.
+    F32(OrientationLanes<f32>),
+}
+
+impl LaneOrientations {
+    fn of<T: Real>(orientations: &[[Vec3<T>; 3]]) -> Option<Self> {
+        let values = orientations.iter().map(|o| o.map(|v| v.val()));
+        match std::mem::size_of::<T>() {
+            8 => Some(Self::F64(OrientationLanes::new(values))),
+            4 => Some(Self::F32(OrientationLanes::new(values))),
+            _ => None,
+        }
+    }
+}
+
+/// The lane path of a model: the square shape's axes and the orientations of
+/// the first executed phi sweep and of every later one.
+#[derive(Clone, Debug)]
+pub struct LatticeLanes {
+    square: SquareLanes,
+    first: LaneOrientations,
+    rest: LaneOrientations,
+}
+
+impl LatticeLanes {
+    /// The lanes for a plain float32 or float64 render (T with no derivative
+    /// part) of the square shape with whole N; None otherwise.
+    pub fn build<T: Real>(
+        shape: LatticeShape,
+        n_gt1: [bool; 3],
+        n_whole: [Option<u32>; 3],
+        first: &[[Vec3<T>; 3]],
+        rest: &[[Vec3<T>; 3]],
+    ) -> Option<Self> {
+        if shape != LatticeShape::Square
+            || std::mem::size_of::<T>() != std::mem::size_of::<T::Primitive>()
+        {
+            return None;
+        }
+        Some(LatticeLanes {
+            square: SquareLanes::new(n_gt1, n_whole)?,
+            first: LaneOrientations::of(first)?,
+            rest: LaneOrientations::of(rest)?,
+        })
+    }
+
+    /// F_latt for orientations `start..start + out.len()` of the first sweep
+    /// (`first`) or a later one, at the scattering vector S (exact in T).
+    #[inline]
+    pub fn f_latt(&self, first: bool, scattering: [f64; 3], start: usize, out: &mut [f64]) {
+        match if first { &self.first } else { &self.rest } {
+            LaneOrientations::F64(l) => self.square.f_latt(l, scattering, start, out),
+            LaneOrientations::F32(l) => self.square.f_latt(l, scattering, start, out),
+        }
+    }
+}
+
+/// [`sincg_pi_whole_n`] on L lanes of each of h, k, l, with whole N `n`
+/// (0: the axis is skipped): the same operations in the same order (valid
+/// where every |h| < [`LaneFloat::LIMIT`]). The three axes run side by side so
+/// that their independent chains overlap.
+#[inline(always)]
+fn sincg_pi_whole_n_lanes<P: LaneFloat, const L: usize>(
+    hkl: &[[P; L]; 3],
+    n: [u32; 3],
+    coeffs: &[P; 10],
+) -> [[P; L]; 3] {
+    // k = round(h), ties to even; r = h - k
+    let t: [[P; L]; 3] = hkl.map(|h| h.map(|x| x + P::MAGIC));
+    let r: [[P; L]; 3] = std::array::from_fn(|a| {
+        std::array::from_fn(|j| hkl[a][j] - (t[a][j] - P::MAGIC))
+    });
+    // cos(π r): Horner in r^2 (cos_pi_reduced)
+    let r2: [[P; L]; 3] = r.map(|v| v.map(|x| x * x));
+    let mut acc = [[coeffs[9]; L]; 3];
+    for k in (0..9).rev() {
+        for a in 0..3 {
+            for j in 0..L {
+                acc[a][j] = acc[a][j] * r2[a][j] + coeffs[k];
+            }
+        }
+    }
+    // cos(π h) = (-1)^k cos(π r); U_{N-1}(cos π h) by the three-term recurrence
+    let two_c: [[P; L]; 3] = std::array::from_fn(|a| {
+        std::array::from_fn(|j| {
+            let cx = P::negate_if_odd(t[a][j], acc[a][j]);
+            cx + cx
+        })
+    });
+    let mut u_prev = [[P::ONE; L]; 3];
+    let mut u = two_c;
+    let n_max = n.iter().copied().max().unwrap_or(0);
+    for i in 2..n_max {
+        for a in 0..3 {
+            if i < n[a] {
+                for j in 0..L {
+                    let next = two_c[a][j] * u[a][j] - u_prev[a][j];
+                    u_prev[a][j] = u[a][j];
+                    u[a][j] = next;
+                }
+            }
+        }
+    }
+    for a in 0..3 {
+        if n[a] == 1 {
+            u[a] = [P::ONE; L];
+        }
+    }
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::physics::lattice::f_latt;
+
+    /// A deterministic stream of orientations and scattering vectors with the
+    /// edges in it: indices at exact integers, half-integers, 0, tiny and huge.
+    fn cases() -> Vec<([[f64; 3]; 3], [f64; 3])> {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        let mut out = vec![];
+        for i in 0..600 {
+            let scale = [1e-3, 1.0, 7.0, 60.0, 1e7, 1e16][i % 6];
+            let o = [[next(), next(), next()], [next(), next(), next()], [next(), next(), next()]]
+                .map(|v| v.map(|x| x * scale));
+            out.push((o, [next(), next(), next()]));
+        }
+        // exact integers, half-integers and 0 along each axis: S = e_x,
+        // orientation x components chosen
+        for v in [0.0, 1.0, -1.0, 0.5, -0.5, 2.5, -3.5, 17.0, 1e-300, 4194303.5, 4194304.0] {
+            out.push(([[v, 0.0, 0.0], [-v, 0.0, 0.0], [v * 0.5, 0.0, 0.0]], [1.0, 0.0, 0.0]));
+        }
+        out.push(([[f64::NAN, 0.0, 0.0], [1.0, 0.0, 0.0], [f64::INFINITY, 0.0, 0.0]], [1.0, 0.0, 0.0]));
+        out
+    }
+
+    fn scalar<T: crate::physics::scalar::Real>(
+        o: &[[f64; 3]; 3],
+        s: [f64; 3],
+        n_gt1: [bool; 3],
+        n_whole: [Option<u32>; 3],
+    ) -> T {
+        let s = Vec3::<T>::cst(s);
+        let v = o.map(|a| Vec3::<T>::cst(a));
+        let h = crate::physics::scalar::dot_product(&v[0], &s);
+        let k = crate::physics::scalar::dot_product(&v[1], &s);
+        let l = crate::physics::scalar::dot_product(&v[2], &s);
+        let n = n_whole.map(|w| T::cst(w.unwrap_or(1) as f64));
+        let recip = [Vec3::<T>::zero(); 3];
+        f_latt(
+            LatticeShape::Square,
+            h,
+            k,
+            l,
+            &n,
+            n_gt1,
+            n_whole,
+            false,
+            &recip,
+            1.0,
+            None,
+        )
+    }
+
+    fn check<P: LaneFloat + crate::physics::scalar::Real>(round: impl Fn(f64) -> f64) {
+        let cases = cases();
+        for (n_gt1, n_whole) in [
+            ([true; 3], [Some(5), Some(5), Some(5)]),
+            ([true, false, true], [Some(2), Some(1), Some(48)]),
+            ([false; 3], [Some(1), Some(1), Some(1)]),
+            ([true; 3], [Some(3), Some(10), Some(25)]),
+        ] {
+            let lanes_of = SquareLanes::new(n_gt1, n_whole).unwrap();
+            for (o, s) in &cases {
+                // the same orientation 37 times (a partial last group at every width)
+                let o = o.map(|v| v.map(&round));
+                let s = s.map(&round);
+                let lanes = OrientationLanes::<P>::new(std::iter::repeat_n(o, 37));
+                let want = scalar::<P>(&o, s, n_gt1, n_whole).val();
+                for bits in [128, 256, 512] {
+                    let mut out = vec![0.0; 37];
+                    lanes_of.f_latt_bits(bits, &lanes, s, 0, &mut out);
+                    for got in &out {
+                        assert!(
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            "{bits} bits, o {o:?} s {s:?}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lanes_equal_scalar_f64_bit_for_bit() {
+        check::<f64>(|x| x);
+    }
+
+    #[test]
+    fn lanes_equal_scalar_f32_bit_for_bit() {
+        check::<f32>(|x| x as f32 as f64);
+    }
+
+    #[test]
+    fn only_whole_n_takes_lanes() {
+        assert!(SquareLanes::new([true; 3], [Some(5), None, Some(5)]).is_none());
+        assert!(SquareLanes::new([true, false, true], [Some(5), None, Some(5)]).is_some());
+        assert!(SquareLanes::new([true; 3], [Some(5), Some(49), Some(5)]).is_none());
+    }
+}

@@ -1,0 +1,164 @@
+//! The CPU lane path (physics::lanes: the square lattice factor over several
+//! orientations per instruction) gives the scalar path's pixel values bit for
+//! bit: every golden case in float64 and float32, in both phi-carryover
+//! modes, through the model's own pixel function with the lanes on and off;
+//! plus configurations the lanes must leave to the scalar path.
+
+mod common;
+
+use braggrun::cli::nanobragg::parse_args;
+use braggrun::physics::params::ParamValues;
+use braggrun::physics::scalar::Real;
+use braggrun::physics::simulator::{FMode, Model};
+use braggrun::physics::Simulation;
+use common::{golden_cases, golden_dir};
+
+fn sim(args: &[String], carryover: &str) -> Simulation {
+    sim_with(args, carryover, |_| {})
+}
+
+fn sim_with(
+    args: &[String],
+    carryover: &str,
+    edit: impl FnOnce(&mut braggrun::physics::config::SimConfig),
+) -> Simulation {
+    let mut v = args.to_vec();
+    v.extend(["-phi_carryover".to_string(), carryover.to_string()]);
+    let mut parsed = parse_args(&v).expect("arguments parse");
+    edit(&mut parsed.config);
+    Simulation::prepare(&parsed.config, &golden_dir().join("inputs")).expect("simulation prepares")
+}
+
+/// Every `stride`-th pixel along each axis, with the lanes on and off:
+/// (pixels compared, non-zero pixels).
+fn compare<T: Real>(name: &str, sim: &Simulation, fmode: FMode) -> (usize, usize) {
+    let (n, nz) = compare_if_lanes::<T>(name, sim, fmode);
+    assert!(n > 0, "{name}: the lane path is not taken");
+    (n, nz)
+}
+
+/// [`compare`], or (0, 0) when the model does not take the lane path.
+fn compare_if_lanes<T: Real>(name: &str, sim: &Simulation, fmode: FMode) -> (usize, usize) {
+    let base = ParamValues::<T>::from_f64(&sim.setup.base_values());
+    let mut model = Model::<T>::build(&sim.setup, sim.hkl.as_ref(), &base);
+    if model.lanes.is_none() {
+        return (0, 0);
+    }
+    let (fp, sp) = (sim.fpixels(), sim.spixels());
+    let stride = ((fp * sp) / 4096).max(1).isqrt().max(1);
+    let pixels: Vec<(usize, usize)> = (0..sp)
+        .step_by(stride)
+        .flat_map(|s| (0..fp).step_by(stride).map(move |f| (f, s)))
+        .collect();
+    let run = |m: &Model<T>| -> Vec<(f64, Option<usize>)> {
+        pixels
+            .iter()
+            .enumerate()
+            .map(|(i, (f, s))| {
+                let (v, oor) = m.pixel(*f, *s, i == 0, fmode);
+                (v.val(), oor)
+            })
+            .collect()
+    };
+    let with = run(&model);
+    model.lanes = None;
+    let without = run(&model);
+    let mut nonzero = 0;
+    for (i, (a, b)) in with.iter().zip(&without).enumerate() {
+        assert!(
+            a.0.to_bits() == b.0.to_bits() && a.1 == b.1,
+            "{name}: pixel {:?}: lanes {a:?}, scalar {b:?}",
+            pixels[i]
+        );
+        nonzero += usize::from(a.0 != 0.0);
+    }
+    (pixels.len(), nonzero)
+}
+
+#[test]
+fn golden_cases_bit_for_bit_in_float64_and_float32() {
+    let (mut compared, mut cases, mut on_lanes) = (0, 0, 0);
+    for c in golden_cases() {
+        cases += 1;
+        for carryover in ["spec", "c-parity"] {
+            let name = format!("{} {} ({carryover})", c.case, c.run);
+            let s = sim(&c.args, carryover);
+            let (n64, nz64) =
+                compare_if_lanes::<f64>(&format!("{name} f64"), &s, FMode::Interpolate);
+            let (n32, nz32) =
+                compare_if_lanes::<f32>(&format!("{name} f32"), &s, FMode::Interpolate);
+            assert_eq!(n64, n32, "{name}: f64 and f32 take different paths");
+            if n64 > 0 {
+                assert!(nz64 > 0 && nz32 > 0, "{name}: all-zero sample");
+                on_lanes += usize::from(carryover == "spec");
+            }
+            compared += n64 + n32;
+        }
+    }
+    // all but the round, Gaussian and top-hat shape cases
+    assert!(cases >= 40 && on_lanes + 3 >= cases, "{on_lanes} of {cases} cases on lanes");
+    assert!(compared > 100_000, "{compared} pixels compared");
+}
+
+#[test]
+fn hkl_lookups_and_the_interpolation_switch() {
+    // structure factors from an HKL file, interpolated, nearest, and the
+    // switch from one to the other part way through a pixel
+    let args: Vec<String> = "-hkl varied.hkl -cell 70 80 90 75 85 95 -lambda 1.5 -N 4 -distance 120 \
+        -detpixels 96 -pixel 0.2 -mosaic 0.4 -mosaic_dom 5 -phisteps 4 -osc 0.3 -seed 5 -interpolate"
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let hkl = golden_dir().join("inputs").join("varied.hkl");
+    if !hkl.is_file() {
+        panic!("{} missing", hkl.display());
+    }
+    let s = sim(&args, "c-parity");
+    for fmode in [FMode::Interpolate, FMode::Nearest, FMode::SwitchAt(7)] {
+        let (_, nz) = compare::<f64>(&format!("varied.hkl {fmode:?} f64"), &s, fmode);
+        assert!(nz > 0);
+        compare::<f32>(&format!("varied.hkl {fmode:?} f32"), &s, fmode);
+    }
+}
+
+#[test]
+fn edges_whole_n_of_one_and_many_orientations() {
+    // N = 1 on two axes (their factors skipped), N = 48 (the largest whole N
+    // on the lane path), 300 orientations (several chunks of lanes), a
+    // beam along an axis (indices at exact integers), oversampling
+    for flags in [
+        "-default_F 10 -cell 50 50 50 90 90 90 -lambda 1 -Na 1 -Nb 48 -Nc 1 -distance 80 -detpixels 40 -pixel 0.5",
+        "-default_F 10 -cell 40 60 80 90 90 90 -lambda 1.2 -N 7 -distance 90 -detpixels 24 -pixel 1 \
+         -mosaic 1 -mosaic_dom 30 -phisteps 10 -osc 2 -seed 3 -oversample 2",
+        "-default_F 10 -cell 100 100 100 90 90 90 -lambda 1 -N 3 -distance 100 -detpixels 33 -pixel 0.1 \
+         -Xbeam 1.65 -Ybeam 1.65 -phisteps 3 -osc 0.5 -phi -0.5",
+    ] {
+        let args: Vec<String> = flags.split_whitespace().map(String::from).collect();
+        for carryover in ["spec", "c-parity"] {
+            let s = sim(&args, carryover);
+            let (_, nz) = compare::<f64>(flags, &s, FMode::Interpolate);
+            assert!(nz > 0, "{flags}: all zero");
+            compare::<f32>(flags, &s, FMode::Interpolate);
+        }
+    }
+}
+
+#[test]
+fn other_shapes_and_fractional_n_keep_the_scalar_path() {
+    let flags = "-default_F 10 -cell 50 50 50 90 90 90 -lambda 1 -N 5 -distance 80 -detpixels 8 -pixel 0.5";
+    let args: Vec<String> = flags.split_whitespace().map(String::from).collect();
+    let s = sim_with(&args, "spec", |c| c.crystal.n_cells = [5.0, 5.5, 5.0]);
+    let base = ParamValues::<f64>::from_f64(&s.setup.base_values());
+    let model = Model::<f64>::build(&s.setup, s.hkl.as_ref(), &base);
+    assert!(model.lanes.is_none(), "N = 5.5: lanes taken");
+    for flags in [
+        "-default_F 10 -cell 50 50 50 90 90 90 -lambda 1 -N 5 -distance 80 -detpixels 8 -pixel 0.5 -round_xtal",
+        "-default_F 10 -cell 50 50 50 90 90 90 -lambda 1 -N 5 -distance 80 -detpixels 8 -pixel 0.5 -gauss_xtal",
+    ] {
+        let args: Vec<String> = flags.split_whitespace().map(String::from).collect();
+        let s = sim(&args, "spec");
+        let base = ParamValues::<f64>::from_f64(&s.setup.base_values());
+        let model = Model::<f64>::build(&s.setup, s.hkl.as_ref(), &base);
+        assert!(model.lanes.is_none(), "{flags}: lanes taken");
+    }
+}
