@@ -7,7 +7,7 @@
 mod common;
 
 use braggrun::cli::nanobragg::parse_args;
-use braggrun::physics::params::ParamValues;
+use braggrun::physics::params::{Param, ParamValues};
 use braggrun::physics::scalar::Real;
 use braggrun::physics::simulator::{FMode, Model};
 use braggrun::physics::Simulation;
@@ -96,7 +96,10 @@ fn golden_cases_bit_for_bit_in_float64_and_float32() {
         }
     }
     // all but the round, Gaussian and top-hat shape cases
-    assert!(cases >= 40 && on_lanes + 3 >= cases, "{on_lanes} of {cases} cases on lanes");
+    assert!(
+        cases >= 40 && on_lanes + 3 >= cases,
+        "{on_lanes} of {cases} cases on lanes"
+    );
     assert!(compared > 100_000, "{compared} pixels compared");
 }
 
@@ -145,7 +148,8 @@ fn edges_whole_n_of_one_and_many_orientations() {
 
 #[test]
 fn other_shapes_and_fractional_n_keep_the_scalar_path() {
-    let flags = "-default_F 10 -cell 50 50 50 90 90 90 -lambda 1 -N 5 -distance 80 -detpixels 8 -pixel 0.5";
+    let flags =
+        "-default_F 10 -cell 50 50 50 90 90 90 -lambda 1 -N 5 -distance 80 -detpixels 8 -pixel 0.5";
     let args: Vec<String> = flags.split_whitespace().map(String::from).collect();
     let s = sim_with(&args, "spec", |c| c.crystal.n_cells = [5.0, 5.5, 5.0]);
     let base = ParamValues::<f64>::from_f64(&s.setup.base_values());
@@ -160,5 +164,176 @@ fn other_shapes_and_fractional_n_keep_the_scalar_path() {
         let base = ParamValues::<f64>::from_f64(&s.setup.base_values());
         let model = Model::<f64>::build(&s.setup, s.hkl.as_ref(), &base);
         assert!(model.lanes.is_none(), "{flags}: lanes taken");
+    }
+}
+
+/// The derivative lane path (float64 duals, physics::lanes::DerivativeSums)
+/// against the scalar dual path: the image is the scalar dual path's bit for
+/// bit (and the forward render's to 1e-12 of the brightest pixel), the derivatives agree to 1e-11 of
+/// the largest (or of the image's scale per unit relative change of the
+/// parameter, where the derivative is zero to rounding), and neither is zero.
+fn check_derivatives<const K: usize>(name: &str, sim: &Simulation, dirs: [Param; K]) {
+    use braggrun::engine::values::{seeded_values, Extract};
+    use num_dual::DualSVec64;
+    type D<const K: usize> = DualSVec64<K>;
+    let base = sim.setup.base_values();
+    let pv = seeded_values::<D<K>>(&base, &dirs);
+    let mut model = Model::<D<K>>::build(&sim.setup, sim.hkl.as_ref(), &pv);
+    let basis: Vec<D<K>> = (0..K).map(|i| D::<K>::seeded(0.0, i)).collect();
+    model.attach_derivative_lanes(|x, i| x.eps64(i), basis);
+    assert!(
+        model.derivative_lanes.is_some(),
+        "{name}: no derivative lanes"
+    );
+    let plain = Model::<f64>::build(&sim.setup, sim.hkl.as_ref(), &ParamValues::from_f64(&base));
+    let (fp, sp) = (sim.fpixels(), sim.spixels());
+    let stride = ((fp * sp) / 2048).max(1).isqrt().max(1);
+    let pixels: Vec<(usize, usize)> = (0..sp)
+        .step_by(stride)
+        .flat_map(|s| (0..fp).step_by(stride).map(move |f| (f, s)))
+        .collect();
+    let run = |m: &Model<D<K>>| -> Vec<D<K>> {
+        let first = |i: usize| i == 0;
+        pixels
+            .iter()
+            .enumerate()
+            .map(|(i, (f, s))| m.pixel(*f, *s, first(i), FMode::Interpolate).0)
+            .collect()
+    };
+    let lanes = run(&model);
+    model.derivative_lanes = None;
+    let scalar = run(&model);
+    let forward: Vec<f64> = pixels
+        .iter()
+        .enumerate()
+        .map(|(i, (f, s))| plain.pixel(*f, *s, i == 0, FMode::Interpolate).0)
+        .collect();
+    let brightest = forward.iter().fold(0.0, |m: f64, v| m.max(v.abs()));
+    for (i, (f, s)) in pixels.iter().enumerate() {
+        let (v, want) = (lanes[i].re64(), scalar[i].re64());
+        assert_eq!(
+            v.to_bits(),
+            want.to_bits(),
+            "{name}: pixel ({f}, {s}) value"
+        );
+        assert!(
+            (v - forward[i]).abs() <= 1e-12 * brightest,
+            "{name}: pixel ({f}, {s}): {v} vs forward {}",
+            forward[i]
+        );
+    }
+    assert!(
+        lanes.iter().any(|v| v.re64() != 0.0),
+        "{name}: all-zero image"
+    );
+    for (p, param) in dirs.iter().enumerate() {
+        let biggest = scalar.iter().map(|v| v.eps64(p).abs()).fold(0.0, f64::max);
+        assert!(biggest > 0.0, "{name}: d/d{param:?} is zero everywhere");
+        // at least the image's scale per unit relative change of the
+        // parameter: a derivative that is zero to rounding (d/dλ with a
+        // MOSFLM matrix) is a rounding residue on both paths
+        let value = base.get(*param).abs();
+        let biggest = if value > 0.0 {
+            biggest.max(brightest / value)
+        } else {
+            biggest
+        };
+        for (i, (a, b)) in lanes.iter().zip(&scalar).enumerate() {
+            let (a, b) = (a.eps64(p), b.eps64(p));
+            assert!(
+                (a - b).abs() <= 1e-11 * biggest && a.is_finite(),
+                "{name}: d/d{param:?} at {:?}: lanes {a}, scalar {b} (largest {biggest})",
+                pixels[i]
+            );
+        }
+    }
+}
+
+fn args(flags: &str) -> Vec<String> {
+    flags.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn derivatives_on_lanes_match_the_scalar_dual_path() {
+    use Param::*;
+    let mosaic =
+        "-default_F 100 -cell 100 100 100 90 90 90 -lambda 6.2 -N 5 -distance 100 -pixel 0.4 \
+        -detpixels 96 -mosflm -phisteps 10 -osc 0.1 -mosaic 0.5 -mosaic_dom 10 -seed 2";
+    let tri = "-default_F 30 -cell 70 80 90 75 85 95 -misset 10 20 30 -lambda 1.0 -N 4 -distance 100 \
+        -pixel 0.2 -detpixels 64 -phisteps 3 -osc 0.4 -mosaic 0.3 -mosaic_dom 4 -seed 7 -oversample 2";
+    for carryover in ["spec", "c-parity"] {
+        let s = sim(&args(mosaic), carryover);
+        check_derivatives(
+            "reference, 6",
+            &s,
+            [CellA, CellB, CellC, MissetX, Distance, Wavelength],
+        );
+        check_derivatives("reference, mosaic and phi", &s, [MosaicSpread, OscRange]);
+        check_derivatives(
+            "reference, F and fluence",
+            &s,
+            [DefaultF, Fluence, Polarization],
+        );
+        let s = sim(&args(tri), carryover);
+        check_derivatives(
+            "triclinic, 8",
+            &s,
+            [
+                CellAlpha,
+                CellBeta,
+                CellGamma,
+                MissetY,
+                MissetZ,
+                BeamCenterF,
+                BeamCenterS,
+                DetectorRotX,
+            ],
+        );
+        check_derivatives("triclinic, 1", &s, [Twotheta]);
+        check_derivatives("triclinic, phi", &s, [PhiStart]);
+    }
+}
+
+#[test]
+fn derivative_lanes_stay_off_where_they_do_not_apply() {
+    use braggrun::engine::values::{seeded_values, Extract};
+    use num_dual::DualSVec64;
+    let flags = "-default_F 100 -cell 100 100 100 90 90 90 -lambda 6.2 -N 5 -distance 100 -pixel 0.4 -detpixels 16";
+    let attached = |s: &Simulation, dir: Param| {
+        let pv = seeded_values::<DualSVec64<1>>(&s.setup.base_values(), &[dir]);
+        let mut m = Model::build(&s.setup, s.hkl.as_ref(), &pv);
+        m.attach_derivative_lanes(|x, i| x.eps64(i), vec![DualSVec64::<1>::seeded(0.0, 0)]);
+        m.derivative_lanes.is_some()
+    };
+    assert!(attached(&sim(&args(flags), "spec"), Param::CellA));
+    // N carries the derivative: its sincg is not the whole-N one
+    assert!(!attached(&sim(&args(flags), "spec"), Param::NA));
+    // HKL file, a non-square shape, per-sample factors
+    let hkl = format!("{flags} -hkl varied.hkl");
+    assert!(!attached(&sim(&args(&hkl), "spec"), Param::CellA));
+    assert!(!attached(
+        &sim(&args(&format!("{flags} -round_xtal")), "spec"),
+        Param::CellA
+    ));
+    let over = format!("{flags} -oversample 2 -oversample_omega");
+    assert!(!attached(&sim(&args(&over), "spec"), Param::CellA));
+}
+
+#[test]
+fn derivatives_on_lanes_with_a_mosflm_matrix() {
+    // the matrix is in units of 1/λ: the cell, and so every orientation,
+    // moves with the wavelength
+    let flags = "-mat A.mat -lambda 1.0 -N 5 -distance 100 -pixel 0.2 -detpixels 64 -mosflm \
+        -default_F 10 -phisteps 3 -osc 0.3 -mosaic 0.4 -mosaic_dom 3 -seed 4";
+    for carryover in ["spec", "c-parity"] {
+        let s = sim(&args(flags), carryover);
+        check_derivatives("matrix, distance", &s, [Param::Distance]);
+        check_derivatives("matrix, misset", &s, [Param::MissetX]);
+        check_derivatives("matrix, wavelength", &s, [Param::Wavelength]);
+        check_derivatives(
+            "matrix, 3",
+            &s,
+            [Param::Wavelength, Param::Distance, Param::MissetX],
+        );
     }
 }

@@ -108,8 +108,11 @@ fn render_dual<T: Extract>(
     parts: usize,
 ) -> (Vec<f64>, Vec<Vec<f64>>) {
     let pv = seeded_values::<T>(base, dirs);
+    // the lane path for float64 derivatives (physics::lanes), where it applies
+    let basis: Vec<T> = (0..dirs.len()).map(|i| T::seeded(0.0, i)).collect();
+    let prepare = |m: &mut Model<T>| m.attach_derivative_lanes(|x, i| x.eps64(i), basis.clone());
     // Dual values for the ROI only (no whole-detector buffer of duals).
-    let (px, out) = render_roi_parts::<T>(sim, roi, &pv, parts);
+    let (px, out) = render_roi_prepared::<T>(sim, roi, &pv, parts, prepare);
     let img = scatter(sim, &px, |j| out[j].re64());
     let ders = (0..dirs.len())
         .map(|i| scatter(sim, &px, |j| out[j].eps64(i)))
@@ -146,7 +149,20 @@ pub fn render_roi_parts<T: Real>(
     pv: &ParamValues<T>,
     parts: usize,
 ) -> (Vec<(usize, usize)>, Vec<T>) {
-    let model = Model::build(&sim.setup, sim.hkl.as_ref(), pv);
+    render_roi_prepared(sim, roi, pv, parts, |_| {})
+}
+
+/// [`render_roi_parts`] with `prepare` applied to the model before the
+/// pixel loop (the derivative lane path is attached there).
+fn render_roi_prepared<T: Real>(
+    sim: &Simulation,
+    roi: [u32; 4],
+    pv: &ParamValues<T>,
+    parts: usize,
+    prepare: impl FnOnce(&mut Model<T>),
+) -> (Vec<(usize, usize)>, Vec<T>) {
+    let mut model = Model::build(&sim.setup, sim.hkl.as_ref(), pv);
+    prepare(&mut model);
     let pixels = roi_pixels(sim, roi);
     // the pixel holding the image's first executed phi sweep (c-parity
     // carryover), over the whole ROI

@@ -48,6 +48,9 @@ pub trait LaneFloat:
     fn to_f64(self) -> f64;
     /// |x|.
     fn abs(self) -> Self;
+    /// self · a + b rounded once (IEEE fusedMultiplyAdd: the same bits on
+    /// every CPU, one instruction where the unit has FMA).
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// `cx`, negated when the integer `t - MAGIC` is odd. `t = x + MAGIC`
     /// holds that integer in its last mantissa bit (MAGIC is even).
     fn negate_if_odd(t: Self, cx: Self) -> Self;
@@ -69,6 +72,10 @@ impl LaneFloat for f64 {
     #[inline(always)]
     fn abs(self) -> Self {
         f64::abs(self)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
     }
     #[inline(always)]
     fn negate_if_odd(t: Self, cx: Self) -> Self {
@@ -95,6 +102,10 @@ impl LaneFloat for f32 {
     #[inline(always)]
     fn abs(self) -> Self {
         f32::abs(self)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
     }
     #[inline(always)]
     fn negate_if_odd(t: Self, cx: Self) -> Self {
@@ -157,11 +168,50 @@ pub fn vector_bits() -> usize {
         if std::arch::is_x86_feature_detected!("avx512f") {
             return 512;
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             return 256;
         }
     }
     128
+}
+
+/// The vector unit a lane function is compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VectorUnit {
+    /// 512-bit registers (x86-64 AVX-512F).
+    Avx512,
+    /// 256-bit registers (x86-64 AVX2 with FMA).
+    Avx2,
+    /// 128-bit registers (the x86-64 baseline, and any other CPU).
+    Sse2,
+}
+
+/// Run `f` compiled for the widest vector unit the CPU has, up to `bits`
+/// (the run-time choice: `f` and what it inlines are compiled once per unit).
+#[inline(always)]
+fn on_vector_unit<R>(bits: usize, f: impl FnOnce(VectorUnit) -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<R>(f: impl FnOnce(VectorUnit) -> R) -> R {
+            f(VectorUnit::Avx512)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce(VectorUnit) -> R) -> R {
+            f(VectorUnit::Avx2)
+        }
+        let bits = bits.min(vector_bits());
+        if bits >= 512 {
+            // SAFETY: vector_bits() is 512 only when the CPU has AVX-512F.
+            return unsafe { avx512(f) };
+        }
+        if bits >= 256 {
+            // SAFETY: vector_bits() is 256 or more only when the CPU has AVX2.
+            return unsafe { avx2(f) };
+        }
+    }
+    f(VectorUnit::Sse2)
 }
 
 impl SquareLanes {
@@ -181,15 +231,17 @@ impl SquareLanes {
     }
 
     /// F_latt (square) at h, k, l = a·S, b·S, c·S for orientations
-    /// `start..start + out.len()`, written to `out` as f64 (exact in P).
+    /// `start..start + out.len()`, written to `out` as f64 (exact in P), and
+    /// with `slopes` ∂F_latt/∂h, ∂k, ∂l of each.
     pub fn f_latt<P: LaneFloat>(
         &self,
         lanes: &OrientationLanes<P>,
         scattering: [f64; 3],
         start: usize,
         out: &mut [f64],
+        slopes: Option<&mut [[f64; 3]]>,
     ) {
-        self.f_latt_bits(vector_bits(), lanes, scattering, start, out)
+        self.f_latt_bits(vector_bits(), lanes, scattering, start, out, slopes)
     }
 
     /// [`SquareLanes::f_latt`] at a given vector width (`bits` above what
@@ -201,72 +253,71 @@ impl SquareLanes {
         scattering: [f64; 3],
         start: usize,
         out: &mut [f64],
+        slopes: Option<&mut [[f64; 3]]>,
     ) {
         assert!(start + out.len() <= lanes.count, "orientation range");
+        if let Some(d) = &slopes {
+            assert_eq!(d.len(), out.len(), "one slope triple per value");
+        }
         let s = scattering.map(P::from_f64);
+        // one compiled loop per vector unit and per kind (values; values and slopes)
+        match slopes {
+            None => on_vector_unit(
+                bits,
+                #[inline(always)]
+                |unit| self.groups::<P, false>(unit, lanes, s, start, out, &mut []),
+            ),
+            Some(d) => on_vector_unit(
+                bits,
+                #[inline(always)]
+                |unit| self.groups::<P, true>(unit, lanes, s, start, out, d),
+            ),
+        }
+    }
+
+    /// Groups of two registers of P (16 float64 or 32 float32 lanes on
+    /// AVX-512) for the vector unit.
+    #[inline(always)]
+    fn groups<P: LaneFloat, const SLOPE: bool>(
+        &self,
+        unit: VectorUnit,
+        lanes: &OrientationLanes<P>,
+        s: [P; 3],
+        start: usize,
+        out: &mut [f64],
+        slopes: &mut [[f64; 3]],
+    ) {
         let wide = std::mem::size_of::<P>() == 8;
-        let bits = bits.min(vector_bits());
-        #[cfg(target_arch = "x86_64")]
-        {
-            if bits >= 512 {
-                // SAFETY: vector_bits() is 512 only when the CPU has AVX-512F.
-                return unsafe { self.avx512(lanes, s, start, out) };
+        match (unit, wide) {
+            (VectorUnit::Avx512, true) => {
+                self.groups_of::<P, 16, SLOPE>(lanes, s, start, out, slopes)
             }
-            if bits >= 256 {
-                // SAFETY: vector_bits() is 256 or more only when the CPU has AVX2.
-                return unsafe { self.avx2(lanes, s, start, out) };
+            (VectorUnit::Avx512, false) => {
+                self.groups_of::<P, 32, SLOPE>(lanes, s, start, out, slopes)
             }
-        }
-        if wide {
-            self.groups::<P, 4>(lanes, s, start, out)
-        } else {
-            self.groups::<P, 8>(lanes, s, start, out)
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn avx512<P: LaneFloat>(
-        &self,
-        lanes: &OrientationLanes<P>,
-        s: [P; 3],
-        start: usize,
-        out: &mut [f64],
-    ) {
-        if std::mem::size_of::<P>() == 8 {
-            self.groups::<P, 16>(lanes, s, start, out)
-        } else {
-            self.groups::<P, 32>(lanes, s, start, out)
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2<P: LaneFloat>(
-        &self,
-        lanes: &OrientationLanes<P>,
-        s: [P; 3],
-        start: usize,
-        out: &mut [f64],
-    ) {
-        if std::mem::size_of::<P>() == 8 {
-            self.groups::<P, 8>(lanes, s, start, out)
-        } else {
-            self.groups::<P, 16>(lanes, s, start, out)
+            (VectorUnit::Avx2, true) => self.groups_of::<P, 8, SLOPE>(lanes, s, start, out, slopes),
+            (VectorUnit::Avx2, false) => {
+                self.groups_of::<P, 16, SLOPE>(lanes, s, start, out, slopes)
+            }
+            (VectorUnit::Sse2, true) => self.groups_of::<P, 4, SLOPE>(lanes, s, start, out, slopes),
+            (VectorUnit::Sse2, false) => {
+                self.groups_of::<P, 8, SLOPE>(lanes, s, start, out, slopes)
+            }
         }
     }
 
     /// Groups of L lanes (two vector registers, so that two independent
     /// chains of the polynomial fill the pipeline) from `start`; the last group
     /// runs full width over the next orientations or the zero padding, and
-    /// keeps what `out` asks for.
+    /// keeps what `out` asks for. `SLOPE`: also ∂F_latt/∂h, ∂k, ∂l.
     #[inline(always)]
-    fn groups<P: LaneFloat, const L: usize>(
+    fn groups_of<P: LaneFloat, const L: usize, const SLOPE: bool>(
         &self,
         lanes: &OrientationLanes<P>,
         s: [P; 3],
         start: usize,
         out: &mut [f64],
+        slopes: &mut [[f64; 3]],
     ) {
         let coeffs: [P; 10] = COS_PI_COEFFS.map(P::from_f64);
         let c = &lanes.components;
@@ -275,12 +326,16 @@ impl SquareLanes {
         while done < out.len() {
             let base = start + done;
             // h, k, l = a·S, b·S, c·S as dot_product writes it: (x sx + y sy) + z sz
-            let hkl: [[P; L]; 3] = std::array::from_fn(|axis| {
+            // (plain loops: array::from_fn and map do not always inline here)
+            let mut hkl = [[P::ZERO; L]; 3];
+            for (axis, h) in hkl.iter_mut().enumerate() {
                 let x = &c[3 * axis][base..base + L];
                 let y = &c[3 * axis + 1][base..base + L];
                 let z = &c[3 * axis + 2][base..base + L];
-                std::array::from_fn(|j| x[j] * s[0] + y[j] * s[1] + z[j] * s[2])
-            });
+                for j in 0..L {
+                    h[j] = x[j] * s[0] + y[j] * s[1] + z[j] * s[2];
+                }
+            }
             let mut exact = true;
             for (axis, h) in hkl.iter().enumerate() {
                 if n[axis] > 0 {
@@ -290,7 +345,7 @@ impl SquareLanes {
                     }
                 }
             }
-            let g = sincg_pi_whole_n_lanes(&hkl, n, &coeffs);
+            let (g, dg) = sincg_pi_whole_n_lanes::<P, L, SLOPE>(&hkl, n, &coeffs);
             // F_latt = ((1 · g_a) · g_b) · g_c over the axes that take part
             let mut f = [P::ONE; L];
             for (axis, ga) in g.iter().enumerate() {
@@ -301,13 +356,35 @@ impl SquareLanes {
                 }
             }
             let take = L.min(out.len() - done);
-            if exact {
+            if !exact {
                 for j in 0..take {
-                    out[done + j] = f[j].to_f64();
+                    let (v, d) = self.f_latt_one(c, base + j, s);
+                    out[done + j] = v;
+                    if SLOPE {
+                        slopes[done + j] = d;
+                    }
                 }
-            } else {
-                for (j, o) in out[done..done + take].iter_mut().enumerate() {
-                    *o = self.f_latt_one(c, base + j, s).to_f64();
+                done += take;
+                continue;
+            }
+            for j in 0..take {
+                out[done + j] = f[j].to_f64();
+            }
+            if SLOPE {
+                // ∂F_latt/∂h_a = g_a' times the other axes' factors
+                for (j, d) in slopes[done..done + take].iter_mut().enumerate() {
+                    for a in 0..3 {
+                        d[a] = 0.0;
+                        if n[a] > 0 {
+                            let mut p = dg[a][j];
+                            for b in 0..3 {
+                                if b != a && n[b] > 0 {
+                                    p = p * g[b][j];
+                                }
+                            }
+                            d[a] = p.to_f64();
+                        }
+                    }
                 }
             }
             done += take;
@@ -315,20 +392,26 @@ impl SquareLanes {
     }
 
     /// One orientation through the scalar functions (lanes whose indices
-    /// the rounding trick does not cover).
-    fn f_latt_one<P: LaneFloat>(&self, c: &[Vec<P>; 9], i: usize, s: [P; 3]) -> P {
+    /// the rounding trick does not cover): F_latt and ∂F_latt/∂h, ∂k, ∂l.
+    fn f_latt_one<P: LaneFloat>(&self, c: &[Vec<P>; 9], i: usize, s: [P; 3]) -> (f64, [f64; 3]) {
         let mut f = P::ONE;
+        let mut g = [(1.0, 0.0); 3];
         for (axis, n) in self.n_whole.iter().enumerate() {
             let Some(n) = *n else { continue };
             let h = c[3 * axis][i] * s[0] + c[3 * axis + 1][i] * s[1] + c[3 * axis + 2][i] * s[2];
-            let g = if std::mem::size_of::<P>() == 8 {
+            let v = if std::mem::size_of::<P>() == 8 {
                 sincg_pi_whole_n(h.to_f64(), n)
             } else {
                 sincg_pi_whole_n(h.to_f64() as f32, n) as f64
             };
-            f = f * P::from_f64(g);
+            let d = sincg_pi_whole_n(num_dual::Dual64::from(h.to_f64()).derivative(), n).eps;
+            g[axis] = (v, d);
+            f = f * P::from_f64(v);
         }
-        f
+        let slopes = std::array::from_fn(|a| {
+            (0..3).fold(g[a].1, |p, b| if b == a { p } else { p * g[b].0 })
+        });
+        (f.to_f64(), slopes)
     }
 }
 
@@ -383,56 +466,210 @@ impl LatticeLanes {
         })
     }
 
+    /// The lanes in float64 for a render with derivatives (T a float64 dual):
+    /// the orientations' values; None unless the square shape with whole N.
+    pub fn build_values<T: Real>(
+        shape: LatticeShape,
+        n_gt1: [bool; 3],
+        n_whole: [Option<u32>; 3],
+        first: &[[Vec3<T>; 3]],
+        rest: &[[Vec3<T>; 3]],
+    ) -> Option<Self> {
+        let values = |o: &[[Vec3<T>; 3]]| {
+            LaneOrientations::F64(OrientationLanes::new(o.iter().map(|o| o.map(|v| v.val()))))
+        };
+        (shape == LatticeShape::Square).then_some(())?;
+        Some(LatticeLanes {
+            square: SquareLanes::new(n_gt1, n_whole)?,
+            first: values(first),
+            rest: values(rest),
+        })
+    }
+
     /// F_latt for orientations `start..start + out.len()` of the first sweep
-    /// (`first`) or a later one, at the scattering vector S (exact in T).
+    /// (`first`) or a later one, at the scattering vector S (exact in T); with
+    /// `slopes`, also ∂F_latt/∂h, ∂k, ∂l of each.
     #[inline]
-    pub fn f_latt(&self, first: bool, scattering: [f64; 3], start: usize, out: &mut [f64]) {
+    pub fn f_latt(
+        &self,
+        first: bool,
+        scattering: [f64; 3],
+        start: usize,
+        out: &mut [f64],
+        slopes: Option<&mut [[f64; 3]]>,
+    ) {
         match if first { &self.first } else { &self.rest } {
-            LaneOrientations::F64(l) => self.square.f_latt(l, scattering, start, out),
-            LaneOrientations::F32(l) => self.square.f_latt(l, scattering, start, out),
+            LaneOrientations::F64(l) => self.square.f_latt(l, scattering, start, out, slopes),
+            LaneOrientations::F32(l) => self.square.f_latt(l, scattering, start, out, slopes),
         }
+    }
+}
+
+/// Derivative directions the derivative lane path carries (the engines'
+/// chunk of directions per pass).
+pub const DERIVATIVE_LANES: usize = 8;
+
+/// A cell vector's 3 components times [`DERIVATIVE_LANES`] derivative
+/// components, per axis (a, b, c): one orientation's derivative row.
+pub type DerivativeRow = [f64; 9 * DERIVATIVE_LANES];
+
+/// Running sums over the (phi step, mosaic domain) terms of one pixel and
+/// source on the derivative lane path (see `Model::sum_on_derivative_lanes`).
+#[derive(Clone, Debug)]
+pub struct DerivativeSums {
+    /// The pixel's running value: the forward render's sum, term by term.
+    pub value: f64,
+    /// Σ F_latt^2.
+    pub fl_sqr: f64,
+    /// Σ w_axis (cell vector of the axis), w = 2 F_latt ∂F_latt/∂h_axis.
+    pub u: [[f64; 3]; 3],
+    /// Σ w_axis (its derivative components), component-major as [`DerivativeRow`].
+    pub m: [[f64; 3 * DERIVATIVE_LANES]; 3],
+    /// Terms taken (structure-factor evaluations).
+    pub evals: usize,
+}
+
+impl DerivativeSums {
+    /// Sums that start from the pixel's running value.
+    pub fn new(value: f64) -> Self {
+        DerivativeSums {
+            value,
+            fl_sqr: 0.0,
+            u: [[0.0; 3]; 3],
+            m: [[0.0; 3 * DERIVATIVE_LANES]; 3],
+            evals: 0,
+        }
+    }
+
+    /// Add the terms of F_latt values `fl` with slopes `slopes` for the
+    /// orientations whose values and derivative rows are `re`, `eps`.
+    /// `f_sqr` is F^2; a term with F_latt = 0 is skipped unless `keep_zero`
+    /// (C skips it when there is no water background).
+    pub fn add(
+        &mut self,
+        fl: &[f64],
+        slopes: &[[f64; 3]],
+        re: &[[f64; 9]],
+        eps: &[DerivativeRow],
+        f_sqr: f64,
+        keep_zero: bool,
+    ) {
+        let n = fl.len();
+        assert!(slopes.len() == n && re.len() == n && eps.len() == n);
+        on_vector_unit(
+            vector_bits(),
+            #[inline(always)]
+            |_| self.add_terms(fl, slopes, re, eps, f_sqr, keep_zero),
+        )
+    }
+
+    /// The sums in locals (registers) over the whole slice.
+    #[inline(always)]
+    fn add_terms(
+        &mut self,
+        fl: &[f64],
+        slopes: &[[f64; 3]],
+        re: &[[f64; 9]],
+        eps: &[DerivativeRow],
+        f_sqr: f64,
+        keep_zero: bool,
+    ) {
+        let (mut value, mut fl_sqr, mut u, mut m) = (self.value, self.fl_sqr, self.u, self.m);
+        for j in 0..fl.len() {
+            let f = fl[j];
+            if f == 0.0 && !keep_zero {
+                continue;
+            }
+            self.evals += 1;
+            // (F^2 fl) fl, as the scalar loop multiplies
+            value += f_sqr * f * f;
+            fl_sqr += f * f;
+            // fused multiply-adds: exactly rounded on every CPU (one
+            // instruction where the unit has FMA), so the bytes do not depend
+            // on the CPU either
+            for axis in 0..3 {
+                let w = 2.0 * f * slopes[j][axis];
+                for x in 0..3 {
+                    u[axis][x] = w.mul_add(re[j][3 * axis + x], u[axis][x]);
+                }
+                let row = &eps[j][axis * 3 * DERIVATIVE_LANES..(axis + 1) * 3 * DERIVATIVE_LANES];
+                for (mi, ri) in m[axis].iter_mut().zip(row) {
+                    *mi = w.mul_add(*ri, *mi);
+                }
+            }
+        }
+        (self.value, self.fl_sqr, self.u, self.m) = (value, fl_sqr, u, m);
     }
 }
 
 /// [`sincg_pi_whole_n`] on L lanes of each of h, k, l, with whole N `n`
 /// (0: the axis is skipped): the same operations in the same order (valid
 /// where every |h| < [`LaneFloat::LIMIT`]). The three axes run side by side so
-/// that their independent chains overlap.
+/// that their independent chains overlap. With `SLOPE`, also d/dh of each
+/// (forward mode through the same polynomial and recurrence; the values are
+/// unchanged).
 #[inline(always)]
-fn sincg_pi_whole_n_lanes<P: LaneFloat, const L: usize>(
+fn sincg_pi_whole_n_lanes<P: LaneFloat, const L: usize, const SLOPE: bool>(
     hkl: &[[P; L]; 3],
     n: [u32; 3],
     coeffs: &[P; 10],
-) -> [[P; L]; 3] {
+) -> ([[P; L]; 3], [[P; L]; 3]) {
+    let zero = [[P::ZERO; L]; 3];
     // k = round(h), ties to even; r = h - k
-    let t: [[P; L]; 3] = hkl.map(|h| h.map(|x| x + P::MAGIC));
-    let r: [[P; L]; 3] = std::array::from_fn(|a| {
-        std::array::from_fn(|j| hkl[a][j] - (t[a][j] - P::MAGIC))
-    });
-    // cos(π r): Horner in r^2 (cos_pi_reduced)
-    let r2: [[P; L]; 3] = r.map(|v| v.map(|x| x * x));
+    // (plain loops: array::from_fn and map do not always inline here)
+    let (mut t, mut r, mut r2) = (zero, zero, zero);
+    for a in 0..3 {
+        for j in 0..L {
+            t[a][j] = hkl[a][j] + P::MAGIC;
+            r[a][j] = hkl[a][j] - (t[a][j] - P::MAGIC);
+            r2[a][j] = r[a][j] * r[a][j];
+        }
+    }
+    // cos(π r): Horner in r^2 (cos_pi_reduced); d(r^2)/dh = 2 r
     let mut acc = [[coeffs[9]; L]; 3];
+    let mut dacc = zero;
     for k in (0..9).rev() {
         for a in 0..3 {
             for j in 0..L {
+                if SLOPE {
+                    // the slopes are new numbers: fused (the values are not)
+                    dacc[a][j] = dacc[a][j].mul_add(r2[a][j], acc[a][j] * (r[a][j] + r[a][j]));
+                }
                 acc[a][j] = acc[a][j] * r2[a][j] + coeffs[k];
             }
         }
     }
     // cos(π h) = (-1)^k cos(π r); U_{N-1}(cos π h) by the three-term recurrence
-    let two_c: [[P; L]; 3] = std::array::from_fn(|a| {
-        std::array::from_fn(|j| {
+    let mut two_c = zero;
+    for a in 0..3 {
+        for j in 0..L {
             let cx = P::negate_if_odd(t[a][j], acc[a][j]);
-            cx + cx
-        })
-    });
+            two_c[a][j] = cx + cx;
+        }
+    }
+    let mut d_two_c = zero;
+    if SLOPE {
+        for a in 0..3 {
+            for j in 0..L {
+                let dcx = P::negate_if_odd(t[a][j], dacc[a][j]);
+                d_two_c[a][j] = dcx + dcx;
+            }
+        }
+    }
     let mut u_prev = [[P::ONE; L]; 3];
     let mut u = two_c;
+    let (mut du_prev, mut du) = (zero, d_two_c);
     let n_max = n.iter().copied().max().unwrap_or(0);
     for i in 2..n_max {
         for a in 0..3 {
             if i < n[a] {
                 for j in 0..L {
+                    if SLOPE {
+                        let dnext = d_two_c[a][j]
+                            .mul_add(u[a][j], two_c[a][j].mul_add(du[a][j], -du_prev[a][j]));
+                        du_prev[a][j] = du[a][j];
+                        du[a][j] = dnext;
+                    }
                     let next = two_c[a][j] * u[a][j] - u_prev[a][j];
                     u_prev[a][j] = u[a][j];
                     u[a][j] = next;
@@ -443,9 +680,10 @@ fn sincg_pi_whole_n_lanes<P: LaneFloat, const L: usize>(
     for a in 0..3 {
         if n[a] == 1 {
             u[a] = [P::ONE; L];
+            du[a] = [P::ZERO; L];
         }
     }
-    u
+    (u, du)
 }
 
 #[cfg(test)]
@@ -466,16 +704,32 @@ mod tests {
         let mut out = vec![];
         for i in 0..600 {
             let scale = [1e-3, 1.0, 7.0, 60.0, 1e7, 1e16][i % 6];
-            let o = [[next(), next(), next()], [next(), next(), next()], [next(), next(), next()]]
-                .map(|v| v.map(|x| x * scale));
+            let o = [
+                [next(), next(), next()],
+                [next(), next(), next()],
+                [next(), next(), next()],
+            ]
+            .map(|v| v.map(|x| x * scale));
             out.push((o, [next(), next(), next()]));
         }
         // exact integers, half-integers and 0 along each axis: S = e_x,
         // orientation x components chosen
-        for v in [0.0, 1.0, -1.0, 0.5, -0.5, 2.5, -3.5, 17.0, 1e-300, 4194303.5, 4194304.0] {
-            out.push(([[v, 0.0, 0.0], [-v, 0.0, 0.0], [v * 0.5, 0.0, 0.0]], [1.0, 0.0, 0.0]));
+        for v in [
+            0.0, 1.0, -1.0, 0.5, -0.5, 2.5, -3.5, 17.0, 1e-300, 4194303.5, 4194304.0,
+        ] {
+            out.push((
+                [[v, 0.0, 0.0], [-v, 0.0, 0.0], [v * 0.5, 0.0, 0.0]],
+                [1.0, 0.0, 0.0],
+            ));
         }
-        out.push(([[f64::NAN, 0.0, 0.0], [1.0, 0.0, 0.0], [f64::INFINITY, 0.0, 0.0]], [1.0, 0.0, 0.0]));
+        out.push((
+            [
+                [f64::NAN, 0.0, 0.0],
+                [1.0, 0.0, 0.0],
+                [f64::INFINITY, 0.0, 0.0],
+            ],
+            [1.0, 0.0, 0.0],
+        ));
         out
     }
 
@@ -524,7 +778,7 @@ mod tests {
                 let want = scalar::<P>(&o, s, n_gt1, n_whole).val();
                 for bits in [128, 256, 512] {
                     let mut out = vec![0.0; 37];
-                    lanes_of.f_latt_bits(bits, &lanes, s, 0, &mut out);
+                    lanes_of.f_latt_bits(bits, &lanes, s, 0, &mut out, None);
                     for got in &out {
                         assert!(
                             got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),

@@ -5,7 +5,7 @@
 
 use super::cell::CellVectors;
 use super::config::PhiCarryover;
-use super::lanes::LatticeLanes;
+use super::lanes::{DerivativeRow, DerivativeSums, LatticeLanes, DERIVATIVE_LANES};
 use super::lattice::f_latt;
 use super::params::{Param, ParamValues};
 use super::polarization::polarization_factor;
@@ -58,6 +58,9 @@ pub struct Model<'a, T> {
     /// plain float renders of the square shape with whole N (see
     /// [`super::lanes`]); None: the scalar path. Either gives the same bits.
     pub lanes: Option<LatticeLanes>,
+    /// The lane path for float64 renders with derivatives (attached by the
+    /// engine, which knows the dual type: [`Model::attach_derivative_lanes`]).
+    pub derivative_lanes: Option<DerivativeLanes<T>>,
     /// Kahn polarization factor K (C's polarization).
     pub kahn: T,
     /// Structure factor off the HKL grid or without one (C's default_F).
@@ -212,6 +215,17 @@ fn orientations<T: Real>(
 /// Orientations whose lattice factors the lane path evaluates per call.
 const LANE_CHUNK: usize = 128;
 
+/// The orientations' values and derivative components, for
+/// [`Model::attach_derivative_lanes`].
+pub struct DerivativeLanes<T> {
+    lattice: LatticeLanes,
+    first_re: Vec<[f64; 9]>,
+    first_eps: Vec<DerivativeRow>,
+    rest_re: Vec<[f64; 9]>,
+    rest_eps: Vec<DerivativeRow>,
+    basis: Vec<T>,
+}
+
 /// How structure factors are looked up for a pixel (see [`FMode`] users).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FMode {
@@ -273,15 +287,10 @@ impl<'a, T: Real> Model<'a, T> {
         });
         let hi = (std::mem::size_of::<T::Primitive>() == 4 && pv.live.iter().any(|l| *l))
             .then(|| Box::new(Model::<f64>::build(setup, hkl, &pv.exact_f64())));
-        let lanes = LatticeLanes::build(
-            setup.shape,
-            n_gt1,
-            n_whole,
-            &orient_first,
-            &orient_rest,
-        );
+        let lanes = LatticeLanes::build(setup.shape, n_gt1, n_whole, &orient_first, &orient_rest);
         Model {
             lanes,
+            derivative_lanes: None,
             hi,
             setup,
             hkl,
@@ -458,6 +467,16 @@ impl<'a, T: Real> Model<'a, T> {
                         });
                         let lanes_first = first;
                         first = false;
+                        if let Some(d) = &self.derivative_lanes {
+                            self.sum_on_derivative_lanes(
+                                d,
+                                lanes_first,
+                                &scattering,
+                                &mut eval,
+                                &mut i_acc,
+                            );
+                            continue;
+                        }
                         if let Some(lanes) = &self.lanes {
                             self.sum_on_lanes(
                                 lanes,
@@ -510,8 +529,8 @@ impl<'a, T: Real> Model<'a, T> {
                                 continue;
                             }
                             self.accumulate(
-                                hkl, fl, fmode, &mut eval, &mut oor, &mut i_acc, capture,
-                                polar, omega,
+                                hkl, fl, fmode, &mut eval, &mut oor, &mut i_acc, capture, polar,
+                                omega,
                             );
                         }
                     }
@@ -549,14 +568,14 @@ impl<'a, T: Real> Model<'a, T> {
         let s = self.setup;
         // default_F with no per-sample factor: the term is F^2 F_latt^2 with
         // one F^2 for all ((F F) fl) fl, as the general loop multiplies)
-        let plain = self.hkl.is_none()
-            && !(s.oversample_thick || s.oversample_polar || s.oversample_omega);
+        let plain =
+            self.hkl.is_none() && !(s.oversample_thick || s.oversample_polar || s.oversample_omega);
         let f_sqr = self.default_f * self.default_f;
         let sv = scattering.val();
         let mut fl_lanes = [0.0f64; LANE_CHUNK];
         for start in (0..orient.len()).step_by(LANE_CHUNK) {
             let chunk = &mut fl_lanes[..LANE_CHUNK.min(orient.len() - start)];
-            lanes.f_latt(first, sv, start, chunk);
+            lanes.f_latt(first, sv, start, chunk, None);
             for (j, v) in chunk.iter().enumerate() {
                 let fl = c::<T>(*v);
                 if fl.val() == 0.0 && s.water_size == 0.0 {
@@ -578,6 +597,116 @@ impl<'a, T: Real> Model<'a, T> {
                 self.accumulate(hkl, fl, fmode, eval, oor, i_acc, capture, polar, omega);
             }
         }
+    }
+
+    /// The lane path for derivatives: with `eps(x, p)` the p-th derivative
+    /// component of a scalar and `basis[p]` the scalar 0 + 1·e_p, for float64
+    /// duals of the square shape with whole N, default_F (no HKL grid) and no
+    /// per-sample oversampled factors; otherwise nothing changes.
+    pub fn attach_derivative_lanes(&mut self, eps: impl Fn(&T, usize) -> f64, basis: Vec<T>) {
+        let s = self.setup;
+        if self.hkl.is_some()
+            || s.oversample_thick
+            || s.oversample_polar
+            || s.oversample_omega
+            || self.hi.is_some()
+            || std::mem::size_of::<T::Primitive>() != 8
+            || basis.len() > DERIVATIVE_LANES
+        {
+            return;
+        }
+        let Some(lattice) = LatticeLanes::build_values(
+            s.shape,
+            self.n_gt1,
+            self.n_whole,
+            &self.orient_first,
+            &self.orient_rest,
+        ) else {
+            return;
+        };
+        let k = basis.len();
+        let split = |o: &[Orientation<T>]| -> (Vec<[f64; 9]>, Vec<DerivativeRow>) {
+            o.iter()
+                .map(|o| {
+                    let mut re = [0.0; 9];
+                    let mut d = [0.0; 9 * DERIVATIVE_LANES];
+                    for (i, x) in o.iter().flat_map(|v| v.0).enumerate() {
+                        re[i] = x.val();
+                        for p in 0..k {
+                            d[i * DERIVATIVE_LANES + p] = eps(&x, p);
+                        }
+                    }
+                    (re, d)
+                })
+                .unzip()
+        };
+        let (first_re, first_eps) = split(&self.orient_first);
+        let (rest_re, rest_eps) = split(&self.orient_rest);
+        self.derivative_lanes = Some(DerivativeLanes {
+            lattice,
+            first_re,
+            first_eps,
+            rest_re,
+            rest_eps,
+            basis,
+        });
+    }
+
+    /// The (phi step, mosaic domain) terms of one source on the derivative
+    /// lane path. The value is the forward render's, term by term in the same
+    /// order; the derivatives are d(F^2 F_latt^2) summed as
+    /// (F^2)' Σ F_latt^2 + F^2 Σ_o Σ_axis w (dh), w = 2 F_latt ∂F_latt/∂h and
+    /// dh = (da)·S + a·(dS) for h = a·S (spec-a-core "Sampling & Accumulation").
+    fn sum_on_derivative_lanes(
+        &self,
+        d: &DerivativeLanes<T>,
+        first: bool,
+        scattering: &Vec3<T>,
+        eval: &mut usize,
+        i_acc: &mut T,
+    ) {
+        let s = self.setup;
+        let (re, eps) = if first {
+            (&d.first_re, &d.first_eps)
+        } else {
+            (&d.rest_re, &d.rest_eps)
+        };
+        let count = re.len();
+        let f_val = self.default_f.val();
+        let sv = scattering.val();
+        let mut sums = DerivativeSums::new(i_acc.val());
+        let mut fl_chunk = [0.0f64; LANE_CHUNK];
+        let mut slopes = [[0.0f64; 3]; LANE_CHUNK];
+        for start in (0..count).step_by(LANE_CHUNK) {
+            let r = start..LANE_CHUNK.min(count - start) + start;
+            let (fl, sl) = (&mut fl_chunk[..r.len()], &mut slopes[..r.len()]);
+            d.lattice.f_latt(first, sv, start, fl, Some(sl));
+            let keep_zero = s.water_size != 0.0;
+            sums.add(fl, sl, &re[r.clone()], &eps[r], f_val * f_val, keep_zero);
+        }
+        *eval += sums.evals;
+        let (m, u, f_sqr) = (&sums.m, &sums.u, f_val * f_val);
+        // the orientation part Σ_axis Σ_x S_x M_axis[x][p], direction by direction
+        let mut d_orient = c::<T>(0.0);
+        for (p, unit) in d.basis.iter().enumerate() {
+            let mut e = 0.0;
+            for mi in m {
+                for x in 0..3 {
+                    e += sv[x] * mi[x * DERIVATIVE_LANES + p];
+                }
+            }
+            d_orient += *unit * c::<T>(e);
+        }
+        // the scattering-vector part Σ_axis U_axis · dS, through S's own directions
+        let mut d_scatter = c::<T>(0.0);
+        for ua in u {
+            d_scatter += dot_product(&Vec3::cst(*ua), scattering);
+        }
+        let f = self.default_f;
+        let total = f * f * c::<T>(sums.fl_sqr) + c::<T>(f_sqr) * (d_scatter + d_orient);
+        // value from the forward sum; derivative parts added (real parts exactly 0)
+        *i_acc =
+            c::<T>(sums.value) + (*i_acc - c::<T>(i_acc.val())) + (total - c::<T>(total.val()));
     }
 
     /// One (phi step, mosaic domain) term of the pixel sum: F_cell^2 F_latt^2,
