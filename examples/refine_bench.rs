@@ -85,10 +85,10 @@ fn main() {
          {} renders, wall {wall:.3} s, worst relative error {:.2e}",
         specs.len(),
         r.engine,
-        r.converged,
-        r.stop_reason,
-        r.iterations,
-        r.renders,
+        r.fit.converged,
+        r.fit.stop_reason,
+        r.fit.iterations,
+        r.fit.renders,
         r.worst_rel_error.unwrap_or(f64::NAN)
     );
 }

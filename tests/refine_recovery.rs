@@ -77,16 +77,8 @@ fn perturbed(sim: &Simulation, params: &[Param]) -> Vec<ParamSpec> {
 
 fn report(label: &str, r: &RefineResult) {
     println!(
-        "{label}: converged {} ({}), {} iterations, {} renders ({} dual passes), {:.1} s, \
-         loss {:.3e} -> {:.3e}, worst relative error {:.2e}",
-        r.converged,
-        r.stop_reason,
-        r.iterations,
-        r.renders,
-        r.dual_passes,
-        r.wall_s,
-        r.loss_start,
-        r.loss_final,
+        "{label}: {}, worst relative error {:.2e}",
+        r.summary_line(),
         r.worst_rel_error.unwrap_or(f64::NAN)
     );
     for t in &r.trajectory {
@@ -125,12 +117,12 @@ fn recover_golden(case: &str, run: &str, params: &[Param]) {
     let r = refine(&sim, &obs, &specs, &opts).unwrap();
     report(&format!("{case} {run}"), &r);
     // a zero Jacobian column is an error of refine(); the fit moved
-    assert!(r.loss_start > 0.0 && r.loss_final < 1e-6 * r.loss_start);
-    assert!(r.converged, "{case} {run}: {}", r.stop_reason);
+    assert!(r.fit.loss_start > 0.0 && r.fit.loss_final < 1e-6 * r.fit.loss_start);
+    assert!(r.fit.converged, "{case} {run}: {}", r.fit.stop_reason);
     assert!(
-        r.iterations <= 30,
+        r.fit.iterations <= 30,
         "{case} {run}: {} iterations",
-        r.iterations
+        r.fit.iterations
     );
     for p in &r.params {
         let e = p.rel_error.unwrap();
@@ -375,14 +367,14 @@ fn poisson_pulls(seeds: std::ops::RangeInclusive<i64>) -> (Vec<(String, f64, f64
         spec.scale = 10.0;
         let obs = load_observed(&sim, &spec, Path::new("."), Device::Cpu, None).unwrap();
         let r = refine(&sim, &obs, &specs, &opts).unwrap();
-        if !r.converged {
+        if !r.fit.converged {
             report(&format!("seed {seed}"), &r);
         }
-        assert!(r.converged, "seed {seed}: {}", r.stop_reason);
-        max_it = max_it.max(r.iterations);
+        assert!(r.fit.converged, "seed {seed}: {}", r.fit.stop_reason);
+        max_it = max_it.max(r.fit.iterations);
         println!(
             "seed {seed}: {} iterations, pulls {:?}",
-            r.iterations,
+            r.fit.iterations,
             r.params
                 .iter()
                 .map(|p| (p.pull.unwrap() * 100.0).round() / 100.0)
@@ -478,7 +470,7 @@ fn float32_fit_recovers_the_synthetic_truth() {
     let opts = RefineOptions::new(Device::Cpu, Dtype::F32, Objective::LeastSquares);
     let r = refine(&sim, &obs, &specs, &opts).unwrap();
     report("float32 synthetic", &r);
-    assert!(r.converged, "{}", r.stop_reason);
-    assert!(r.iterations <= 30);
+    assert!(r.fit.converged, "{}", r.fit.stop_reason);
+    assert!(r.fit.iterations <= 30);
     assert!(r.worst_rel_error.unwrap() <= 1e-5);
 }

@@ -53,15 +53,8 @@ pub fn render_split(
             derivatives.extend(chunk.iter().copied().zip(ders));
         }
     }
-    Ok(Rendered {
-        fpixels: sim.fpixels(),
-        spixels: sim.spixels(),
-        roi,
-        image,
-        derivatives,
-        device: format!("cpu ({} threads)", rayon::current_num_threads()),
-        kernel_seconds: None,
-    })
+    let device = format!("cpu ({} threads)", rayon::current_num_threads());
+    Ok(Rendered::new(sim, roi, image, derivatives, device, None))
 }
 
 /// A whole-detector f64 image with `value(i)` at the i-th ROI pixel.

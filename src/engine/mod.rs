@@ -165,6 +165,26 @@ pub struct Rendered {
 }
 
 impl Rendered {
+    /// A render of `sim`'s whole detector (its fpixels x spixels) that
+    /// covers `roi`, as every engine returns it.
+    pub fn new(
+        sim: &Simulation,
+        roi: [u32; 4],
+        image: Vec<f64>,
+        derivatives: Vec<(Param, Vec<f64>)>,
+        device: String,
+        kernel_seconds: Option<f64>,
+    ) -> Rendered {
+        Rendered {
+            fpixels: sim.fpixels(),
+            spixels: sim.spixels(),
+            roi,
+            image,
+            derivatives,
+            device,
+            kernel_seconds,
+        }
+    }
     /// Sum over the ROI.
     pub fn roi_sum(&self) -> f64 {
         self.roi_values(&self.image).iter().sum()

@@ -220,12 +220,12 @@ pub const KIND_REPORTS: &[KindReport] = &[
             let d = c.details_as::<RefineDetails>();
             let d = d.as_ref();
             vec![
-                d.map(|d| if d.converged { 1.0 } else { 0.0 }),
-                d.map(|d| d.iterations as f64),
-                d.map(|d| d.renders as f64),
+                d.map(|d| if d.fit.converged { 1.0 } else { 0.0 }),
+                d.map(|d| d.fit.iterations as f64),
+                d.map(|d| d.fit.renders as f64),
                 d.map(|d| d.params.len() as f64),
-                d.map(|d| d.loss_start),
-                d.map(|d| d.loss_final).or(c.loss),
+                d.map(|d| d.fit.loss_start),
+                d.map(|d| d.fit.loss_final).or(c.loss),
                 d.and_then(|d| d.worst_rel_error),
                 d.and_then(|d| d.max_abs_pull),
                 d.map(|d| d.wall_s),
@@ -527,8 +527,8 @@ fn model_summary(exp: &Experiment) -> Vec<String> {
         st.spixels,
         short(Some(st.pixel_size * 1e3)),
         u(P::Distance),
-        short(Some(st.xbeam * 1e3)),
-        short(Some(st.ybeam * 1e3)),
+        short(Some(st.centre.xbeam * 1e3)),
+        short(Some(st.centre.ybeam * 1e3)),
         u(P::BeamCenterF),
         u(P::BeamCenterS),
         u(P::DetectorRotX),
@@ -861,12 +861,12 @@ fn refine_section(s: &mut String, rows: &[&Row]) {
             md_cell(&d.observed),
             d.objective,
             d.params.len(),
-            if d.converged { "yes" } else { "no" },
-            d.iterations,
+            if d.fit.converged { "yes" } else { "no" },
+            d.fit.iterations,
             d.max_iterations,
-            d.renders,
-            short(Some(d.loss_start)),
-            short(Some(d.loss_final)),
+            d.fit.renders,
+            short(Some(d.fit.loss_start)),
+            short(Some(d.fit.loss_final)),
             short(d.worst_rel_error),
             short(d.max_abs_pull),
             md_cell(&d.tolerance),
@@ -881,7 +881,7 @@ fn refine_section(s: &mut String, rows: &[&Row]) {
             c.status.as_str(),
             c.dtype,
             c.device,
-            md_cell(&d.stop_reason)
+            md_cell(&d.fit.stop_reason)
         ));
         if let Some(reason) = &c.reason {
             s.push_str(&format!("Reason: {}\n\n", md_cell(reason)));
@@ -932,12 +932,12 @@ fn refine_device_agreement(s: &mut String, list: &[(&Row, RefineDetails)]) {
     };
     let mut lines = Vec::new();
     for (i, (ra, da)) in list.iter().enumerate() {
-        if ra.record.status == Verdict::Skipped || !da.converged {
+        if ra.record.status == Verdict::Skipped || !da.fit.converged {
             continue;
         }
         for (rb, db) in list.iter().skip(i + 1) {
             if rb.record.status == Verdict::Skipped
-                || !db.converged
+                || !db.fit.converged
                 || rb.record.device == ra.record.device
                 || key(&ra.record) != key(&rb.record)
                 || da.params.len() != db.params.len()

@@ -6,6 +6,7 @@
 
 use super::config::{EpsMode, Reduction};
 use super::matrix::Cell;
+use crate::refine::FitSummary;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -588,26 +589,12 @@ pub struct RefineDetails {
     /// Correlation matrix of the estimates (parameter order as `params`;
     /// null entries where the normal matrix is singular).
     pub correlation: Vec<Vec<Option<f64>>>,
-    /// Whether a convergence test stopped the fit.
-    pub converged: bool,
-    /// Which one (or why the fit stopped).
-    pub stop_reason: String,
-    /// Iterations (trial steps).
-    pub iterations: usize,
+    /// Convergence, iterations, renders, losses: the fit's own summary
+    /// (flattened: its keys sit in the details object itself).
+    #[serde(flatten)]
+    pub fit: FitSummary,
     /// The iteration cap.
     pub max_iterations: usize,
-    /// Renders with derivatives.
-    pub renders: usize,
-    /// Renders without derivatives.
-    pub value_renders: usize,
-    /// Dual-number passes (renders x ceil(k / 8)).
-    pub dual_passes: usize,
-    /// Loss at the start.
-    pub loss_start: f64,
-    /// Loss at the end.
-    pub loss_final: f64,
-    /// loss / (pixels - parameters).
-    pub reduced_loss: f64,
     /// Poisson fits: Pearson chi² / (pixels - parameters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pearson_reduced_chi2: Option<f64>,
@@ -644,6 +631,43 @@ mod tests {
         }
         assert_eq!(Verdict::of_checks(&[]), Verdict::Pass);
         assert_eq!(Verdict::of_checks(&["x".into()]), Verdict::Fail);
+    }
+
+    #[test]
+    fn published_refine_details_read_back_and_write_the_same_json() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runs/published");
+        let mut seen = 0;
+        for device in std::fs::read_dir(&root).unwrap().flatten() {
+            let Ok(runs) = std::fs::read_dir(device.path().join("refine-recovery")) else {
+                continue;
+            };
+            for run in runs.flatten() {
+                for cell in std::fs::read_dir(run.path().join("cells"))
+                    .unwrap()
+                    .flatten()
+                {
+                    let text = std::fs::read_to_string(cell.path().join("result.json")).unwrap();
+                    let rec: Value = serde_json::from_str(&text).unwrap();
+                    let Value::Object(details) = &rec["details"] else {
+                        panic!("{}: no details", cell.path().display());
+                    };
+                    if rec["status"] == "SKIPPED" {
+                        continue;
+                    }
+                    let d: RefineDetails = serde_json::from_value(Value::Object(details.clone()))
+                        .unwrap_or_else(|e| panic!("{}: {e}", cell.path().display()));
+                    let again = details_map(&d);
+                    assert_eq!(
+                        serde_json::to_string_pretty(&again).unwrap(),
+                        serde_json::to_string_pretty(details).unwrap(),
+                        "{}",
+                        cell.path().display()
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 10, "only {seen} published refine cells");
     }
 
     #[test]

@@ -38,44 +38,19 @@ pub const R_E_SQR: f64 = 7.94079248018965e-30;
 const AVOGADRO: f64 = 6.02214179e23;
 
 /// Everything resolved, flat, as the engines read it; see the module doc.
+/// The detector's fields (pixels, ROI, axes before rotations, beam centre,
+/// pivot) are the resolved [`Detector`] model's, read through it (`Deref`).
 #[derive(Clone, Debug)]
 pub struct Setup {
-    /// Detector width in pixels along the fast axis (C's fpixels).
-    pub fpixels: usize,
-    /// Detector height in pixels along the slow axis (C's spixels).
-    pub spixels: usize,
-    /// Region of interest: fast min, fast max, slow min, slow max (inclusive pixels).
-    pub roi: [u32; 4],
-    /// Pixel edge length (m), C's pixel_size.
-    pub pixel_size: f64,
-    /// Detector size along the fast axis (m), C's detsize_f.
-    pub detsize_f: f64,
-    /// Detector size along the slow axis (m), C's detsize_s.
-    pub detsize_s: f64,
-    /// The convention the axes and beam centre were resolved in.
-    pub convention: Convention,
-    /// The point the detector rotates about (C's detector_pivot).
-    pub pivot: Pivot,
-    /// Fast axis before rotations and two-theta (unit), C's fdet_vector.
-    pub fdet0: [f64; 3],
-    /// Slow axis before rotations and two-theta (unit), C's sdet_vector.
-    pub sdet0: [f64; 3],
-    /// Detector normal before rotations and two-theta (unit), C's odet_vector.
-    pub odet0: [f64; 3],
+    /// The resolved detector: pixels, ROI, distance, beam centre, axes and
+    /// pivot (lengths in metres, angles as the user gave them).
+    pub detector: Detector,
     /// Beam propagation direction, from the source through the sample (unit), C's beam_vector.
     pub beam: [f64; 3],
     /// Incident E-vector (unit), C's polar_vector.
     pub polar: [f64; 3],
     /// Phi rotation axis (unit), C's spindle_vector.
     pub spindle: [f64; 3],
-    /// Axis of the two-theta swing (unit), C's twotheta_axis.
-    pub twotheta_axis: [f64; 3],
-    /// close_distance given by the user (else derived from distance).
-    pub close_distance_given: bool,
-    /// Beam centre X as the convention states it (m), C's Xbeam.
-    pub xbeam: f64,
-    /// Beam centre Y as the convention states it (m), C's Ybeam.
-    pub ybeam: f64,
     /// Subpixels per pixel side, C's oversample.
     pub oversample: usize,
     /// The oversampling was C's recommendation (no `detector.oversample`).
@@ -86,10 +61,6 @@ pub struct Setup {
     pub oversample_polar: bool,
     /// Solid angle per subpixel rather than per pixel (C's oversample_omega).
     pub oversample_omega: bool,
-    /// Solid angle 1/R^2 only, no obliquity factor (C's point_pixel).
-    pub point_pixel: bool,
-    /// Spherical detector: every pixel at the same distance (C's curved_detector).
-    pub curved: bool,
     /// Layers through the sensor, C's detector_thicksteps.
     pub thicksteps: usize,
     /// Layer thickness (m), C's detector_thickstep.
@@ -158,6 +129,16 @@ impl Setup {
             live: [false; 26],
             exact: self.user,
         }
+    }
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Detector;
+
+    /// The resolved detector model, so `setup.fpixels`, `setup.roi`, ...
+    /// read its fields.
+    fn deref(&self) -> &Detector {
+        &self.detector
     }
 }
 
@@ -287,31 +268,14 @@ impl Setup {
             thickness: t,
         } = m;
         Setup {
-            fpixels: d.fpixels,
-            spixels: d.spixels,
-            roi: d.roi,
-            pixel_size: d.pixel_size,
-            detsize_f: d.detsize_f,
-            detsize_s: d.detsize_s,
-            convention: d.convention,
-            pivot: d.pivot,
-            fdet0: d.fdet,
-            sdet0: d.sdet,
-            odet0: d.odet,
             beam: b.direction,
             polar: b.polar_vector,
             spindle: g.spindle,
-            twotheta_axis: d.twotheta_axis,
-            close_distance_given: d.close_distance.is_some(),
-            xbeam: d.centre.xbeam,
-            ybeam: d.centre.ybeam,
             oversample: 1,
             oversample_auto: false,
             oversample_thick: det.oversample_thick,
             oversample_polar: det.oversample_polar,
             oversample_omega: det.oversample_omega,
-            point_pixel: d.point_pixel,
-            curved: d.curved,
             thicksteps: t.steps,
             thickstep: t.step,
             thick: t.thick,
@@ -337,6 +301,7 @@ impl Setup {
             scale: table.scale,
             applicable: table.applicable,
             notes,
+            detector: d,
         }
     }
 }
@@ -508,16 +473,16 @@ pub fn detector_geometry<T: Real>(s: &Setup, pv: &ParamValues<T>) -> DetectorGeo
     let beam = Vec3::<T>::cst(s.beam);
     let tt_axis = Vec3::<T>::cst(s.twotheta_axis);
     let (f0, s0, o0) = (
-        Vec3::<T>::cst(s.fdet0),
-        Vec3::<T>::cst(s.sdet0),
-        Vec3::<T>::cst(s.odet0),
+        Vec3::<T>::cst(s.fdet),
+        Vec3::<T>::cst(s.sdet),
+        Vec3::<T>::cst(s.odet),
     );
     let mut ratio = dot_product(&beam, &rotate_xyz(&o0, rx, ry, rz));
     if ratio.val() == 0.0 {
         ratio = c(f64::MIN_POSITIVE);
     }
     let d = s.iv(Param::Distance, pv);
-    let close_distance = if s.close_distance_given {
+    let close_distance = if s.close_distance.is_some() {
         d
     } else if (ratio * d).val() < 0.0 {
         -(ratio * d)

@@ -10,7 +10,7 @@
 //!   value), optional bounds and a scale. More than
 //!   [`crate::engine::values::MAX_DIRECTIONS`] (8) parameters: both engines
 //!   split the derivative directions into passes of at most 8
-//!   (`engine::cpu::render`, `engine::cuda::render`); [`RefineResult::dual_passes`]
+//!   (`engine::cpu::render`, `engine::cuda::render`); [`FitSummary::dual_passes`]
 //!   counts them. `fluence` and `default_f` together are refused: the image
 //!   is proportional to fluence x F², so they are degenerate.
 //! - Objective ([`Objective`]): least squares, or the Poisson negative
@@ -229,26 +229,12 @@ pub struct ParamResult {
     pub pull: Option<f64>,
 }
 
-/// The outcome of a refinement (serialises to result.json).
-#[derive(Debug, Clone, Serialize)]
-pub struct RefineResult {
-    /// What the observed image is, e.g. "synthetic x 1 (noise-free)".
-    pub observed: String,
-    /// The engine that rendered, e.g. "cpu (2 threads)".
-    pub engine: String,
-    /// Precision of the renders.
-    pub dtype: Dtype,
-    /// What was minimised.
-    pub objective: Objective,
-    /// The fitted region: fast min, fast max, slow min, slow max (inclusive
-    /// pixels).
-    pub roi: [u32; 4],
-    /// Pixels fitted (ROI less masked).
-    pub pixels: usize,
-    /// One outcome per parameter, in the order they were given.
-    pub params: Vec<ParamResult>,
-    /// Correlation matrix (k x k, parameter order), null entries when singular.
-    pub correlation: Vec<Vec<f64>>,
+/// How a refinement's iteration went: whether and why it stopped, what it
+/// cost, the loss before and after. Flattened into [`RefineResult`] and into
+/// a `refine` cell's details (`experiment::result::RefineDetails`), whose
+/// JSON keys these are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FitSummary {
     /// Whether a convergence test stopped the fit (false: the iteration cap,
     /// or λ grew past 1e16 without lowering the loss).
     pub converged: bool,
@@ -270,6 +256,32 @@ pub struct RefineResult {
     /// loss / (n - k): χ² per degree of freedom (least squares: residual
     /// variance; Poisson: deviance per degree of freedom).
     pub reduced_loss: f64,
+}
+
+/// The outcome of a refinement (serialises to result.json).
+#[derive(Debug, Clone, Serialize)]
+pub struct RefineResult {
+    /// What the observed image is, e.g. "synthetic x 1 (noise-free)".
+    pub observed: String,
+    /// The engine that rendered, e.g. "cpu (2 threads)".
+    pub engine: String,
+    /// Precision of the renders.
+    pub dtype: Dtype,
+    /// What was minimised.
+    pub objective: Objective,
+    /// The fitted region: fast min, fast max, slow min, slow max (inclusive
+    /// pixels).
+    pub roi: [u32; 4],
+    /// Pixels fitted (ROI less masked).
+    pub pixels: usize,
+    /// One outcome per parameter, in the order they were given.
+    pub params: Vec<ParamResult>,
+    /// Correlation matrix (k x k, parameter order), null entries when singular.
+    pub correlation: Vec<Vec<f64>>,
+    /// How the iteration went: convergence, counts, losses (flattened: its
+    /// keys sit in the JSON object itself).
+    #[serde(flatten)]
+    pub fit: FitSummary,
     /// Pearson χ² / (n - k), Σ (y - m)² / m (Poisson only).
     pub pearson_reduced_chi2: Option<f64>,
     /// Factor on (Jᵀ W J)⁻¹ in the covariance (module doc: the rule).
@@ -288,6 +300,26 @@ pub struct RefineResult {
 }
 
 impl RefineResult {
+    /// One line on how the fit went: whether it converged and why it
+    /// stopped, the iterations, renders and dual passes, the wall time and
+    /// the loss before and after, as `converged true (<stop reason>),
+    /// 7 iterations, 8 renders (8 dual passes), 0.412 s, loss 1.2345e6 ->
+    /// 3.4567e-9` (the probe's log and tests/refine_recovery.rs print it).
+    pub fn summary_line(&self) -> String {
+        let f = &self.fit;
+        format!(
+            "converged {} ({}), {} iterations, {} renders ({} dual passes), {:.3} s, loss {:.4e} -> {:.4e}",
+            f.converged,
+            f.stop_reason,
+            f.iterations,
+            f.renders,
+            f.dual_passes,
+            self.wall_s,
+            f.loss_start,
+            f.loss_final
+        )
+    }
+
     /// The outcome for parameter `p`, if it was refined.
     pub fn param(&self, p: Param) -> Option<&ParamResult> {
         self.params.iter().find(|r| r.name == p.name())
@@ -622,15 +654,17 @@ pub fn refine(
         pixels: n,
         params,
         correlation,
-        converged: out.converged,
-        stop_reason: out.reason,
-        iterations: out.iterations,
-        renders,
-        value_renders,
-        dual_passes: renders * passes,
-        loss_start: out.loss_start,
-        loss_final: out.loss,
-        reduced_loss: out.loss / dof,
+        fit: FitSummary {
+            converged: out.converged,
+            stop_reason: out.reason,
+            iterations: out.iterations,
+            renders,
+            value_renders,
+            dual_passes: renders * passes,
+            loss_start: out.loss_start,
+            loss_final: out.loss,
+            reduced_loss: out.loss / dof,
+        },
         pearson_reduced_chi2: pearson,
         dispersion,
         worst_rel_error,

@@ -168,15 +168,14 @@ fn render_on(
             "render on {device} in {:.3} ms",
             t0.elapsed().as_secs_f64() * 1e3
         );
-        Ok(Rendered {
-            fpixels: sim.fpixels(),
-            spixels: sim.spixels(),
+        Ok(Rendered::new(
+            sim,
             roi,
             image,
             derivatives,
             device,
-            kernel_seconds: Some(kernel_seconds),
-        })
+            Some(kernel_seconds),
+        ))
     })
 }
 

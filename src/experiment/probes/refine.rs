@@ -137,10 +137,10 @@ pub(crate) fn run(
         _ => p.tolerance,
     };
     let mut failures = Vec::new();
-    if !r.converged {
+    if !r.fit.converged {
         failures.push(format!(
             "did not converge in {} iterations: {}",
-            r.iterations, r.stop_reason
+            r.fit.iterations, r.fit.stop_reason
         ));
     }
     let mut params = Vec::new();
@@ -210,16 +210,8 @@ pub(crate) fn run(
             .iter()
             .map(|row| row.iter().map(|x| finite(*x)).collect())
             .collect(),
-        converged: r.converged,
-        stop_reason: r.stop_reason.clone(),
-        iterations: r.iterations,
+        fit: r.fit.clone(),
         max_iterations: p.max_iterations,
-        renders: r.renders,
-        value_renders: r.value_renders,
-        dual_passes: r.dual_passes,
-        loss_start: r.loss_start,
-        loss_final: r.loss_final,
-        reduced_loss: r.reduced_loss,
         pearson_reduced_chi2: r.pearson_reduced_chi2,
         dispersion: r.dispersion,
         worst_rel_error: r.worst_rel_error.and_then(finite),
@@ -228,7 +220,7 @@ pub(crate) fn run(
         wall_s: r.wall_s,
     };
     let mut o = checked(&failures, log);
-    o.loss = Some(r.loss_final);
+    o.loss = Some(r.fit.loss_final);
     o.rel_err = details.worst_rel_error;
     o.details = details_map(&details);
     o.files = files;
@@ -238,17 +230,10 @@ pub(crate) fn run(
 
 fn log_fit(r: &RefineResult, log: &mut Log) {
     log.line(format!(
-        "fit on {} ({}): converged {} ({}), {} iterations, {} renders ({} dual passes), {:.3} s, loss {:.4e} -> {:.4e}",
+        "fit on {} ({}): {}",
         r.engine,
         r.dtype,
-        r.converged,
-        r.stop_reason,
-        r.iterations,
-        r.renders,
-        r.dual_passes,
-        r.wall_s,
-        r.loss_start,
-        r.loss_final
+        r.summary_line()
     ));
     for q in &r.params {
         log.line(format!(
