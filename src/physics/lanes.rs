@@ -56,62 +56,44 @@ pub trait LaneFloat:
     fn negate_if_odd(t: Self, cx: Self) -> Self;
 }
 
-impl LaneFloat for f64 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const MAGIC: Self = ROUND_MAGIC;
-    const LIMIT: Self = ROUND_LIMIT;
-    #[inline(always)]
-    fn from_f64(x: f64) -> Self {
-        x
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self
-    }
-    #[inline(always)]
-    fn abs(self) -> Self {
-        f64::abs(self)
-    }
-    #[inline(always)]
-    fn mul_add(self, a: Self, b: Self) -> Self {
-        f64::mul_add(self, a, b)
-    }
-    #[inline(always)]
-    fn negate_if_odd(t: Self, cx: Self) -> Self {
-        f64::from_bits(cx.to_bits() ^ ((t.to_bits() & 1) << 63))
-    }
+/// The two impls differ only in the type, its sign bit and the rounding
+/// constants.
+macro_rules! lane_float {
+    ($t:ident, $sign:expr, $magic:expr, $limit:expr) => {
+        impl LaneFloat for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const MAGIC: Self = $magic;
+            const LIMIT: Self = $limit;
+            #[inline(always)]
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                $t::abs(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                $t::mul_add(self, a, b)
+            }
+            #[inline(always)]
+            fn negate_if_odd(t: Self, cx: Self) -> Self {
+                $t::from_bits(cx.to_bits() ^ ((t.to_bits() & 1) << $sign))
+            }
+        }
+    };
 }
 
-impl LaneFloat for f32 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    // 1.5·2^23: for |x| < 2^22 (x + MAGIC) lies in [2^23, 2^24), where the
-    // float32 spacing is 1, so it rounds x to an integer, ties to even: the
-    // integer the scalar path gets by rounding x in float64.
-    const MAGIC: Self = 12582912.0;
-    const LIMIT: Self = 4194304.0;
-    #[inline(always)]
-    fn from_f64(x: f64) -> Self {
-        x as f32
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    #[inline(always)]
-    fn abs(self) -> Self {
-        f32::abs(self)
-    }
-    #[inline(always)]
-    fn mul_add(self, a: Self, b: Self) -> Self {
-        f32::mul_add(self, a, b)
-    }
-    #[inline(always)]
-    fn negate_if_odd(t: Self, cx: Self) -> Self {
-        f32::from_bits(cx.to_bits() ^ ((t.to_bits() & 1) << 31))
-    }
-}
+lane_float!(f64, 63, ROUND_MAGIC, ROUND_LIMIT);
+// 1.5·2^23: for |x| < 2^22 (x + MAGIC) lies in [2^23, 2^24), where the
+// float32 spacing is 1, so it rounds x to an integer, ties to even: the
+// integer the scalar path gets by rounding x in float64.
+lane_float!(f32, 31, 12582912.0, 4194304.0);
 
 /// The rotated cell vectors of every (phi step, mosaic domain), component by
 /// component (a.x, a.y, a.z, b.x, ..., c.z), padded with zeros to a whole
@@ -445,44 +427,31 @@ pub struct LatticeLanes {
 }
 
 impl LatticeLanes {
-    /// The lanes for a plain float32 or float64 render (T with no derivative
-    /// part) of the square shape with whole N; None otherwise.
+    /// The lanes for the square shape with whole N; None otherwise. For a
+    /// plain float32 or float64 render (`derivatives` false, T with no
+    /// derivative part) in T's precision; for a render with derivatives (T a
+    /// float64 dual) over the orientations' float64 values.
     pub fn build<T: Real>(
         shape: LatticeShape,
         n_gt1: [bool; 3],
         n_whole: [Option<u32>; 3],
-        first: &[[Vec3<T>; 3]],
-        rest: &[[Vec3<T>; 3]],
+        [first, rest]: [&[[Vec3<T>; 3]]; 2],
+        derivatives: bool,
     ) -> Option<Self> {
-        if shape != LatticeShape::Square
-            || std::mem::size_of::<T>() != std::mem::size_of::<T::Primitive>()
-        {
+        let plain = std::mem::size_of::<T>() == std::mem::size_of::<T::Primitive>();
+        if shape != LatticeShape::Square || plain == derivatives {
             return None;
         }
-        Some(LatticeLanes {
-            square: SquareLanes::new(n_gt1, n_whole)?,
-            first: LaneOrientations::of(first)?,
-            rest: LaneOrientations::of(rest)?,
-        })
-    }
-
-    /// The lanes in float64 for a render with derivatives (T a float64 dual):
-    /// the orientations' values; None unless the square shape with whole N.
-    pub fn build_values<T: Real>(
-        shape: LatticeShape,
-        n_gt1: [bool; 3],
-        n_whole: [Option<u32>; 3],
-        first: &[[Vec3<T>; 3]],
-        rest: &[[Vec3<T>; 3]],
-    ) -> Option<Self> {
-        let values = |o: &[[Vec3<T>; 3]]| {
-            LaneOrientations::F64(OrientationLanes::new(o.iter().map(|o| o.map(|v| v.val()))))
+        let of = |o: &[[Vec3<T>; 3]]| match derivatives {
+            true => Some(LaneOrientations::F64(OrientationLanes::new(
+                o.iter().map(|o| o.map(|v| v.val())),
+            ))),
+            false => LaneOrientations::of(o),
         };
-        (shape == LatticeShape::Square).then_some(())?;
         Some(LatticeLanes {
             square: SquareLanes::new(n_gt1, n_whole)?,
-            first: values(first),
-            rest: values(rest),
+            first: of(first)?,
+            rest: of(rest)?,
         })
     }
 
@@ -556,49 +525,40 @@ impl DerivativeSums {
     ) {
         let n = fl.len();
         assert!(slopes.len() == n && re.len() == n && eps.len() == n);
+        // the sums in locals (registers) over the whole slice
         on_vector_unit(
             vector_bits(),
             #[inline(always)]
-            |_| self.add_terms(fl, slopes, re, eps, f_sqr, keep_zero),
+            |_| {
+                let (mut value, mut fl_sqr, mut u, mut m) =
+                    (self.value, self.fl_sqr, self.u, self.m);
+                for j in 0..fl.len() {
+                    let f = fl[j];
+                    if f == 0.0 && !keep_zero {
+                        continue;
+                    }
+                    self.evals += 1;
+                    // (F^2 fl) fl, as the scalar loop multiplies
+                    value += f_sqr * f * f;
+                    fl_sqr += f * f;
+                    // fused multiply-adds: exactly rounded on every CPU (one
+                    // instruction where the unit has FMA), so the bytes do not depend
+                    // on the CPU either
+                    for axis in 0..3 {
+                        let w = 2.0 * f * slopes[j][axis];
+                        for x in 0..3 {
+                            u[axis][x] = w.mul_add(re[j][3 * axis + x], u[axis][x]);
+                        }
+                        let row =
+                            &eps[j][axis * 3 * DERIVATIVE_LANES..(axis + 1) * 3 * DERIVATIVE_LANES];
+                        for (mi, ri) in m[axis].iter_mut().zip(row) {
+                            *mi = w.mul_add(*ri, *mi);
+                        }
+                    }
+                }
+                (self.value, self.fl_sqr, self.u, self.m) = (value, fl_sqr, u, m);
+            },
         )
-    }
-
-    /// The sums in locals (registers) over the whole slice.
-    #[inline(always)]
-    fn add_terms(
-        &mut self,
-        fl: &[f64],
-        slopes: &[[f64; 3]],
-        re: &[[f64; 9]],
-        eps: &[DerivativeRow],
-        f_sqr: f64,
-        keep_zero: bool,
-    ) {
-        let (mut value, mut fl_sqr, mut u, mut m) = (self.value, self.fl_sqr, self.u, self.m);
-        for j in 0..fl.len() {
-            let f = fl[j];
-            if f == 0.0 && !keep_zero {
-                continue;
-            }
-            self.evals += 1;
-            // (F^2 fl) fl, as the scalar loop multiplies
-            value += f_sqr * f * f;
-            fl_sqr += f * f;
-            // fused multiply-adds: exactly rounded on every CPU (one
-            // instruction where the unit has FMA), so the bytes do not depend
-            // on the CPU either
-            for axis in 0..3 {
-                let w = 2.0 * f * slopes[j][axis];
-                for x in 0..3 {
-                    u[axis][x] = w.mul_add(re[j][3 * axis + x], u[axis][x]);
-                }
-                let row = &eps[j][axis * 3 * DERIVATIVE_LANES..(axis + 1) * 3 * DERIVATIVE_LANES];
-                for (mi, ri) in m[axis].iter_mut().zip(row) {
-                    *mi = w.mul_add(*ri, *mi);
-                }
-            }
-        }
-        (self.value, self.fl_sqr, self.u, self.m) = (value, fl_sqr, u, m);
     }
 }
 

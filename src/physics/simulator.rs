@@ -287,7 +287,13 @@ impl<'a, T: Real> Model<'a, T> {
         });
         let hi = (std::mem::size_of::<T::Primitive>() == 4 && pv.live.iter().any(|l| *l))
             .then(|| Box::new(Model::<f64>::build(setup, hkl, &pv.exact_f64())));
-        let lanes = LatticeLanes::build(setup.shape, n_gt1, n_whole, &orient_first, &orient_rest);
+        let lanes = LatticeLanes::build(
+            setup.shape,
+            n_gt1,
+            n_whole,
+            [&orient_first, &orient_rest],
+            false,
+        );
         Model {
             lanes,
             derivative_lanes: None,
@@ -615,12 +621,12 @@ impl<'a, T: Real> Model<'a, T> {
         {
             return;
         }
-        let Some(lattice) = LatticeLanes::build_values(
+        let Some(lattice) = LatticeLanes::build(
             s.shape,
             self.n_gt1,
             self.n_whole,
-            &self.orient_first,
-            &self.orient_rest,
+            [&self.orient_first, &self.orient_rest],
+            true,
         ) else {
             return;
         };
