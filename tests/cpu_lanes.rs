@@ -29,6 +29,17 @@ fn sim_with(
     Simulation::prepare(&parsed.config, &golden_dir().join("inputs")).expect("simulation prepares")
 }
 
+/// About `target` pixels (at least): every stride-th along each axis, in
+/// the detector's row order.
+fn sample_pixels(sim: &Simulation, target: usize) -> Vec<(usize, usize)> {
+    let (fp, sp) = (sim.fpixels(), sim.spixels());
+    let stride = ((fp * sp) / target).max(1).isqrt().max(1);
+    (0..sp)
+        .step_by(stride)
+        .flat_map(|s| (0..fp).step_by(stride).map(move |f| (f, s)))
+        .collect()
+}
+
 /// Every `stride`-th pixel along each axis, with the lanes on and off:
 /// (pixels compared, non-zero pixels).
 fn compare<T: Real>(name: &str, sim: &Simulation, fmode: FMode) -> (usize, usize) {
@@ -44,12 +55,7 @@ fn compare_if_lanes<T: Real>(name: &str, sim: &Simulation, fmode: FMode) -> (usi
     if model.lanes.is_none() {
         return (0, 0);
     }
-    let (fp, sp) = (sim.fpixels(), sim.spixels());
-    let stride = ((fp * sp) / 4096).max(1).isqrt().max(1);
-    let pixels: Vec<(usize, usize)> = (0..sp)
-        .step_by(stride)
-        .flat_map(|s| (0..fp).step_by(stride).map(move |f| (f, s)))
-        .collect();
+    let pixels = sample_pixels(sim, 4096);
     let run = |m: &Model<T>| -> Vec<(f64, Option<usize>)> {
         pixels
             .iter()
@@ -186,18 +192,12 @@ fn check_derivatives<const K: usize>(name: &str, sim: &Simulation, dirs: [Param;
         "{name}: no derivative lanes"
     );
     let plain = Model::<f64>::build(&sim.setup, sim.hkl.as_ref(), &ParamValues::from_f64(&base));
-    let (fp, sp) = (sim.fpixels(), sim.spixels());
-    let stride = ((fp * sp) / 2048).max(1).isqrt().max(1);
-    let pixels: Vec<(usize, usize)> = (0..sp)
-        .step_by(stride)
-        .flat_map(|s| (0..fp).step_by(stride).map(move |f| (f, s)))
-        .collect();
+    let pixels = sample_pixels(sim, 2048);
     let run = |m: &Model<D<K>>| -> Vec<D<K>> {
-        let first = |i: usize| i == 0;
         pixels
             .iter()
             .enumerate()
-            .map(|(i, (f, s))| m.pixel(*f, *s, first(i), FMode::Interpolate).0)
+            .map(|(i, (f, s))| m.pixel(*f, *s, i == 0, FMode::Interpolate).0)
             .collect()
     };
     let lanes = run(&model);

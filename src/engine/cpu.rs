@@ -103,7 +103,7 @@ fn render_dual<T: Extract>(
     let pv = seeded_values::<T>(base, dirs);
     // the lane path for float64 derivatives (physics::lanes), where it applies
     let basis: Vec<T> = (0..dirs.len()).map(|i| T::seeded(0.0, i)).collect();
-    let prepare = |m: &mut Model<T>| m.attach_derivative_lanes(|x, i| x.eps64(i), basis.clone());
+    let prepare = |m: &mut Model<T>| m.attach_derivative_lanes(|x, i| x.eps64(i), basis);
     // Dual values for the ROI only (no whole-detector buffer of duals).
     let (px, out) = render_roi_prepared::<T>(sim, roi, &pv, parts, prepare);
     let img = scatter(sim, &px, |j| out[j].re64());

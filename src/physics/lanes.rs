@@ -170,7 +170,8 @@ pub enum VectorUnit {
 }
 
 /// Run `f` compiled for the widest vector unit the CPU has, up to `bits`
-/// (the run-time choice: `f` and what it inlines are compiled once per unit).
+/// (`usize::MAX`: the widest; the run-time choice: `f` and what it inlines
+/// are compiled once per unit, and the CPU is asked once per call).
 #[inline(always)]
 fn on_vector_unit<R>(bits: usize, f: impl FnOnce(VectorUnit) -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -223,7 +224,7 @@ impl SquareLanes {
         out: &mut [f64],
         slopes: Option<&mut [[f64; 3]]>,
     ) {
-        self.f_latt_bits(vector_bits(), lanes, scattering, start, out, slopes)
+        self.f_latt_bits(usize::MAX, lanes, scattering, start, out, slopes)
     }
 
     /// [`SquareLanes::f_latt`] at a given vector width (`bits` above what
@@ -527,7 +528,7 @@ impl DerivativeSums {
         assert!(slopes.len() == n && re.len() == n && eps.len() == n);
         // the sums in locals (registers) over the whole slice
         on_vector_unit(
-            vector_bits(),
+            usize::MAX,
             #[inline(always)]
             |_| {
                 let (mut value, mut fl_sqr, mut u, mut m) =

@@ -212,6 +212,17 @@ fn orientations<T: Real>(
     (orient_first, orient_rest, steps)
 }
 
+/// The fractional Miller indices h, k, l = a·S, b·S, c·S of the scattering
+/// vector S in orientation `o` (spec-a-core "Sampling & Accumulation").
+#[inline(always)]
+fn miller<T: Real>(o: &Orientation<T>, scattering: &Vec3<T>) -> (T, T, T) {
+    (
+        dot_product(&o[0], scattering),
+        dot_product(&o[1], scattering),
+        dot_product(&o[2], scattering),
+    )
+}
+
 /// Orientations whose lattice factors the lane path evaluates per call.
 const LANE_CHUNK: usize = 128;
 
@@ -498,15 +509,7 @@ impl<'a, T: Real> Model<'a, T> {
                             continue;
                         }
                         for (oi, o) in orient.iter().enumerate() {
-                            let hkl = || {
-                                (
-                                    dot_product(&o[0], &scattering),
-                                    dot_product(&o[1], &scattering),
-                                    dot_product(&o[2], &scattering),
-                                )
-                            };
-                            let (h, k, l) = hkl();
-                            let hkl = || (h, k, l);
+                            let (h, k, l) = miller(o, &scattering);
                             let hkl_hi = match (orient_hi, &scattering_hi) {
                                 (Some(oh), Some(sh)) => {
                                     let q = &oh[oi];
@@ -535,7 +538,14 @@ impl<'a, T: Real> Model<'a, T> {
                                 continue;
                             }
                             self.accumulate(
-                                hkl, fl, fmode, &mut eval, &mut oor, &mut i_acc, capture, polar,
+                                || (h, k, l),
+                                fl,
+                                fmode,
+                                &mut eval,
+                                &mut oor,
+                                &mut i_acc,
+                                capture,
+                                polar,
                                 omega,
                             );
                         }
@@ -592,14 +602,7 @@ impl<'a, T: Real> Model<'a, T> {
                     *i_acc += f_sqr * fl * fl;
                     continue;
                 }
-                let o = &orient[start + j];
-                let hkl = || {
-                    (
-                        dot_product(&o[0], scattering),
-                        dot_product(&o[1], scattering),
-                        dot_product(&o[2], scattering),
-                    )
-                };
+                let hkl = || miller(&orient[start + j], scattering);
                 self.accumulate(hkl, fl, fmode, eval, oor, i_acc, capture, polar, omega);
             }
         }
@@ -608,14 +611,14 @@ impl<'a, T: Real> Model<'a, T> {
     /// The lane path for derivatives: with `eps(x, p)` the p-th derivative
     /// component of a scalar and `basis[p]` the scalar 0 + 1·e_p, for float64
     /// duals of the square shape with whole N, default_F (no HKL grid) and no
-    /// per-sample oversampled factors; otherwise nothing changes.
+    /// per-sample oversampled factors; otherwise nothing changes (float32
+    /// duals, which also carry the float64 `hi` model, keep the scalar path).
     pub fn attach_derivative_lanes(&mut self, eps: impl Fn(&T, usize) -> f64, basis: Vec<T>) {
         let s = self.setup;
         if self.hkl.is_some()
             || s.oversample_thick
             || s.oversample_polar
             || s.oversample_omega
-            || self.hi.is_some()
             || std::mem::size_of::<T::Primitive>() != 8
             || basis.len() > DERIVATIVE_LANES
         {
@@ -679,6 +682,8 @@ impl<'a, T: Real> Model<'a, T> {
         };
         let count = re.len();
         let f_val = self.default_f.val();
+        let f_sqr = f_val * f_val;
+        let keep_zero = s.water_size != 0.0;
         let sv = scattering.val();
         let mut sums = DerivativeSums::new(i_acc.val());
         let mut fl_chunk = [0.0f64; LANE_CHUNK];
@@ -687,11 +692,10 @@ impl<'a, T: Real> Model<'a, T> {
             let r = start..LANE_CHUNK.min(count - start) + start;
             let (fl, sl) = (&mut fl_chunk[..r.len()], &mut slopes[..r.len()]);
             d.lattice.f_latt(first, sv, start, fl, Some(sl));
-            let keep_zero = s.water_size != 0.0;
-            sums.add(fl, sl, &re[r.clone()], &eps[r], f_val * f_val, keep_zero);
+            sums.add(fl, sl, &re[r.clone()], &eps[r], f_sqr, keep_zero);
         }
         *eval += sums.evals;
-        let (m, u, f_sqr) = (&sums.m, &sums.u, f_val * f_val);
+        let (m, u) = (&sums.m, &sums.u);
         // the orientation part Σ_axis Σ_x S_x M_axis[x][p], direction by direction
         let mut d_orient = c::<T>(0.0);
         for (p, unit) in d.basis.iter().enumerate() {
