@@ -255,6 +255,22 @@ pub(super) struct Kernels {
     pub(super) probe: CudaFunction,
     _module: Arc<CudaModule>,
     info: KernelInfo,
+    /// blocks of [`super::pipeline::BLOCK`] threads of `render` resident per
+    /// multiprocessor (asked of the driver once)
+    blocks_per_sm: OnceLock<usize>,
+}
+
+impl Kernels {
+    /// Blocks of `block` threads of `render` that fit on one multiprocessor
+    /// at once (at least 1); `block` must be the same every call.
+    pub(super) fn render_blocks_per_sm(&self, block: u32) -> usize {
+        *self.blocks_per_sm.get_or_init(|| {
+            self.render
+                .occupancy_max_active_blocks_per_multiprocessor(block, 0, None)
+                .unwrap_or(1)
+                .max(1) as usize
+        })
+    }
 }
 
 /// The kernels of a variant loaded on `g`, and whether this call loaded them.
@@ -287,6 +303,7 @@ pub(super) fn kernels(
         probe,
         _module: module,
         info,
+        blocks_per_sm: OnceLock::new(),
     });
     *loaded = Some(k.clone());
     Ok((k, true))

@@ -42,3 +42,4 @@ pub use image::{render, render_all, set_all_parts, set_max_launch_pixels};
 pub use inputs::{host_kernel_inputs, HostKernelInputs};
 pub use interface::{header, kernel_source, KernelVariant, KERNEL_SOURCE};
 pub use phi_cache::{phi_cache_probe, PhiCacheSettings};
+pub use pipeline::set_staging_bytes;

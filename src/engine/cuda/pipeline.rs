@@ -1,21 +1,28 @@
 //! One part of a render on one GPU, pipelined: the inputs uploaded from
-//! pinned memory, the part's pixels launched in pieces on two compute
-//! streams in turn (a piece of at least one full wave of blocks, so that
-//! the next piece fills the multiprocessors the last one leaves; smaller
-//! pieces on more streams measured slower kernels), and each piece's
-//! planes copied back on a third stream as soon as it is done, through a
-//! ring of pinned buffers, and put into the image on the host while later
-//! pieces compute. What is left after the last kernel is one piece's copy
-//! and conversion.
+//! pinned memory in one copy, the part's pixels launched in pieces on two
+//! compute streams in turn (a piece of at least one full wave of blocks, so
+//! that the next piece fills the multiprocessors the last one leaves;
+//! smaller pieces on more streams measured slower kernels). Each piece's
+//! planes are copied back on its stream right after its kernel, into a
+//! pinned buffer of its own, and put into the image on the host while later
+//! pieces compute; the host launches each further piece as it goes, a few
+//! ahead of the one it waits for, so it starts reading back early. The
+//! first piece is half size (read back sooner) and the last two are halves
+//! of what is left (less work after the last kernel). A render too large
+//! for [`STAGING_BYTES`] of pinned memory reads back through a ring of
+//! [`RING`] buffers, the host issuing each copy on a copy stream as a buffer
+//! frees up.
 //!
 //! Everything a render needs on a GPU lives in a [`GpuState`] kept across
 //! renders (grow-only device and pinned buffers, the streams, the HKL grid
 //! uploaded once while it does not change), taken from a per-GPU pool by a
 //! render and given back after it, so threads rendering on one GPU each
-//! have their own. The state's memory is used through raw driver calls, so
-//! that cudarc's per-buffer event tracking adds no waits between the
-//! streams: the order is the events recorded here, and every stream is idle
-//! when a render gives its state back.
+//! have their own. Its events are reused too: a 1024^2 render on an H200
+//! takes a third of a millisecond, and each driver call about 5 us of the
+//! host's. The state's memory is used through raw driver calls, so that
+//! cudarc's per-buffer event tracking adds no waits between the streams:
+//! the order is the events recorded here, and every stream is idle when a
+//! render gives its state back.
 
 use super::compile::Kernels;
 use super::device::{drv, lock, Gpu};
@@ -32,17 +39,22 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Threads per block.
 pub(super) const BLOCK: u32 = 128;
-/// Pinned buffers in the read-back ring.
+/// Pinned buffers in the read-back ring (renders beyond [`STAGING_BYTES`]).
 const RING: usize = 3;
 /// Pieces a part is cut into at most (fewer when a piece would be less
 /// than a full wave of blocks).
 const TARGET_PIECES: usize = 8;
 /// Compute streams the pieces are launched on in turn.
 const STREAMS: usize = 2;
+/// Pieces launched ahead of the one the host waits for: each launch (a
+/// kernel, a copy, an event: 10 us of driver calls on the H200 host) is
+/// made while the GPU has work queued, not all before the read-back starts.
+const AHEAD: usize = 4;
 
 /// Device memory allocated with `cuMemAlloc` (freed with `cuMemFree`, which
 /// waits for the work using it), grow-only.
@@ -154,15 +166,29 @@ pub(super) struct GpuState {
     copy: Arc<CudaStream>,
     out: DevBuf,
     oor: DevBuf,
-    model: DevBuf,
-    hi: DevBuf,
-    pix: DevBuf,
+    /// the model, the float64 model and the pixel list, at the offsets of
+    /// the pinned `upload` buffer (one copy uploads them)
+    inputs: DevBuf,
+    /// their addresses in `inputs`
+    model: dsys::CUdeviceptr,
+    hi: dsys::CUdeviceptr,
+    pix: dsys::CUdeviceptr,
     hkl: DevBuf,
     /// the grid on the device, as last uploaded (compared before reuse)
     hkl_host: Vec<f64>,
     upload: HostBuf,
     ring: Vec<HostBuf>,
     sms: usize,
+    /// events that order the streams and the host, reused render after
+    /// render (each render takes them from index 0 on: every stream is idle
+    /// between renders)
+    events: Vec<CudaEvent>,
+    /// events of this render so far
+    used: usize,
+    /// the start of a render's kernels and their end on each compute
+    /// stream (timing events)
+    start: CudaEvent,
+    ends: Vec<CudaEvent>,
 }
 
 type Pool = Mutex<HashMap<usize, Vec<Box<GpuState>>>>;
@@ -170,6 +196,12 @@ type Pool = Mutex<HashMap<usize, Vec<Box<GpuState>>>>;
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(Default::default)
+}
+
+/// Whether the per-piece timeline is traced (`RUST_LOG=braggrun::cuda=trace`):
+/// the pieces' events then carry timing.
+fn timeline() -> bool {
+    tracing::enabled!(target: "braggrun::cuda", tracing::Level::TRACE)
 }
 
 impl GpuState {
@@ -180,6 +212,10 @@ impl GpuState {
         }
         let ctx = &g.ctx;
         let stream = || ctx.new_stream().map_err(drv("creating a stream"));
+        let timer = || {
+            ctx.new_event(Some(dsys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(drv("creating a timing event"))
+        };
         let sms = ctx
             .attribute(dsys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(drv("reading the multiprocessor count"))?
@@ -191,14 +227,19 @@ impl GpuState {
             copy: stream()?,
             out: DevBuf::new(ctx),
             oor: DevBuf::new(ctx),
-            model: DevBuf::new(ctx),
-            hi: DevBuf::new(ctx),
-            pix: DevBuf::new(ctx),
+            inputs: DevBuf::new(ctx),
+            model: 0,
+            hi: 0,
+            pix: 0,
             hkl: DevBuf::new(ctx),
             hkl_host: vec![],
             upload: HostBuf::new(ctx),
             ring: (0..RING).map(|_| HostBuf::new(ctx)).collect(),
             sms,
+            events: vec![],
+            used: 0,
+            start: timer()?,
+            ends: (0..STREAMS).map(|_| timer()).collect::<Result<_, _>>()?,
         }))
     }
 
@@ -217,10 +258,75 @@ impl GpuState {
             std::mem::forget(self);
         }
     }
+
+    /// Record the render's next event on `s` (created the first time the
+    /// pool is short; with timing when the timeline is traced): its index.
+    fn mark(&mut self, s: &CudaStream) -> Result<usize, DriverError> {
+        if self.used == self.events.len() {
+            let flags = match timeline() {
+                true => dsys::CUevent_flags::CU_EVENT_DEFAULT,
+                false => dsys::CUevent_flags::CU_EVENT_DISABLE_TIMING,
+            };
+            self.events.push(self.ctx.new_event(Some(flags))?);
+        }
+        self.used += 1;
+        self.events[self.used - 1].record(s)?;
+        Ok(self.used - 1)
+    }
+
+    /// Stream `a` waits for the work queued on `b` so far.
+    fn join(&mut self, a: &CudaStream, b: &CudaStream) -> Result<(), DriverError> {
+        let e = self.mark(b)?;
+        a.wait(&self.events[e])
+    }
+}
+
+/// The pieces pixels `range` are launched in: pieces of `size` pixels (at
+/// least a wave of blocks), but the first, which is half that so the host
+/// starts reading back early, and the last two, halves of what is left, so
+/// the work after the last kernel (its piece's copy and conversion on the
+/// host) is short. Every piece but the last is a multiple of `block` pixels.
+pub(super) fn cut_pieces(range: Range<usize>, size: usize, block: usize) -> Vec<Range<usize>> {
+    let block = block.max(1);
+    let size = size.max(block).next_multiple_of(block);
+    let half = (size / 2).next_multiple_of(block).max(block);
+    let mut pieces = vec![];
+    let mut at = range.start;
+    while at < range.end {
+        let left = range.end - at;
+        let take = if pieces.is_empty() && left > 2 * size {
+            half
+        } else if left > 2 * size {
+            size
+        } else if left > half {
+            (left / 2).next_multiple_of(block)
+        } else {
+            left
+        }
+        .min(left);
+        pieces.push(at..at + take);
+        at += take;
+    }
+    pieces
+}
+
+/// Pinned staging memory a part may hold for its read-back: up to this,
+/// every piece has its own buffer and is copied back on its compute stream
+/// right after its kernel; beyond it, pieces share a ring of [`RING`]
+/// buffers and the host issues each copy as a buffer frees up.
+const STAGING_BYTES: usize = 256 << 20;
+static STAGING_CAP: AtomicUsize = AtomicUsize::new(STAGING_BYTES);
+
+/// Cap the pinned staging memory of a part's read-back (bytes; 0 restores
+/// the default, 256 MiB). Results do not depend on it; tests use a small
+/// cap to exercise the ring of buffers a large render reads back through.
+pub fn set_staging_bytes(n: usize) {
+    STAGING_CAP.store(if n == 0 { STAGING_BYTES } else { n }, Ordering::Relaxed);
 }
 
 /// One part of a render launched on one GPU: pixels `range` of the ROI's
-/// `npix`, in `pieces`, and the events that order the read-back.
+/// `npix`, in `pieces`, and the events (indices into the state's) that
+/// order the read-back.
 pub(super) struct PartRun {
     pub(super) state: Box<GpuState>,
     range: Range<usize>,
@@ -228,14 +334,23 @@ pub(super) struct PartRun {
     nv: usize,
     elem: usize,
     pieces: Vec<Range<usize>>,
-    done: Vec<CudaEvent>,
-    copied: Vec<CudaEvent>,
-    start: CudaEvent,
-    end: Option<CudaEvent>,
+    /// per piece: the event after its kernel (pieces whose copy the host
+    /// issues), None when its copy follows the kernel on its stream
+    done: Vec<Option<usize>>,
+    /// per piece: the event after its copy into its staging buffer, once issued
+    copied: Vec<Option<usize>>,
+    /// staging buffers (piece k uses buffer k % slots)
+    slots: usize,
+    /// compute streams whose end-of-kernels event is recorded
+    ended: Vec<usize>,
+    /// pieces launched so far
+    launched: usize,
     track_oor: bool,
     chunk: usize,
     params: Params,
     kernel: Arc<Kernels>,
+    /// when the part was launched (the host side of the traced timeline)
+    born: std::time::Instant,
 }
 
 /// Launch pixels `range` (of the ROI's `npix`) in precision R on the state's
@@ -256,9 +371,11 @@ pub(super) fn launch_part<R: GpuReal>(
     chunk: usize,
     track_oor: bool,
 ) -> Result<PartRun, EngineError> {
+    let born = std::time::Instant::now();
     let npix = pixels.len();
     let elem = std::mem::size_of::<R>();
     let st = &mut *state;
+    st.used = 0;
     st.ctx
         .bind_to_thread()
         .map_err(drv("binding the context"))?;
@@ -314,50 +431,40 @@ pub(super) fn launch_part<R: GpuReal>(
         std::ptr::copy_nonoverlapping(inputs.hi.as_ptr().cast::<u8>(), up.as_mut_ptr().add(ho), hb);
         std::ptr::copy_nonoverlapping(pix_list.as_ptr().cast::<u8>(), up.as_mut_ptr().add(po), pb);
     }
-    let dm = st.model.ensure(mb).map_err(drv("allocating the model"))?;
-    let dh = st
-        .hi
-        .ensure(hb)
-        .map_err(drv("allocating the float64 model"))?;
-    let dp = st
-        .pix
-        .ensure(pb)
-        .map_err(drv("allocating the pixel list"))?;
-    // SAFETY: each destination holds its bytes; the pinned source stays
+    let d = st
+        .inputs
+        .ensure(po + pb)
+        .map_err(drv("allocating the model"))?;
+    (st.model, st.hi, st.pix) = (d, d + ho as u64, d + po as u64);
+    // SAFETY: the destination holds the bytes; the pinned source stays
     // untouched until the state is given back (every stream idle)
-    unsafe {
-        dresult::memcpy_htod_async(dm, &up[..mb], a.cu_stream())
-            .map_err(drv("uploading the model"))?;
-        dresult::memcpy_htod_async(dh, &up[ho..ho + hb], a.cu_stream())
-            .map_err(drv("uploading the float64 model"))?;
-        dresult::memcpy_htod_async(dp, &up[po..po + pb], a.cu_stream())
-            .map_err(drv("uploading the pixel list"))?;
-    }
-    let timed = Some(dsys::CUevent_flags::CU_EVENT_DEFAULT);
-    let start = st
-        .ctx
-        .new_event(timed)
+    unsafe { dresult::memcpy_htod_async(d, up, a.cu_stream()) }
+        .map_err(drv("uploading the model"))?;
+    st.start
+        .record(&a)
         .map_err(drv("recording a timing event"))?;
-    start.record(&a).map_err(drv("recording a timing event"))?;
-    for s in &st.compute[1..] {
-        s.wait(&start).map_err(drv("ordering the streams"))?;
+    for s in st.compute[1..].to_vec() {
+        s.wait(&st.start).map_err(drv("ordering the streams"))?;
     }
-    // pieces: about TARGET_PIECES, none below a full wave of blocks
-    let per_sm = kernel
-        .render
-        .occupancy_max_active_blocks_per_multiprocessor(BLOCK, 0, None)
-        .unwrap_or(1)
-        .max(1) as usize;
-    let wave = per_sm * st.sms * BLOCK as usize;
-    let len = range.len();
-    let piece = len
-        .div_ceil(TARGET_PIECES)
-        .max(wave)
-        .div_ceil(BLOCK as usize)
-        * BLOCK as usize;
-    let pieces: Vec<Range<usize>> = (0..len.div_ceil(piece.max(1)))
-        .map(|k| range.start + k * piece..(range.start + (k + 1) * piece).min(range.end))
-        .collect();
+    // pieces: about TARGET_PIECES, none below a full wave of blocks but
+    // the first and the last two (cut_pieces)
+    let wave = kernel.render_blocks_per_sm(BLOCK) * st.sms * BLOCK as usize;
+    let size = range.len().div_ceil(TARGET_PIECES).max(wave);
+    let pieces = cut_pieces(range.clone(), size, BLOCK as usize);
+    let n = pieces.len();
+    let slot_bytes = pieces.iter().map(|r| r.len()).max().unwrap_or(0) * nv * elem;
+    let slots = match n * slot_bytes <= STAGING_CAP.load(Ordering::Relaxed) {
+        true => n,
+        false => RING.min(n),
+    }
+    .max(1);
+    while st.ring.len() < slots {
+        st.ring.push(HostBuf::new(&st.ctx));
+    }
+    for buf in &mut st.ring[..slots] {
+        buf.ensure(slot_bytes)
+            .map_err(drv("allocating pinned read-back memory"))?;
+    }
     let mut run = PartRun {
         state,
         range,
@@ -365,33 +472,87 @@ pub(super) fn launch_part<R: GpuReal>(
         nv,
         elem,
         pieces,
-        done: vec![],
-        copied: vec![],
-        start,
-        end: None,
+        done: vec![None; n],
+        copied: vec![None; n],
+        slots,
+        ended: vec![],
+        launched: 0,
         track_oor,
         chunk,
         params: inputs.params,
         kernel,
+        born,
     };
-    for k in 0..run.pieces.len() {
-        let s = &run.state.compute[k % STREAMS].clone();
-        let r = run.pieces[k].clone();
-        run.launch(s, &run.params.clone(), r)?;
-        if !track_oor {
-            let e = run
-                .state
-                .ctx
-                .new_event(None)
-                .map_err(drv("recording an event"))?;
-            e.record(s).map_err(drv("recording an event"))?;
-            run.done.push(e);
+    if track_oor {
+        // every piece now: the re-run from the first out-of-range lookup
+        // needs them all (PartRun::finish)
+        for k in 0..n {
+            let s = run.state.compute[k % STREAMS].clone();
+            let r = run.pieces[k].clone();
+            run.launch(&s, &run.params.clone(), r)?;
         }
+        run.launched = n;
+        return Ok(run);
     }
+    // the first piece on each stream, then their copies (a copy queued
+    // before the second kernel would hold it back), then more up to AHEAD;
+    // the read-back launches the rest as it goes, so it starts sooner
+    let first = n.min(STREAMS);
+    for k in 0..first {
+        run.feed(k)?;
+    }
+    for k in 0..first {
+        run.follow::<R>(k)?;
+    }
+    run.launched = first;
+    run.launch_ahead::<R>(AHEAD)?;
     Ok(run)
 }
 
 impl PartRun {
+    /// Launch piece k on its stream (and the stream's end-of-kernels event
+    /// after its last piece).
+    fn feed(&mut self, k: usize) -> Result<(), EngineError> {
+        let n = self.pieces.len();
+        let si = k % STREAMS;
+        let s = self.state.compute[si].clone();
+        let r = self.pieces[k].clone();
+        self.launch(&s, &self.params.clone(), r)?;
+        if k + STREAMS >= n {
+            self.state.ends[si]
+                .record(&s)
+                .map_err(drv("recording a timing event"))?;
+            self.ended.push(si);
+        }
+        Ok(())
+    }
+
+    /// After piece k's kernel on its stream: its copy into its staging
+    /// buffer when it has one of its own, else the event its copy (issued
+    /// by the read-back once a buffer frees up) waits for.
+    fn follow<R: GpuReal>(&mut self, k: usize) -> Result<(), EngineError> {
+        let s = self.state.compute[k % STREAMS].clone();
+        if k < self.slots {
+            self.copy_piece::<R>(k, &s)
+                .map_err(drv("reading back the image"))
+        } else {
+            let e = self.state.mark(&s).map_err(drv("recording an event"))?;
+            self.done[k] = Some(e);
+            Ok(())
+        }
+    }
+
+    /// Launch pieces (each with what follows it) until `upto` are launched.
+    fn launch_ahead<R: GpuReal>(&mut self, upto: usize) -> Result<(), EngineError> {
+        while self.launched < upto.min(self.pieces.len()) {
+            let k = self.launched;
+            self.feed(k)?;
+            self.follow::<R>(k)?;
+            self.launched += 1;
+        }
+        Ok(())
+    }
+
     /// Launch `render_pixels` over `r` on stream `s`, `chunk` pixels a launch.
     fn launch(&self, s: &CudaStream, params: &Params, r: Range<usize>) -> Result<(), EngineError> {
         let st = &self.state;
@@ -400,8 +561,7 @@ impl PartRun {
         while start < r.end {
             let count = self.chunk.min(r.end - start);
             let mut p = *params;
-            let (mut mdl, mut hi, mut hkl, mut pix) =
-                (st.model.ptr, st.hi.ptr, st.hkl.ptr, st.pix.ptr);
+            let (mut mdl, mut hi, mut hkl, mut pix) = (st.model, st.hi, st.hkl.ptr, st.pix);
             let (mut s0, mut c, mut n) = (start as i32, count as i32, self.npix as i32);
             let (mut out, mut oor) = (st.out.ptr, st.oor.ptr);
             let mut args: [*mut c_void; 10] = [
@@ -460,19 +620,27 @@ impl PartRun {
             .map(|k| (self.range.start + k, flags[k])))
     }
 
-    /// End the part's launches: with the interpolating kernel, re-run from
+    /// End the part's launches. With the interpolating kernel: re-run from
     /// C's switch to nearest lookup (`switch`, over the whole ROI) the
-    /// pixels of this part from it on, then mark every piece done; record
-    /// the end of the kernels.
-    pub(super) fn finish(&mut self, switch: Option<(usize, i32)>) -> Result<(), EngineError> {
+    /// pixels of this part from it on, record the end of the kernels and
+    /// issue the first pieces' copies (their kernels were launched without
+    /// them: any piece may be re-run). Without it, nothing is left to do.
+    pub(super) fn finish<R: GpuReal>(
+        &mut self,
+        switch: Option<(usize, i32)>,
+    ) -> Result<(), EngineError> {
+        if !self.track_oor {
+            return Ok(());
+        }
         self.state
             .ctx
             .bind_to_thread()
             .map_err(drv("binding the context"))?;
-        let a = self.state.compute[0].clone();
-        let join = |a: &CudaStream| -> Result<(), EngineError> {
-            for s in &self.state.compute[1..] {
-                a.join(s).map_err(drv("ordering the streams"))?;
+        let streams = self.state.compute.clone();
+        let a = &streams[0];
+        let join = |st: &mut GpuState| -> Result<(), EngineError> {
+            for s in &streams[1..] {
+                st.join(a, s).map_err(drv("ordering the streams"))?;
             }
             Ok(())
         };
@@ -483,86 +651,55 @@ impl PartRun {
                 p2.switch_pixel = p as i32;
                 p2.switch_eval = e;
                 // after every piece of the first pass (on any stream)
-                join(&a)?;
-                self.launch(&a, &p2, r)?;
+                join(&mut self.state)?;
+                self.launch(a, &p2, r)?;
             }
         }
-        join(&a)?;
-        if self.track_oor {
-            for _ in 0..self.pieces.len() {
-                let e = self
-                    .state
-                    .ctx
-                    .new_event(None)
-                    .map_err(drv("recording an event"))?;
-                e.record(&a).map_err(drv("recording an event"))?;
-                self.done.push(e);
-            }
-        }
-        let end = self
-            .state
-            .ctx
-            .new_event(Some(dsys::CUevent_flags::CU_EVENT_DEFAULT))
+        join(&mut self.state)?;
+        self.state.ends[0]
+            .record(a)
             .map_err(drv("recording a timing event"))?;
-        end.record(&a).map_err(drv("recording a timing event"))?;
-        self.end = Some(end);
-        Ok(())
-    }
-
-    /// Issue the copies of the first pieces into the pinned ring (each
-    /// waits for its piece on the GPU). Call [`PartRun::finish`] first.
-    pub(super) fn start_copies<R: GpuReal>(&mut self) -> Result<(), EngineError> {
-        let (nv, elem) = (self.nv, self.elem);
-        assert_eq!(elem, std::mem::size_of::<R>());
-        self.state
-            .ctx
-            .bind_to_thread()
-            .map_err(drv("binding the context"))?;
-        let longest = self.pieces.iter().map(|r| r.len()).max().unwrap_or(0);
-        for buf in &mut self.state.ring {
-            buf.ensure(longest * nv * elem)
-                .map_err(drv("allocating pinned read-back memory"))?;
-        }
-        self.copied = (0..RING)
-            .map(|_| self.state.ctx.new_event(None))
-            .collect::<Result<_, _>>()
-            .map_err(drv("recording an event"))?;
-        for k in 0..self.pieces.len().min(RING) {
-            self.issue::<R>(k).map_err(drv("reading back the image"))?;
+        self.ended = vec![0];
+        let e = self.state.mark(a).map_err(drv("recording an event"))?;
+        self.done = vec![Some(e); self.pieces.len()];
+        let copy = self.state.copy.clone();
+        copy.wait(&self.state.events[e])
+            .map_err(drv("ordering the streams"))?;
+        for k in 0..self.pieces.len().min(self.slots) {
+            self.copy_piece::<R>(k, &copy)
+                .map_err(drv("reading back the image"))?;
         }
         Ok(())
     }
 
-    /// Copy piece k's planes into ring buffer k % RING (after the piece is
-    /// computed), then record the buffer's event.
-    fn issue<R: GpuReal>(&mut self, k: usize) -> Result<(), DriverError> {
+    /// Queue on stream `s` the copy of piece k's planes into its staging
+    /// buffer, then the event the host waits for.
+    fn copy_piece<R: GpuReal>(&mut self, k: usize, s: &CudaStream) -> Result<(), DriverError> {
         let (nv, npix, elem) = (self.nv, self.npix, self.elem);
+        assert_eq!(elem, std::mem::size_of::<R>());
         let r = self.pieces[k].clone();
         let len = r.len();
         let st = &mut *self.state;
-        st.copy.wait(&self.done[k])?;
         let out = st.out.ptr;
-        let slot = st.ring[k % RING].slice_mut::<R>(nv * len);
+        let slot = st.ring[k % self.slots].slice_mut::<R>(nv * len);
         for j in 0..nv {
             let src = out + ((j * npix + r.start) * elem) as u64;
-            // SAFETY: the piece of plane j lies inside the output; the slot
-            // is not read until the event recorded after these copies
+            // SAFETY: the piece of plane j lies inside the output; the
+            // buffer is not read nor copied into again until the event
+            // recorded after these copies
             unsafe {
-                dresult::memcpy_dtoh_async(
-                    &mut slot[j * len..(j + 1) * len],
-                    src,
-                    st.copy.cu_stream(),
-                )
+                dresult::memcpy_dtoh_async(&mut slot[j * len..(j + 1) * len], src, s.cu_stream())
             }?;
         }
-        self.copied[k % RING].record(&st.copy)
+        self.copied[k] = Some(st.mark(s)?);
+        Ok(())
     }
 
     /// Put each piece into `windows` as its copy arrives (one window per
     /// plane: the full-detector plane from index `base` on, covering this
     /// part's rows; possibly uninitialised, every pixel of the part is
-    /// written), issuing the later pieces' copies as ring buffers free up;
-    /// the kernels' GPU time (seconds). Call [`PartRun::start_copies`] first.
+    /// written), issuing the later pieces' copies as staging buffers free
+    /// up; the kernels' GPU time (seconds). Call [`PartRun::finish`] first.
     pub(super) fn read_back<R: GpuReal>(
         &mut self,
         pixels: &Pixels,
@@ -576,13 +713,18 @@ impl PartRun {
             .bind_to_thread()
             .map_err(drv("binding the context"))?;
         let n = self.pieces.len();
+        let lost = || EngineError::Failed("a piece's copy was never issued".into());
         for k in 0..n {
-            self.copied[k % RING]
+            // keep AHEAD pieces queued on the GPU
+            self.launch_ahead::<R>(k + AHEAD)?;
+            let copied = self.copied[k].ok_or_else(lost)?;
+            self.state.events[copied]
                 .synchronize()
                 .map_err(drv("reading back the image"))?;
+            let t_copied = self.born.elapsed().as_secs_f64() * 1e3;
             let r = self.pieces[k].clone();
             let len = r.len();
-            let slot = self.state.ring[k % RING].slice_mut::<R>(nv * len);
+            let slot = self.state.ring[k % self.slots].slice_mut::<R>(nv * len);
             // every plane at once (each plane's values in parallel too)
             windows.par_iter_mut().enumerate().for_each(|(j, w)| {
                 scatter(
@@ -595,19 +737,90 @@ impl PartRun {
                     &slot[j * len..(j + 1) * len],
                 )
             });
-            if k + RING < n {
-                self.issue::<R>(k + RING)
+            let next = k + self.slots;
+            if next < n && self.copied[next].is_none() {
+                // its buffer is free now: the copy waits for its kernel
+                let done = self.done[next].ok_or_else(lost)?;
+                let copy = self.state.copy.clone();
+                copy.wait(&self.state.events[done])
+                    .map_err(drv("ordering the streams"))?;
+                self.copy_piece::<R>(next, &copy)
                     .map_err(drv("reading back the image"))?;
             }
+            if timeline() {
+                let st = &self.state;
+                let gpu = st.start.elapsed_ms(&st.events[copied]).unwrap_or(f32::NAN);
+                tracing::trace!(
+                    target: "braggrun::cuda",
+                    "piece {k} ({len} px): copied {gpu:.3} ms after the GPU's start; on the host (since launch_part) seen at {t_copied:.3} ms, in the planes at {:.3} ms",
+                    self.born.elapsed().as_secs_f64() * 1e3
+                );
+            }
         }
-        let secs = match &self.end {
-            Some(end) => self
+        let st = &self.state;
+        let mut secs: f64 = 0.0;
+        for s in &self.ended {
+            let ms = st
                 .start
-                .elapsed_ms(end)
-                .map(|ms| ms as f64 / 1000.0)
-                .unwrap_or(0.0),
-            None => 0.0,
-        };
+                .elapsed_ms(&st.ends[*s])
+                .map_err(drv("timing the kernels"))?;
+            secs = secs.max(ms as f64 / 1000.0);
+        }
         Ok(secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_pieces;
+
+    /// The pieces cover the range once, in order; all but the last are
+    /// whole blocks; none is larger than the size asked; on a large range
+    /// the first and the last are about half of it; small ranges are one
+    /// piece.
+    #[test]
+    fn pieces_cover_the_range_and_shrink_at_the_ends() {
+        for (start, len, size, block) in [
+            (0, 1 << 20, 131_072, 128),
+            (7, 1_000_003, 135_168, 128),
+            (0, 100, 135_168, 128),
+            (3, 0, 128, 128),
+            (0, 1, 1, 1),
+            (0, 2, 1, 1),
+            (0, 999, 100, 7),
+            (5, 4096, 4096, 128),
+            (0, 300_000, 131_072, 128),
+            (0, 1 << 24, 1 << 21, 128),
+        ] {
+            let p = cut_pieces(start..start + len, size, block);
+            let mut at = start;
+            for (i, r) in p.iter().enumerate() {
+                assert_eq!(r.start, at, "{p:?}");
+                assert!(!r.is_empty(), "{p:?}");
+                assert!(r.len() <= size.next_multiple_of(block), "{p:?}");
+                if i + 1 < p.len() {
+                    assert_eq!(r.len() % block, 0, "{p:?}");
+                }
+                at = r.end;
+            }
+            assert_eq!(at, start + len, "{p:?}");
+            if len <= size {
+                assert!(p.len() <= 2, "{p:?}");
+            }
+            if len >= 4 * size {
+                let half = (size / 2).next_multiple_of(block).max(block);
+                assert!(p[0].len() <= half, "{p:?}");
+                assert!(p.last().unwrap().len() <= half, "{p:?}");
+                assert!(p.len() <= len / size + 3, "{p:?}");
+            }
+        }
+        let sizes: Vec<usize> = cut_pieces(0..1 << 20, 1 << 17, 128)
+            .iter()
+            .map(|r| r.len())
+            .collect();
+        let mut want = vec![1 << 16];
+        want.extend([1 << 17; 6]);
+        want.extend([98_304, 49_152, 49_152]);
+        assert_eq!(sizes, want);
     }
 }
