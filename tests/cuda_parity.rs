@@ -497,9 +497,9 @@ fn cuda_all_equals_cuda0() -> Result<(), Failed> {
 }
 
 /// The read-back paths give the same bytes: every piece with a pinned
-/// buffer of its own (copied on its stream right after its kernel), and a
-/// ring of three buffers the host re-issues copies into (a large render's
-/// path, forced by a 1-byte staging cap), float64 and float32, with and
+/// buffer of its own (its copy queued when it is launched), and a ring of
+/// three buffers the host issues copies into as they free up (a large
+/// render's path, forced by a 1-byte staging cap), float64 and float32, with and
 /// without derivatives, on images of 8 to 10 pieces, a mask and the
 /// interpolation re-run. On a ROI of whole rows the pixels outside it are
 /// exactly 0 (the host zeroes only them now), the image inside is the CPU

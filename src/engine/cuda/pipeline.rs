@@ -3,15 +3,14 @@
 //! compute streams in turn (a piece of at least one full wave of blocks, so
 //! that the next piece fills the multiprocessors the last one leaves;
 //! smaller pieces on more streams measured slower kernels). Each piece's
-//! planes are copied back on its stream right after its kernel, into a
-//! pinned buffer of its own, and put into the image on the host while later
-//! pieces compute; the host launches each further piece as it goes, a few
-//! ahead of the one it waits for, so it starts reading back early. The
-//! first piece is half size (read back sooner) and the last two are halves
-//! of what is left (less work after the last kernel). A render too large
-//! for [`STAGING_BYTES`] of pinned memory reads back through a ring of
-//! [`RING`] buffers, the host issuing each copy on a copy stream as a buffer
-//! frees up.
+//! planes are copied back on a copy stream as soon as its kernel is done,
+//! into a pinned buffer of its own, and put into the image on the host
+//! while later pieces compute; the host launches each further piece as it
+//! goes, a few ahead of the one it waits for, so it starts reading back
+//! early. The first and the last piece are half size ([`cut_pieces`]). A
+//! render too large for [`STAGING_BYTES`] of pinned memory reads back
+//! through a ring of [`RING`] buffers, the host issuing each copy as a
+//! buffer frees up.
 //!
 //! Everything a render needs on a GPU lives in a [`GpuState`] kept across
 //! renders (grow-only device and pinned buffers, the streams, the HKL grid
@@ -282,10 +281,11 @@ impl GpuState {
 }
 
 /// The pieces pixels `range` are launched in: pieces of `size` pixels (at
-/// least a wave of blocks), but the first, which is half that so the host
-/// starts reading back early, and the last two, halves of what is left, so
-/// the work after the last kernel (its piece's copy and conversion on the
-/// host) is short. Every piece but the last is a multiple of `block` pixels.
+/// least a wave of blocks), but the first and the last, which are about
+/// half that: the host starts reading back sooner, and less is left after
+/// the last kernel (its piece's copy and conversion). A half piece runs
+/// beside a whole one on the other stream, so the GPU stays full. Every
+/// piece but the last is a multiple of `block` pixels.
 pub(super) fn cut_pieces(range: Range<usize>, size: usize, block: usize) -> Vec<Range<usize>> {
     let block = block.max(1);
     let size = size.max(block).next_multiple_of(block);
@@ -296,10 +296,10 @@ pub(super) fn cut_pieces(range: Range<usize>, size: usize, block: usize) -> Vec<
         let left = range.end - at;
         let take = if pieces.is_empty() && left > 2 * size {
             half
-        } else if left > 2 * size {
+        } else if left > size + half {
             size
         } else if left > half {
-            (left / 2).next_multiple_of(block)
+            (left - half).next_multiple_of(block)
         } else {
             left
         }
@@ -311,9 +311,9 @@ pub(super) fn cut_pieces(range: Range<usize>, size: usize, block: usize) -> Vec<
 }
 
 /// Pinned staging memory a part may hold for its read-back: up to this,
-/// every piece has its own buffer and is copied back on its compute stream
-/// right after its kernel; beyond it, pieces share a ring of [`RING`]
-/// buffers and the host issues each copy as a buffer frees up.
+/// every piece has its own buffer and its copy is queued when it is
+/// launched; beyond it, pieces share a ring of [`RING`] buffers and the
+/// host issues each copy as a buffer frees up.
 const STAGING_BYTES: usize = 256 << 20;
 static STAGING_CAP: AtomicUsize = AtomicUsize::new(STAGING_BYTES);
 
@@ -334,8 +334,7 @@ pub(super) struct PartRun {
     nv: usize,
     elem: usize,
     pieces: Vec<Range<usize>>,
-    /// per piece: the event after its kernel (pieces whose copy the host
-    /// issues), None when its copy follows the kernel on its stream
+    /// per piece: the event after its kernel, once launched
     done: Vec<Option<usize>>,
     /// per piece: the event after its copy into its staging buffer, once issued
     copied: Vec<Option<usize>>,
@@ -443,7 +442,7 @@ pub(super) fn launch_part<R: GpuReal>(
     st.start
         .record(&a)
         .map_err(drv("recording a timing event"))?;
-    for s in st.compute[1..].to_vec() {
+    for s in &st.compute[1..] {
         s.wait(&st.start).map_err(drv("ordering the streams"))?;
     }
     // pieces: about TARGET_PIECES, none below a full wave of blocks but
@@ -527,19 +526,22 @@ impl PartRun {
         Ok(())
     }
 
-    /// After piece k's kernel on its stream: its copy into its staging
-    /// buffer when it has one of its own, else the event its copy (issued
-    /// by the read-back once a buffer frees up) waits for.
+    /// After piece k's kernel on its stream: the event its copy waits for,
+    /// and the copy on the copy stream when the piece has a staging buffer
+    /// of its own (else the read-back issues it once a buffer frees up).
+    /// The copies have a stream of their own so that no kernel waits for one.
     fn follow<R: GpuReal>(&mut self, k: usize) -> Result<(), EngineError> {
         let s = self.state.compute[k % STREAMS].clone();
+        let e = self.state.mark(&s).map_err(drv("recording an event"))?;
+        self.done[k] = Some(e);
         if k < self.slots {
-            self.copy_piece::<R>(k, &s)
-                .map_err(drv("reading back the image"))
-        } else {
-            let e = self.state.mark(&s).map_err(drv("recording an event"))?;
-            self.done[k] = Some(e);
-            Ok(())
+            let copy = self.state.copy.clone();
+            copy.wait(&self.state.events[e])
+                .map_err(drv("ordering the streams"))?;
+            self.copy_piece::<R>(k, &copy)
+                .map_err(drv("reading back the image"))?;
         }
+        Ok(())
     }
 
     /// Launch pieces (each with what follows it) until `upto` are launched.
@@ -811,7 +813,7 @@ mod tests {
                 let half = (size / 2).next_multiple_of(block).max(block);
                 assert!(p[0].len() <= half, "{p:?}");
                 assert!(p.last().unwrap().len() <= half, "{p:?}");
-                assert!(p.len() <= len / size + 3, "{p:?}");
+                assert!(p.len() <= len / size + 2, "{p:?}");
             }
         }
         let sizes: Vec<usize> = cut_pieces(0..1 << 20, 1 << 17, 128)
@@ -819,8 +821,8 @@ mod tests {
             .map(|r| r.len())
             .collect();
         let mut want = vec![1 << 16];
-        want.extend([1 << 17; 6]);
-        want.extend([98_304, 49_152, 49_152]);
+        want.extend([1 << 17; 7]);
+        want.push(1 << 16);
         assert_eq!(sizes, want);
     }
 }
