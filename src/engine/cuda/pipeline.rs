@@ -54,6 +54,9 @@ const STREAMS: usize = 2;
 /// kernel, a copy, an event: 10 us of driver calls on the H200 host) is
 /// made while the GPU has work queued, not all before the read-back starts.
 const AHEAD: usize = 4;
+// the read-back re-issues piece k + RING's copy after piece k: it must be
+// launched by then
+const _: () = assert!(AHEAD >= RING);
 
 /// Device memory allocated with `cuMemAlloc` (freed with `cuMemFree`, which
 /// waits for the work using it), grow-only.
