@@ -719,9 +719,20 @@ impl PartRun {
             .map_err(drv("binding the context"))?;
         let n = self.pieces.len();
         let lost = || EngineError::Failed("a piece's copy was never issued".into());
+        // pieces the GPU has finished (a prefix: the events are queried in order)
+        let mut finished = 0;
         for k in 0..n {
-            // keep AHEAD pieces queued on the GPU
-            self.launch_ahead::<R>(k + AHEAD)?;
+            // keep AHEAD pieces queued beyond the last one the GPU has
+            // finished, not the last one read back: a host slowed down (page
+            // faults on a fresh 128 MB image at 4096^2) would otherwise
+            // launch late and leave a stream idle
+            while finished < self.launched.min(n) {
+                match self.done[finished] {
+                    Some(e) if self.state.events[e].is_complete() => finished += 1,
+                    _ => break,
+                }
+            }
+            self.launch_ahead::<R>(k.max(finished) + AHEAD)?;
             let copied = self.copied[k].ok_or_else(lost)?;
             self.state.events[copied]
                 .synchronize()
