@@ -6,8 +6,8 @@
 //! planes are copied back on a copy stream as soon as its kernel is done,
 //! into a pinned buffer of its own, and put into the image on the host
 //! while later pieces compute; the host launches each further piece as it
-//! goes, a few ahead of the one it waits for, so it starts reading back
-//! early. The first and the last piece are half size ([`cut_pieces`]). A
+//! goes, a few ahead of the last one the GPU has finished, so it starts
+//! reading back early and the GPU is never short of work. The first and the last piece are half size ([`cut_pieces`]). A
 //! render too large for [`STAGING_BYTES`] of pinned memory reads back
 //! through a ring of [`RING`] buffers, the host issuing each copy as a
 //! buffer frees up.
@@ -50,8 +50,8 @@ const RING: usize = 3;
 const TARGET_PIECES: usize = 8;
 /// Compute streams the pieces are launched on in turn.
 const STREAMS: usize = 2;
-/// Pieces launched ahead of the one the host waits for: each launch (a
-/// kernel, a copy, an event: 10 us of driver calls on the H200 host) is
+/// Pieces launched beyond the last one the GPU has finished: each launch
+/// (a kernel, events, a copy: 10 us of driver calls on the H200 host) is
 /// made while the GPU has work queued, not all before the read-back starts.
 const AHEAD: usize = 4;
 // the read-back re-issues piece k + RING's copy after piece k: it must be
