@@ -11,7 +11,7 @@ use super::device::{guarded, probe_libraries, raw_device_count, Gpu};
 use super::inputs::{kernel_inputs, KernelInputs, Pixels};
 use super::interface::{GpuReal, KernelVariant};
 use super::pipeline::{launch_part, GpuState, PartRun, BLOCK};
-use super::readback::{fill_zero, Planes};
+use super::readback::{fill_zero, unwritten, Planes};
 use crate::engine::roi::check_roi;
 use crate::engine::split;
 use crate::engine::values::{base_with_shifts, seeded_values, Extract, MAX_DIRECTIONS};
@@ -310,10 +310,7 @@ fn launch_image<R: GpuReal>(
     // the ROI as well would write each plane twice: at 1024^2 the host's
     // memory traffic, not the GPU, then set the pace (an H200 renders the
     // float32 image in 0.35 ms; zeroing its 8 MB float64 plane took 0.2 ms).
-    let outside: [std::ops::Range<usize>; 2] = match &pixels {
-        Pixels::Rect { f0: 0, s0, nf, ns } if *nf == fp => [0..s0 * fp, (s0 + ns) * fp..n],
-        _ => [0..n, n..n],
-    };
+    let outside = unwritten(pixels, fp, n);
     let mut planes: Planes = (0..nv).map(|_| Vec::with_capacity(n)).collect();
     for p in &mut planes {
         for r in &outside {

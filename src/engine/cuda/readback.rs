@@ -6,6 +6,7 @@
 use super::inputs::Pixels;
 use super::interface::GpuReal;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 /// The pixel planes of a render (the image, then one per direction), each
 /// a full detector image.
@@ -28,6 +29,17 @@ pub(super) fn fill_zero(v: &mut [MaybeUninit<f64>]) {
             x.write(0.0);
         }
     });
+}
+
+/// The parts of a full-detector plane (`n` pixels, `fp` to a row) that
+/// [`scatter`] does not write, to be zeroed: the rows outside a ROI of whole
+/// rows; the whole plane for any other ROI or a mask (scatter then writes
+/// their pixels over the zeros).
+pub(super) fn unwritten(pixels: &Pixels, fp: usize, n: usize) -> [Range<usize>; 2] {
+    match pixels {
+        Pixels::Rect { f0: 0, s0, nf, ns } if *nf == fp => [0..s0 * fp, (s0 + ns) * fp..n],
+        _ => [0..n, n..n],
+    }
 }
 
 /// Put values `offset..` of the kernel's output (plane-major, npix values
@@ -79,6 +91,79 @@ pub(super) fn scatter<R: GpuReal, P: AsMut<[MaybeUninit<f64>]>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Zeroing what `unwritten` names and scattering every piece leaves no
+    /// element of any plane unset (the render then takes the planes as
+    /// initialised): each starts as NaN here, and ends as its pixel's value
+    /// inside the ROI and 0 outside, for ROIs of whole rows (where only the
+    /// rows outside are zeroed), a rectangle, the whole detector and a mask.
+    #[test]
+    fn zeroed_and_scattered_planes_are_fully_written() {
+        let (fp, sp) = (6usize, 7usize);
+        let n = fp * sp;
+        let cases = [
+            Pixels::Rect {
+                f0: 0,
+                s0: 0,
+                nf: fp,
+                ns: sp,
+            },
+            Pixels::Rect {
+                f0: 0,
+                s0: 2,
+                nf: fp,
+                ns: 3,
+            },
+            Pixels::Rect {
+                f0: 0,
+                s0: 0,
+                nf: fp,
+                ns: 1,
+            },
+            Pixels::Rect {
+                f0: 1,
+                s0: 2,
+                nf: 4,
+                ns: 4,
+            },
+            Pixels::List(vec![(0, 1), (5, 1), (2, 6)]),
+        ];
+        for px in &cases {
+            let npix = px.len();
+            let vals: Vec<f64> = (0..2 * npix)
+                .map(|k| {
+                    let (f, s) = px.get(k % npix);
+                    (100 * (k / npix) + 10 * s + f + 1) as f64
+                })
+                .collect();
+            for piece in [1, 5, npix] {
+                let mut planes: Planes = vec![vec![f64::NAN; n]; 2];
+                for p in &mut planes {
+                    for r in unwritten(px, fp, n) {
+                        fill_zero(as_uninit(&mut p[r]));
+                    }
+                }
+                let mut w: Vec<&mut [MaybeUninit<f64>]> =
+                    planes.iter_mut().map(|p| as_uninit(p)).collect();
+                for (c, chunk) in vals.chunks(piece).enumerate() {
+                    scatter(&mut w, px, fp, npix, 0, c * piece, chunk);
+                }
+                drop(w);
+                for (j, p) in planes.iter().enumerate() {
+                    let mut want = vec![0.0; n];
+                    for i in 0..npix {
+                        let (f, s) = px.get(i);
+                        want[s * fp + f] = (100 * j + 10 * s + f + 1) as f64;
+                    }
+                    assert!(
+                        p.iter().all(|v| v.is_finite()),
+                        "unset element, piece {piece}"
+                    );
+                    assert_eq!(p, &want, "piece {piece}");
+                }
+            }
+        }
+    }
 
     /// The planes the kernel writes (plane-major, npix values each), put
     /// back piece by piece, land where the CPU engine puts each pixel,
