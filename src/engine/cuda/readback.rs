@@ -92,6 +92,10 @@ pub(super) fn scatter<R: GpuReal, P: AsMut<[MaybeUninit<f64>]>>(
 mod tests {
     use super::*;
 
+    fn rect(f0: usize, s0: usize, nf: usize, ns: usize) -> Pixels {
+        Pixels::Rect { f0, s0, nf, ns }
+    }
+
     /// Zeroing what `unwritten` names and scattering every piece leaves no
     /// element of any plane unset (the render then takes the planes as
     /// initialised): each starts as NaN here, and ends as its pixel's value
@@ -102,30 +106,10 @@ mod tests {
         let (fp, sp) = (6usize, 7usize);
         let n = fp * sp;
         let cases = [
-            Pixels::Rect {
-                f0: 0,
-                s0: 0,
-                nf: fp,
-                ns: sp,
-            },
-            Pixels::Rect {
-                f0: 0,
-                s0: 2,
-                nf: fp,
-                ns: 3,
-            },
-            Pixels::Rect {
-                f0: 0,
-                s0: 0,
-                nf: fp,
-                ns: 1,
-            },
-            Pixels::Rect {
-                f0: 1,
-                s0: 2,
-                nf: 4,
-                ns: 4,
-            },
+            rect(0, 0, fp, sp),
+            rect(0, 2, fp, 3),
+            rect(0, 0, fp, 1),
+            rect(1, 2, 4, 4),
             Pixels::List(vec![(0, 1), (5, 1), (2, 6)]),
         ];
         for px in &cases {
@@ -174,24 +158,9 @@ mod tests {
         let (fp, sp) = (7usize, 5usize);
         let n = fp * sp;
         let cases = [
-            Pixels::Rect {
-                f0: 0,
-                s0: 0,
-                nf: fp,
-                ns: sp,
-            },
-            Pixels::Rect {
-                f0: 0,
-                s0: 1,
-                nf: fp,
-                ns: 3,
-            },
-            Pixels::Rect {
-                f0: 2,
-                s0: 1,
-                nf: 4,
-                ns: 3,
-            },
+            rect(0, 0, fp, sp),
+            rect(0, 1, fp, 3),
+            rect(2, 1, 4, 3),
             Pixels::List(vec![(0, 0), (6, 0), (3, 2), (1, 4), (6, 4)]),
         ];
         for px in &cases {
