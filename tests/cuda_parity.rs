@@ -538,7 +538,7 @@ fn read_back_paths_agree() -> Result<(), Failed> {
                 let [_, _, s0, s1] = own.roi.map(|v| v as usize);
                 if name.starts_with("rows") {
                     let fp = own.fpixels;
-                    let outside = own.image[..s0 * fp]
+                    let mut outside = own.image[..s0 * fp]
                         .iter()
                         .chain(&own.image[(s1 + 1) * fp..])
                         .chain(
@@ -546,7 +546,7 @@ fn read_back_paths_agree() -> Result<(), Failed> {
                                 .iter()
                                 .flat_map(|(_, v)| v[..s0 * fp].iter().chain(&v[(s1 + 1) * fp..])),
                         );
-                    if outside.clone().any(|v| v.to_bits() != 0) {
+                    if outside.any(|v| v.to_bits() != 0) {
                         failures.push(format!("{name} {dtype}: non-zero outside the ROI"));
                     }
                     if dtype == Dtype::F64 && d.is_empty() {

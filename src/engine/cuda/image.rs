@@ -256,7 +256,6 @@ fn launch_image<R: GpuReal>(
     // one band of rows per GPU (fewer when there are fewer rows)
     let ranges = split::pixel_ranges(npix, |i| pixels.get(i).1, gpus.len());
     let mut runs: Vec<PartRun> = Vec::with_capacity(ranges.len());
-    let t_model = t0.elapsed().as_secs_f64();
     let launched = (|| {
         for (g, r) in gpus.iter().zip(&ranges) {
             let (k, _) = kernels(g, variant)?;
@@ -275,8 +274,7 @@ fn launch_image<R: GpuReal>(
             )?);
             tracing::trace!(
                 target: "braggrun::cuda",
-                "model in {:.3} ms; part {} launched at {:.3} ms",
-                t_model * 1e3,
+                "part {} launched at {:.3} ms",
                 runs.len() - 1,
                 t0.elapsed().as_secs_f64() * 1e3
             );

@@ -7,10 +7,10 @@
 //! into a pinned buffer of its own, and put into the image on the host
 //! while later pieces compute; the host launches each further piece as it
 //! goes, a few ahead of the last one the GPU has finished, so it starts
-//! reading back early and the GPU is never short of work. The first and the last piece are half size ([`cut_pieces`]). A
-//! render too large for [`STAGING_BYTES`] of pinned memory reads back
-//! through a ring of [`RING`] buffers, the host issuing each copy as a
-//! buffer frees up.
+//! reading back early and the GPU is never short of work. The first and
+//! the last piece are half size ([`cut_pieces`]). A render too large for
+//! [`STAGING_BYTES`] of pinned memory reads back through a ring of [`RING`]
+//! buffers, the host issuing each copy as a buffer frees up.
 //!
 //! Everything a render needs on a GPU lives in a [`GpuState`] kept across
 //! renders (grow-only device and pinned buffers, the streams, the HKL grid
@@ -356,10 +356,11 @@ pub(super) struct PartRun {
 }
 
 /// Launch pixels `range` (of the ROI's `npix`) in precision R on the state's
-/// GPU: upload the inputs, launch the pieces. With `track_oor` (the
-/// interpolating kernel) the pieces are done only after [`PartRun::finish`]
-/// has run the re-run; otherwise each piece's read-back can start as soon
-/// as it is computed.
+/// GPU: upload the inputs, launch the first pieces (the read-back launches
+/// the rest). With `track_oor` (the interpolating kernel) every piece is
+/// launched here, and done only after [`PartRun::finish`] has run the
+/// re-run; otherwise each piece's read-back can start as soon as it is
+/// computed.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn launch_part<R: GpuReal>(
     mut state: Box<GpuState>,
@@ -449,7 +450,7 @@ pub(super) fn launch_part<R: GpuReal>(
         s.wait(&st.start).map_err(drv("ordering the streams"))?;
     }
     // pieces: about TARGET_PIECES, none below a full wave of blocks but
-    // the first and the last two (cut_pieces)
+    // the first and the last (cut_pieces)
     let wave = kernel.render_blocks_per_sm(BLOCK) * st.sms * BLOCK as usize;
     let size = range.len().div_ceil(TARGET_PIECES).max(wave);
     let pieces = cut_pieces(range.clone(), size, BLOCK as usize);
@@ -538,11 +539,7 @@ impl PartRun {
         let e = self.state.mark(&s).map_err(drv("recording an event"))?;
         self.done[k] = Some(e);
         if k < self.slots {
-            let copy = self.state.copy.clone();
-            copy.wait(&self.state.events[e])
-                .map_err(drv("ordering the streams"))?;
-            self.copy_piece::<R>(k, &copy)
-                .map_err(drv("reading back the image"))?;
+            self.issue_copy::<R>(k)?;
         }
         Ok(())
     }
@@ -667,24 +664,26 @@ impl PartRun {
         self.ended = vec![0];
         let e = self.state.mark(a).map_err(drv("recording an event"))?;
         self.done = vec![Some(e); self.pieces.len()];
-        let copy = self.state.copy.clone();
-        copy.wait(&self.state.events[e])
-            .map_err(drv("ordering the streams"))?;
         for k in 0..self.pieces.len().min(self.slots) {
-            self.copy_piece::<R>(k, &copy)
-                .map_err(drv("reading back the image"))?;
+            self.issue_copy::<R>(k)?;
         }
         Ok(())
     }
 
-    /// Queue on stream `s` the copy of piece k's planes into its staging
-    /// buffer, then the event the host waits for.
-    fn copy_piece<R: GpuReal>(&mut self, k: usize, s: &CudaStream) -> Result<(), DriverError> {
+    /// Queue on the copy stream, after piece k's kernel (its `done` event),
+    /// the copy of its planes into its staging buffer, then the event the
+    /// host waits for.
+    fn issue_copy<R: GpuReal>(&mut self, k: usize) -> Result<(), EngineError> {
+        let lost = || EngineError::Failed(format!("piece {k}'s copy issued before its kernel"));
+        let done = self.done[k].ok_or_else(lost)?;
         let (nv, npix, elem) = (self.nv, self.npix, self.elem);
         assert_eq!(elem, std::mem::size_of::<R>());
         let r = self.pieces[k].clone();
         let len = r.len();
         let st = &mut *self.state;
+        let s = st.copy.clone();
+        s.wait(&st.events[done])
+            .map_err(drv("ordering the streams"))?;
         let out = st.out.ptr;
         let slot = st.ring[k % self.slots].slice_mut::<R>(nv * len);
         for j in 0..nv {
@@ -694,9 +693,10 @@ impl PartRun {
             // recorded after these copies
             unsafe {
                 dresult::memcpy_dtoh_async(&mut slot[j * len..(j + 1) * len], src, s.cu_stream())
-            }?;
+            }
+            .map_err(drv("reading back the image"))?;
         }
-        self.copied[k] = Some(st.mark(s)?);
+        self.copied[k] = Some(st.mark(&s).map_err(drv("recording an event"))?);
         Ok(())
     }
 
@@ -755,13 +755,8 @@ impl PartRun {
             });
             let next = k + self.slots;
             if next < n && self.copied[next].is_none() {
-                // its buffer is free now: the copy waits for its kernel
-                let done = self.done[next].ok_or_else(lost)?;
-                let copy = self.state.copy.clone();
-                copy.wait(&self.state.events[done])
-                    .map_err(drv("ordering the streams"))?;
-                self.copy_piece::<R>(next, &copy)
-                    .map_err(drv("reading back the image"))?;
+                // its buffer is free now
+                self.issue_copy::<R>(next)?;
             }
             if timeline() {
                 let st = &self.state;
