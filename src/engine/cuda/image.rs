@@ -11,7 +11,7 @@ use super::device::{guarded, probe_libraries, raw_device_count, Gpu};
 use super::inputs::{kernel_inputs, KernelInputs, Pixels};
 use super::interface::{GpuReal, KernelVariant};
 use super::pipeline::{launch_part, GpuState, PartRun, BLOCK};
-use super::readback::{fill_zero, unwritten, Planes};
+use super::readback::{advise_huge, fill_zero, unwritten, Planes};
 use crate::engine::roi::check_roi;
 use crate::engine::split;
 use crate::engine::values::{base_with_shifts, seeded_values, Extract, MAX_DIRECTIONS};
@@ -123,6 +123,11 @@ fn render_on(
             .map(|o| gpu_with_kernel(*o, KernelVariant::of(sim, opts.dtype, first_dirs)))
             .collect::<Result<_, _>>()?;
         let pixels = Pixels::of(sim, roi);
+        tracing::trace!(
+            target: "braggrun::cuda",
+            "GPUs, kernels and pixels in {:.3} ms",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         let mut image = vec![];
         let mut derivatives: Vec<(Param, Vec<f64>)> = vec![];
         let mut kernel_seconds = 0.0;
@@ -253,6 +258,11 @@ fn launch_image<R: GpuReal>(
         .min(cap);
     let chunk = chunk.div_ceil(BLOCK as usize) * BLOCK as usize;
     let model_r: Vec<R> = inputs.flat.iter().map(|x| R::of(*x)).collect();
+    tracing::trace!(
+        target: "braggrun::cuda",
+        "model in precision at {:.3} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     // one band of rows per GPU (fewer when there are fewer rows)
     let ranges = split::pixel_ranges(npix, |i| pixels.get(i).1, gpus.len());
     let mut runs: Vec<PartRun> = Vec::with_capacity(ranges.len());
@@ -298,10 +308,6 @@ fn launch_image<R: GpuReal>(
         }
         return Err(e);
     }
-    // wake the host's threads now, while the first piece computes: the
-    // read-back converts each piece on all of them, and threads asleep
-    // since the last render took 0.1 ms to start on the first one
-    rayon::spawn_broadcast(|_| ());
     let t_launch = t0.elapsed().as_secs_f64();
     // The host planes. The read-back writes every pixel of the ROI; the
     // rest is zeroed here, on all threads, while the GPUs compute. Zeroing
@@ -311,6 +317,7 @@ fn launch_image<R: GpuReal>(
     let outside = unwritten(pixels, fp, n);
     let mut planes: Planes = (0..nv).map(|_| Vec::with_capacity(n)).collect();
     for p in &mut planes {
+        advise_huge(p);
         for r in &outside {
             fill_zero(&mut p.spare_capacity_mut()[r.clone()]);
         }
@@ -338,9 +345,12 @@ fn launch_image<R: GpuReal>(
             rest = tail;
         }
     }
+    // the pool's threads convert the pieces (each part's share of them),
+    // beside the threads that read back
+    let workers = (rayon::current_num_threads() / runs.len()).saturating_sub(1);
     let results: Vec<Result<f64, EngineError>> = if runs.len() == 1 {
         let (base, w) = &mut windows[0];
-        vec![runs[0].read_back::<R>(pixels, fp, w, *base)]
+        vec![runs[0].read_back::<R>(pixels, fp, w, *base, workers)]
     } else {
         std::thread::scope(|s| {
             let handles: Vec<_> = runs
@@ -348,7 +358,7 @@ fn launch_image<R: GpuReal>(
                 .zip(windows.iter_mut())
                 .map(|(run, (base, w))| {
                     let base = *base;
-                    s.spawn(move || guarded(|| run.read_back::<R>(pixels, fp, w, base)))
+                    s.spawn(move || guarded(|| run.read_back::<R>(pixels, fp, w, base, workers)))
                 })
                 .collect();
             handles
@@ -361,9 +371,16 @@ fn launch_image<R: GpuReal>(
                 .collect()
         })
     };
+    let t_read = t0.elapsed().as_secs_f64();
     for r in runs {
-        r.state.give_back();
+        r.give_back();
     }
+    tracing::trace!(
+        target: "braggrun::cuda",
+        "read back at {:.3} ms, states given back at {:.3} ms",
+        t_read * 1e3,
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     let mut kernel_seconds: f64 = 0.0;
     for r in results {
         kernel_seconds = kernel_seconds.max(r?);

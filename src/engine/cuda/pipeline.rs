@@ -27,13 +27,12 @@ use super::compile::Kernels;
 use super::device::{drv, lock, Gpu};
 use super::inputs::{hkl_grid, KernelInputs, Pixels};
 use super::interface::{GpuReal, Params};
-use super::readback::scatter;
+use super::readback::{AbortOnDrop, Converter};
 use crate::engine::EngineError;
 use crate::physics::Simulation;
 use cudarc::driver::{
     result as dresult, sys as dsys, CudaContext, CudaEvent, CudaStream, DriverError,
 };
-use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::mem::MaybeUninit;
@@ -261,6 +260,12 @@ impl GpuState {
         }
     }
 
+    /// Back to the pool at once: the caller saw the last work queued on
+    /// every stream complete.
+    fn give_back_idle(self: Box<Self>) {
+        lock(pool()).entry(self.ordinal).or_default().push(self);
+    }
+
     /// Record the render's next event on `s` (created the first time the
     /// pool is short; with timing when the timeline is traced): its index.
     fn mark(&mut self, s: &CudaStream) -> Result<usize, DriverError> {
@@ -353,6 +358,8 @@ pub(super) struct PartRun {
     kernel: Arc<Kernels>,
     /// when the part was launched (the host side of the traced timeline)
     born: std::time::Instant,
+    /// the read-back returned: the last work on every stream is complete
+    idle: bool,
 }
 
 /// Launch pixels `range` (of the ROI's `npix`) in precision R on the state's
@@ -443,6 +450,11 @@ pub(super) fn launch_part<R: GpuReal>(
     // untouched until the state is given back (every stream idle)
     unsafe { dresult::memcpy_htod_async(d, up, a.cu_stream()) }
         .map_err(drv("uploading the model"))?;
+    tracing::trace!(
+        target: "braggrun::cuda",
+        "inputs queued {:.3} ms after launch_part began",
+        born.elapsed().as_secs_f64() * 1e3
+    );
     st.start
         .record(&a)
         .map_err(drv("recording a timing event"))?;
@@ -485,6 +497,7 @@ pub(super) fn launch_part<R: GpuReal>(
         params: inputs.params,
         kernel,
         born,
+        idle: false,
     };
     if track_oor {
         // every piece now: the re-run from the first out-of-range lookup
@@ -513,6 +526,19 @@ pub(super) fn launch_part<R: GpuReal>(
 }
 
 impl PartRun {
+    /// The GPU state back to its pool: at once after a read-back that
+    /// returned, else once its streams are waited for. After a read-back
+    /// every stream is idle: each compute stream's last work is an event
+    /// the copy of its last piece waited for (or, with the interpolating
+    /// kernel, that the final join waited for), and the read-back waited
+    /// for every copy. Saves three driver calls a render.
+    pub(super) fn give_back(self) {
+        match self.idle {
+            true => self.state.give_back_idle(),
+            false => self.state.give_back(),
+        }
+    }
+
     /// Launch piece k on its stream (and the stream's end-of-kernels event
     /// after its last piece).
     fn feed(&mut self, k: usize) -> Result<(), EngineError> {
@@ -705,69 +731,86 @@ impl PartRun {
     /// part's rows; possibly uninitialised, every pixel of the part is
     /// written), issuing the later pieces' copies as staging buffers free
     /// up; the kernels' GPU time (seconds). Call [`PartRun::finish`] first.
+    /// This thread launches the pieces left and waits for each copy; it and
+    /// `workers` tasks on the thread pool convert them ([`Converter`]).
     pub(super) fn read_back<R: GpuReal>(
         &mut self,
         pixels: &Pixels,
         fp: usize,
         windows: &mut [&mut [MaybeUninit<f64>]],
         base: usize,
+        workers: usize,
     ) -> Result<f64, EngineError> {
-        let (nv, npix) = (self.nv, self.npix);
+        let (nv, n) = (self.nv, self.pieces.len());
+        assert_eq!(windows.len(), nv);
         self.state
             .ctx
             .bind_to_thread()
             .map_err(drv("binding the context"))?;
-        let n = self.pieces.len();
+        let stage: Vec<*const R> = (0..self.slots)
+            .map(|b| {
+                let len = self.pieces.iter().map(|r| r.len()).max().unwrap_or(0);
+                self.state.ring[b].slice_mut::<R>(nv * len).as_ptr()
+            })
+            .collect();
+        // SAFETY: the windows are used by the converter alone until it is
+        // dropped; piece k's staging buffer (k % slots) holds its planes
+        // from its publication (after its copy's event) on, and is copied
+        // into again only once every share of piece k is converted (the
+        // ring: `help` first); `pixels` outlives it
+        let conv =
+            unsafe { Converter::<R>::new(pixels, fp, base, self.pieces.clone(), stage, windows) };
         let lost = || EngineError::Failed("a piece's copy was never issued".into());
-        // pieces the GPU has finished (a prefix: the events are queried in order)
-        let mut finished = 0;
-        for k in 0..n {
-            // keep AHEAD pieces queued beyond the last one the GPU has
-            // finished, not the last one read back: a host slowed down (page
-            // faults on a fresh 128 MB image at 4096^2) would otherwise
-            // launch late and leave a stream idle
-            while finished < self.launched.min(n) {
-                match self.done[finished] {
-                    Some(e) if self.state.events[e].is_complete() => finished += 1,
-                    _ => break,
+        rayon::in_place_scope(|sc| {
+            let stop = AbortOnDrop(&conv);
+            for _ in 0..workers {
+                sc.spawn(|_| conv.work());
+            }
+            // pieces the GPU has finished (a prefix: the events are queried in order)
+            let mut finished = 0;
+            for k in 0..n {
+                // keep AHEAD pieces queued beyond the last one the GPU has
+                // finished, not the last one read back: a host slowed down
+                // (page faults on a fresh 128 MB image at 4096^2) would
+                // otherwise launch late and leave a stream idle
+                while finished < self.launched.min(n) {
+                    match self.done[finished] {
+                        Some(e) if self.state.events[e].is_complete() => finished += 1,
+                        _ => break,
+                    }
+                }
+                self.launch_ahead::<R>(k.max(finished) + AHEAD)?;
+                let copied = self.copied[k].ok_or_else(lost)?;
+                self.state.events[copied]
+                    .synchronize()
+                    .map_err(drv("reading back the image"))?;
+                conv.publish(k);
+                if timeline() {
+                    let st = &self.state;
+                    let gpu = st.start.elapsed_ms(&st.events[copied]).unwrap_or(f32::NAN);
+                    tracing::trace!(
+                        target: "braggrun::cuda",
+                        "piece {k} ({} px): copied {gpu:.3} ms after the GPU's start, seen on the host {:.3} ms after launch_part began",
+                        self.pieces[k].len(),
+                        self.born.elapsed().as_secs_f64() * 1e3
+                    );
+                }
+                let next = k + self.slots;
+                if next < n && self.copied[next].is_none() {
+                    // its buffer is free once piece k is converted
+                    conv.help(k);
+                    self.issue_copy::<R>(next)?;
                 }
             }
-            self.launch_ahead::<R>(k.max(finished) + AHEAD)?;
-            let copied = self.copied[k].ok_or_else(lost)?;
-            self.state.events[copied]
-                .synchronize()
-                .map_err(drv("reading back the image"))?;
-            let t_copied = self.born.elapsed().as_secs_f64() * 1e3;
-            let r = self.pieces[k].clone();
-            let len = r.len();
-            let slot = self.state.ring[k % self.slots].slice_mut::<R>(nv * len);
-            // every plane at once (each plane's values in parallel too)
-            windows.par_iter_mut().enumerate().for_each(|(j, w)| {
-                scatter(
-                    std::slice::from_mut(w),
-                    pixels,
-                    fp,
-                    npix,
-                    base,
-                    r.start,
-                    &slot[j * len..(j + 1) * len],
-                )
-            });
-            let next = k + self.slots;
-            if next < n && self.copied[next].is_none() {
-                // its buffer is free now
-                self.issue_copy::<R>(next)?;
-            }
-            if timeline() {
-                let st = &self.state;
-                let gpu = st.start.elapsed_ms(&st.events[copied]).unwrap_or(f32::NAN);
-                tracing::trace!(
-                    target: "braggrun::cuda",
-                    "piece {k} ({len} px): copied {gpu:.3} ms after the GPU's start; on the host (since launch_part) seen at {t_copied:.3} ms, in the planes at {:.3} ms",
-                    self.born.elapsed().as_secs_f64() * 1e3
-                );
-            }
-        }
+            conv.finish();
+            drop(stop);
+            Ok::<(), EngineError>(())
+        })?;
+        tracing::trace!(
+            target: "braggrun::cuda",
+            "every piece in the planes {:.3} ms after launch_part began",
+            self.born.elapsed().as_secs_f64() * 1e3
+        );
         let st = &self.state;
         let mut secs: f64 = 0.0;
         for s in &self.ended {
@@ -777,6 +820,7 @@ impl PartRun {
                 .map_err(drv("timing the kernels"))?;
             secs = secs.max(ms as f64 / 1000.0);
         }
+        self.idle = true;
         Ok(secs)
     }
 }

@@ -7,6 +7,7 @@ use super::inputs::Pixels;
 use super::interface::GpuReal;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 /// The pixel planes of a render (the image, then one per direction), each
 /// a full detector image.
@@ -43,11 +44,10 @@ pub(super) fn unwritten(pixels: &Pixels, fp: usize, n: usize) -> [Range<usize>; 
 }
 
 /// Put values `offset..` of the kernel's output (plane-major, npix values
-/// per plane) into the planes (possibly uninitialised memory: every value
-/// is written, none read): `planes[j]` holds full-detector plane j from
-/// index `base` on (the whole plane when `base` is 0; a band of rows for one
-/// part of a split render), and must cover the pixels of `vals`.
-pub(super) fn scatter<R: GpuReal, P: AsMut<[MaybeUninit<f64>]>>(
+/// per plane) into the planes, as the read-back's converter does share by
+/// share: `planes[j]` holds full-detector plane j from index `base` on.
+#[cfg(test)]
+fn scatter<R: GpuReal, P: AsMut<[MaybeUninit<f64>]>>(
     planes: &mut [P],
     pixels: &Pixels,
     fp: usize,
@@ -56,35 +56,365 @@ pub(super) fn scatter<R: GpuReal, P: AsMut<[MaybeUninit<f64>]>>(
     offset: usize,
     vals: &[R],
 ) {
-    use rayon::prelude::*;
-    const PIECE: usize = 1 << 13;
     let mut done = 0;
     while done < vals.len() {
         let (j, i0) = ((offset + done) / npix, (offset + done) % npix);
         let len = (npix - i0).min(vals.len() - done);
-        let src = &vals[done..done + len];
-        let img = planes[j].as_mut();
-        match pixels {
-            Pixels::Rect { f0, s0, nf, .. } if *f0 == 0 && *nf == fp => {
-                // whole rows: one contiguous run
-                let at = s0 * fp + i0 - base;
-                let dst = &mut img[at..at + len];
-                dst.par_chunks_mut(PIECE)
-                    .zip(src.par_chunks(PIECE))
-                    .for_each(|(d, s)| {
-                        for (d, s) in d.iter_mut().zip(s) {
-                            d.write(s.to());
-                        }
-                    });
-            }
-            _ => {
-                for (k, v) in src.iter().enumerate() {
-                    let (f, s) = pixels.get(i0 + k);
-                    img[s * fp + f - base].write(v.to());
-                }
+        put(
+            planes[j].as_mut(),
+            pixels,
+            fp,
+            base,
+            i0,
+            &vals[done..done + len],
+        );
+        done += len;
+    }
+}
+
+/// Pixels a thread converts at a time (one share of a piece).
+const SHARE: usize = 1 << 13;
+/// Planes at least this large (bytes) are fresh memory from the system
+/// (glibc maps allocations above its 32 MiB ceiling anew), which faults on
+/// first write: their pages are asked to be huge ones, and idle threads
+/// touch a piece's pages before it arrives.
+pub(super) const FRESH_BYTES: usize = 32 << 20;
+/// A transparent huge page (x86-64, arm64 with 4 KiB base pages).
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Ask for transparent huge pages behind a large plane about to be written
+/// (Linux; one fault per 2 MiB rather than per 4 KiB: a 4096^2 float64
+/// plane is 128 MiB). Advice only: nothing depends on it being taken.
+pub(super) fn advise_huge(v: &mut Vec<f64>) {
+    let bytes = v.capacity() * std::mem::size_of::<f64>();
+    if bytes < FRESH_BYTES {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let start = (v.as_mut_ptr() as usize).next_multiple_of(HUGE_PAGE);
+        let end = (v.as_mut_ptr() as usize + bytes) & !(HUGE_PAGE - 1);
+        if end > start {
+            // SAFETY: madvise on whole pages inside the vector's allocation;
+            // MADV_HUGEPAGE changes no contents
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+}
+
+/// Write the values of pixels `i0..i0 + src.len()` (of the ROI's pixel
+/// list, in order) into `img`, the full-detector plane from index `base`
+/// on (possibly uninitialised memory: every value is written, none read).
+fn put<R: GpuReal>(
+    img: &mut [MaybeUninit<f64>],
+    pixels: &Pixels,
+    fp: usize,
+    base: usize,
+    i0: usize,
+    src: &[R],
+) {
+    match pixels {
+        Pixels::Rect { f0, s0, nf, .. } if *f0 == 0 && *nf == fp => {
+            // whole rows: one contiguous run
+            let at = s0 * fp + i0 - base;
+            for (d, s) in img[at..at + src.len()].iter_mut().zip(src) {
+                d.write(s.to());
             }
         }
-        done += len;
+        _ => {
+            for (k, v) in src.iter().enumerate() {
+                let (f, s) = pixels.get(i0 + k);
+                img[s * fp + f - base].write(v.to());
+            }
+        }
+    }
+}
+
+/// The plane indices (from `base`) that pixels `r` of the ROI lie between:
+/// pixels are in row order, so the spans of disjoint pixel ranges are
+/// disjoint.
+fn span(pixels: &Pixels, fp: usize, base: usize, r: &Range<usize>) -> Range<usize> {
+    let (f, s) = pixels.get(r.start);
+    let (g, t) = pixels.get(r.end - 1);
+    s * fp + f - base..t * fp + g + 1 - base
+}
+
+/// Share states: free, pages being touched, pages touched, taken to convert.
+const FREE: u8 = 0;
+const TOUCHING: u8 = 1;
+const TOUCHED: u8 = 2;
+const TAKEN: u8 = 3;
+
+/// The conversion of a part's pieces into its planes, shared by the host's
+/// threads: the thread that reads back publishes each piece as its copy
+/// arrives ([`Converter::publish`]), and every thread converts shares of
+/// [`SHARE`] pixels of the published pieces (f32 or f64 to f64, each to its
+/// pixel's place). The workers ([`Converter::work`]) wait for pieces by
+/// spinning on an atomic, not by sleeping: a fork and join per piece woke
+/// sleeping threads each time (20-50 us a piece at 1024^2, more than the
+/// GPU takes to compute one). No thread depends on another starting: the
+/// publishing thread converts whatever is left itself ([`Converter::finish`]).
+/// Threads waiting for a piece of a large fresh plane touch its pages
+/// first, so their faults fall while the GPU computes.
+pub(super) struct Converter<R> {
+    pixels: *const Pixels,
+    fp: usize,
+    base: usize,
+    nv: usize,
+    pieces: Vec<Range<usize>>,
+    /// staging buffer of piece k: `stage[k % stage.len()]` (nv planes of the
+    /// piece's length, plane-major)
+    stage: Vec<*const R>,
+    /// the planes' windows (element 0 is full-plane index `base`)
+    planes: Vec<(*mut MaybeUninit<f64>, usize)>,
+    /// first share of piece k (k = 0..=n)
+    first: Vec<usize>,
+    state: Vec<AtomicU8>,
+    /// per piece: next share to convert, to touch; shares converted
+    next: Vec<AtomicUsize>,
+    next_touch: Vec<AtomicUsize>,
+    converted: Vec<AtomicUsize>,
+    /// pieces published
+    ready: AtomicUsize,
+    abort: AtomicBool,
+    touch: bool,
+    /// pixels a share (SHARE but in tests)
+    share: usize,
+}
+
+// SAFETY: the pointers are only dereferenced as `Converter::new`'s contract
+// allows: the staging buffers read after their piece is published, each
+// plane element written by the one thread that took its share
+unsafe impl<R: Sync> Sync for Converter<R> {}
+unsafe impl<R: Sync> Send for Converter<R> {}
+
+impl<R: GpuReal> Converter<R> {
+    /// A converter for `pieces` (pixel ranges of the ROI, in order) into
+    /// `planes` (one window per plane: the full-detector plane from index
+    /// `base` on, covering the pieces' pixels).
+    ///
+    /// # Safety
+    /// Until the converter is dropped the windows must not be used
+    /// otherwise; `stage[k % stage.len()]` must hold piece k's planes
+    /// (`nv x len` values) from its [`publish`](Self::publish) until
+    /// [`converted`](Self::converted) returns true for it, and must not be
+    /// written meanwhile; `pixels` must outlive the converter.
+    pub(super) unsafe fn new(
+        pixels: &Pixels,
+        fp: usize,
+        base: usize,
+        pieces: Vec<Range<usize>>,
+        stage: Vec<*const R>,
+        planes: &mut [&mut [MaybeUninit<f64>]],
+    ) -> Self {
+        // fresh planes (huge pages): a share per 2 MiB page, so threads
+        // fault different pages; shares of SHARE pixels there had 32
+        // threads wait on one page's fault (4096^2 float32 on an H200
+        // host: 11.1-11.3 ms a render, 7.4-7.8 ms with 2 MiB shares)
+        let fresh = planes
+            .iter()
+            .any(|p| std::mem::size_of_val(*p) >= FRESH_BYTES);
+        let share = match fresh {
+            true => HUGE_PAGE / std::mem::size_of::<f64>(),
+            false => SHARE,
+        };
+        // SAFETY: new_sized has new's contract
+        unsafe { Self::new_sized(pixels, fp, base, pieces, stage, planes, share, None) }
+    }
+
+    /// [`Converter::new`] with shares of `share` pixels and pages touched
+    /// before conversion when `touch` says so (else for planes of
+    /// [`FRESH_BYTES`] or more).
+    ///
+    /// # Safety
+    /// As [`Converter::new`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn new_sized(
+        pixels: &Pixels,
+        fp: usize,
+        base: usize,
+        pieces: Vec<Range<usize>>,
+        stage: Vec<*const R>,
+        planes: &mut [&mut [MaybeUninit<f64>]],
+        share: usize,
+        touch: Option<bool>,
+    ) -> Self {
+        let mut first = vec![0];
+        for r in &pieces {
+            first.push(first.last().unwrap() + r.len().div_ceil(share));
+        }
+        let n = pieces.len();
+        let shares = *first.last().unwrap();
+        let atomics = |k| (0..k).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>();
+        let touch = touch.unwrap_or_else(|| {
+            planes
+                .iter()
+                .any(|p| std::mem::size_of_val(*p) >= FRESH_BYTES)
+        });
+        Converter {
+            pixels,
+            fp,
+            base,
+            nv: planes.len(),
+            pieces,
+            stage,
+            planes: planes
+                .iter_mut()
+                .map(|p| (p.as_mut_ptr(), p.len()))
+                .collect(),
+            first,
+            state: (0..shares).map(|_| AtomicU8::new(FREE)).collect(),
+            next: atomics(n),
+            next_touch: atomics(n),
+            converted: atomics(n),
+            ready: AtomicUsize::new(0),
+            abort: AtomicBool::new(false),
+            touch,
+            share,
+        }
+    }
+
+    /// Piece k's staging buffer holds its values now (pieces are published
+    /// in order).
+    pub(super) fn publish(&self, k: usize) {
+        self.ready.store(k + 1, Ordering::Release);
+    }
+
+    /// Stop the workers (an error: the planes are left unfinished).
+    pub(super) fn abort(&self) {
+        self.abort.store(true, Ordering::Release);
+    }
+
+    /// Whether every share of piece k is converted (its staging buffer is
+    /// free again).
+    pub(super) fn converted(&self, k: usize) -> bool {
+        self.converted[k].load(Ordering::Acquire) == self.first[k + 1] - self.first[k]
+    }
+
+    /// A worker: convert shares of each piece as it is published (touching
+    /// the pages of pieces to come while it waits), until the last piece
+    /// is taken or the converter is aborted.
+    pub(super) fn work(&self) {
+        let n = self.pieces.len();
+        for k in 0..n {
+            let mut spins = 0u32;
+            while self.ready.load(Ordering::Acquire) <= k {
+                if self.abort.load(Ordering::Acquire) {
+                    return;
+                }
+                if self.touch && (k..n.min(k + 2)).any(|p| self.touch_one(p)) {
+                    continue;
+                }
+                // spin a little (a piece takes tens of us at 1024^2), then
+                // give the core to whoever else wants it
+                if spins < 1 << 11 {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            while self.convert_one(k) {}
+        }
+    }
+
+    /// Convert what is left of piece k (published) on this thread, then wait
+    /// until its other shares are converted.
+    pub(super) fn help(&self, k: usize) {
+        while self.convert_one(k) {}
+        while !self.converted(k) {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Convert everything left (every piece published) and wait for the
+    /// shares other threads took.
+    pub(super) fn finish(&self) {
+        for k in 0..self.pieces.len() {
+            self.help(k);
+        }
+    }
+
+    /// Take the next share of piece k and convert it; false when none is left.
+    fn convert_one(&self, k: usize) -> bool {
+        let (a, b) = (self.first[k], self.first[k + 1]);
+        let sh = a + self.next[k].fetch_add(1, Ordering::Relaxed);
+        if sh >= b {
+            return false;
+        }
+        // wait out a thread touching its pages
+        while self.state[sh]
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s != TOUCHING).then_some(TAKEN)
+            })
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        let r = &self.pieces[k];
+        let len = r.len();
+        let lo = r.start + (sh - a) * self.share;
+        let px = lo..(lo + self.share).min(r.end);
+        // SAFETY (new's contract): the piece is published (ready > k was
+        // seen, Acquire), its staging buffer holds nv x len values, and the
+        // share's span of each plane is written by this thread alone
+        let pixels = unsafe { &*self.pixels };
+        let sp = span(pixels, self.fp, self.base, &px);
+        let stage = self.stage[k % self.stage.len()];
+        for j in 0..self.nv {
+            let src =
+                unsafe { std::slice::from_raw_parts(stage.add(j * len + lo - r.start), px.len()) };
+            let (p, plen) = self.planes[j];
+            assert!(sp.end <= plen);
+            let img = unsafe { std::slice::from_raw_parts_mut(p.add(sp.start), sp.len()) };
+            put(img, pixels, self.fp, self.base + sp.start, px.start, src);
+        }
+        self.converted[k].fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// Touch the pages of the next untouched share of piece k (writing 0.0
+    /// every 4 KiB of its span: its own values overwrite them later; the
+    /// zeros outside the ROI stay); false when none is left.
+    fn touch_one(&self, k: usize) -> bool {
+        let (a, b) = (self.first[k], self.first[k + 1]);
+        let sh = a + self.next_touch[k].fetch_add(1, Ordering::Relaxed);
+        if sh >= b
+            || self.state[sh]
+                .compare_exchange(FREE, TOUCHING, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            // past the end, or already taken to convert: so are the rest
+            self.next_touch[k].store(b - a, Ordering::Relaxed);
+            return false;
+        }
+        let r = &self.pieces[k];
+        let lo = r.start + (sh - a) * self.share;
+        let px = lo..(lo + self.share).min(r.end);
+        // SAFETY: the share is this thread's (TOUCHING) until it stores
+        // TOUCHED: nobody else writes its span meanwhile
+        let sp = span(unsafe { &*self.pixels }, self.fp, self.base, &px);
+        const STEP: usize = 4096 / std::mem::size_of::<f64>();
+        for &(p, plen) in &self.planes {
+            assert!(sp.end <= plen);
+            let img = unsafe { std::slice::from_raw_parts_mut(p.add(sp.start), sp.len()) };
+            for i in (0..img.len()).step_by(STEP).chain([img.len() - 1]) {
+                img[i].write(0.0);
+            }
+        }
+        self.state[sh].store(TOUCHED, Ordering::Release);
+        true
+    }
+}
+
+/// Aborts a converter when dropped before [`Converter::finish`] returned
+/// (an error or a panic on the publishing thread), so no worker waits for
+/// a piece that will never come.
+pub(super) struct AbortOnDrop<'a, R: GpuReal>(pub(super) &'a Converter<R>);
+
+impl<R: GpuReal> Drop for AbortOnDrop<'_, R> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -147,6 +477,158 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The converter, fed pieces as the read-back feeds it (each piece's
+    /// planes in a staging buffer, published in order; with fewer buffers
+    /// than pieces a buffer is refilled only after `help` on the piece it
+    /// held), writes every pixel of every plane exactly where the CPU engine
+    /// puts it and leaves the zeros outside the ROI, with 0 to 5 workers on
+    /// a pool of 4 threads, shares of 1 to 64 pixels, pages touched first
+    /// or not, for whole rows, a ROI of rows, a rectangle and a mask.
+    #[test]
+    fn converter_writes_every_pixel_from_any_thread() {
+        let (fp, sp) = (40usize, 30usize);
+        let n = fp * sp;
+        let mask: Vec<(usize, usize)> = (0..n)
+            .map(|i| (i % fp, i / fp))
+            .filter(|(f, s)| (f * 7 + s * 3) % 5 != 0)
+            .collect();
+        let cases = [
+            rect(0, 0, fp, sp),
+            rect(0, 3, fp, 20),
+            rect(5, 2, 20, 25),
+            Pixels::List(mask),
+        ];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        let nv = 3;
+        for px in &cases {
+            let npix = px.len();
+            let value = |j: usize, i: usize| {
+                let (f, s) = px.get(i);
+                (1000 * j + 10 * s + f + 1) as f32
+            };
+            let mut want: Planes = vec![vec![0.0; n]; nv];
+            for (j, w) in want.iter_mut().enumerate() {
+                for i in 0..npix {
+                    let (f, s) = px.get(i);
+                    w[s * fp + f] = value(j, i) as f64;
+                }
+            }
+            for (size, ring, share, workers, touch) in [
+                (npix, false, 64, 0, false),
+                (97, false, 8, 3, false),
+                (97, true, 8, 3, true),
+                (128, true, 1, 5, false),
+                (300, false, 13, 2, true),
+                (1, true, 64, 1, false),
+            ] {
+                let pieces: Vec<Range<usize>> = (0..npix)
+                    .step_by(size)
+                    .map(|a| a..(a + size).min(npix))
+                    .collect();
+                let slots = if ring { 2 } else { pieces.len() };
+                let mut stage: Vec<Vec<f32>> = vec![vec![0.0; nv * size]; slots];
+                // addresses, to be Send: the test writes through them
+                let ptrs: Vec<usize> = stage.iter_mut().map(|b| b.as_mut_ptr() as usize).collect();
+                let mut planes: Planes = vec![vec![f64::NAN; n]; nv];
+                for p in &mut planes {
+                    for r in unwritten(px, fp, n) {
+                        fill_zero(as_uninit(&mut p[r]));
+                    }
+                }
+                let mut w: Vec<&mut [MaybeUninit<f64>]> =
+                    planes.iter_mut().map(|p| as_uninit(p)).collect();
+                let conv = unsafe {
+                    Converter::new_sized(
+                        px,
+                        fp,
+                        0,
+                        pieces.clone(),
+                        ptrs.iter().map(|p| *p as *const f32).collect(),
+                        &mut w,
+                        share,
+                        Some(touch),
+                    )
+                };
+                pool.install(|| {
+                    rayon::in_place_scope(|sc| {
+                        let stop = AbortOnDrop(&conv);
+                        for _ in 0..workers {
+                            sc.spawn(|_| conv.work());
+                        }
+                        for (k, r) in pieces.iter().enumerate() {
+                            if k >= slots {
+                                conv.help(k - slots);
+                            }
+                            for j in 0..nv {
+                                for (i, p) in r.clone().enumerate() {
+                                    // SAFETY: the buffer is free (helped)
+                                    unsafe {
+                                        *(ptrs[k % slots] as *mut f32).add(j * r.len() + i) =
+                                            value(j, p)
+                                    };
+                                }
+                            }
+                            conv.publish(k);
+                        }
+                        conv.finish();
+                        drop(stop);
+                    })
+                });
+                drop(conv);
+                drop(w);
+                let what = format!("pieces of {size}, ring {ring}, share {share}, {workers} workers, touch {touch}");
+                for (j, p) in planes.iter().enumerate() {
+                    assert!(p.iter().all(|v| v.is_finite()), "unset element, {what}");
+                    assert_eq!(p, &want[j], "{what}");
+                }
+                drop(stage);
+            }
+        }
+    }
+
+    /// Workers stop when the converter is aborted with pieces unpublished.
+    #[test]
+    fn converter_abort_releases_the_workers() {
+        let px = rect(0, 0, 16, 16);
+        let mut planes: Planes = vec![vec![0.0; 256]];
+        let mut w: Vec<&mut [MaybeUninit<f64>]> = planes.iter_mut().map(|p| as_uninit(p)).collect();
+        let stage = [1.0f32; 16];
+        let conv = unsafe {
+            Converter::new_sized(
+                &px,
+                16,
+                0,
+                (0..16).map(|k| k * 16..k * 16 + 16).collect(),
+                vec![stage.as_ptr()],
+                &mut w,
+                4,
+                Some(true),
+            )
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            rayon::in_place_scope(|sc| {
+                let stop = AbortOnDrop(&conv);
+                for _ in 0..3 {
+                    sc.spawn(|_| conv.work());
+                }
+                conv.publish(0);
+                conv.help(0);
+                drop(stop);
+            })
+        });
+        assert!(conv.converted(0) && !conv.converted(1));
+        drop(conv);
+        drop(w);
+        assert!(planes[0][..16].iter().all(|v| *v == 1.0));
     }
 
     /// The planes the kernel writes (plane-major, npix values each), put
