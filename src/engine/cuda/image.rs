@@ -346,8 +346,19 @@ fn launch_image<R: GpuReal>(
         }
     }
     // the pool's threads convert the pieces (each part's share of them),
-    // beside the threads that read back
-    let workers = (rayon::current_num_threads() / runs.len()).saturating_sub(1);
+    // beside the threads that read back. One part reads back on this
+    // thread, its workers in this thread's pool (a pool thread waiting for
+    // them runs them itself). Several parts read back on threads of their
+    // own, whose workers go to the global pool: were this thread one of a
+    // pool's, the global pool's threads could all be waiting for read-backs
+    // like these, and none left to run the workers, so there they have none.
+    let workers = match runs.len() {
+        1 => rayon::current_num_threads().saturating_sub(1),
+        k if rayon::current_thread_index().is_none() => {
+            (rayon::current_num_threads() / k).saturating_sub(1)
+        }
+        _ => 0,
+    };
     let results: Vec<Result<f64, EngineError>> = if runs.len() == 1 {
         let (base, w) = &mut windows[0];
         vec![runs[0].read_back::<R>(pixels, fp, w, *base, workers)]

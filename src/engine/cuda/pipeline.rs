@@ -142,6 +142,14 @@ impl HostBuf {
         // SAFETY: in bounds (checked), aligned (page-aligned), initialised
         unsafe { std::slice::from_raw_parts_mut(self.ptr.cast::<T>(), len) }
     }
+    /// The memory's address as T, for `len` elements (checked against its
+    /// size), taken from the allocation itself, not from a reference to it:
+    /// the read-back's threads read through it while copies are issued
+    /// into the ring's other buffers.
+    fn as_ptr<T: Copy>(&self, len: usize) -> *const T {
+        assert!(len * std::mem::size_of::<T>() <= self.bytes);
+        self.ptr.cast::<T>().cast_const()
+    }
     fn release(&mut self) {
         if !self.ptr.is_null() {
             let _ = self.ctx.bind_to_thread();
@@ -747,11 +755,10 @@ impl PartRun {
             .ctx
             .bind_to_thread()
             .map_err(drv("binding the context"))?;
-        let stage: Vec<*const R> = (0..self.slots)
-            .map(|b| {
-                let len = self.pieces.iter().map(|r| r.len()).max().unwrap_or(0);
-                self.state.ring[b].slice_mut::<R>(nv * len).as_ptr()
-            })
+        let len = self.pieces.iter().map(|r| r.len()).max().unwrap_or(0);
+        let stage: Vec<*const R> = self.state.ring[..self.slots]
+            .iter()
+            .map(|b| b.as_ptr::<R>(nv * len))
             .collect();
         // SAFETY: the windows are used by the converter alone until it is
         // dropped; piece k's staging buffer (k % slots) holds its planes
@@ -761,8 +768,9 @@ impl PartRun {
         let conv =
             unsafe { Converter::<R>::new(pixels, fp, base, self.pieces.clone(), stage, windows) };
         let lost = || EngineError::Failed("a piece's copy was never issued".into());
+        let stopped = || EngineError::Failed("a thread converting the image stopped".into());
         rayon::in_place_scope(|sc| {
-            let stop = AbortOnDrop(&conv);
+            let stop = AbortOnDrop(&conv, false);
             for _ in 0..workers {
                 sc.spawn(|_| conv.work());
             }
@@ -798,11 +806,15 @@ impl PartRun {
                 let next = k + self.slots;
                 if next < n && self.copied[next].is_none() {
                     // its buffer is free once piece k is converted
-                    conv.help(k);
+                    if !conv.help(k) {
+                        return Err(stopped());
+                    }
                     self.issue_copy::<R>(next)?;
                 }
             }
-            conv.finish();
+            if !conv.finish() {
+                return Err(stopped());
+            }
             drop(stop);
             Ok::<(), EngineError>(())
         })?;

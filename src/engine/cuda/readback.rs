@@ -295,6 +295,9 @@ impl<R: GpuReal> Converter<R> {
     /// the pages of pieces to come while it waits), until the last piece
     /// is taken or the converter is aborted.
     pub(super) fn work(&self) {
+        // a worker that panics aborts the converter: the shares it took
+        // would never be counted, and `help` would wait for them for ever
+        let _poison = AbortOnDrop(self, true);
         let n = self.pieces.len();
         for k in 0..n {
             let mut spins = 0u32;
@@ -319,20 +322,25 @@ impl<R: GpuReal> Converter<R> {
     }
 
     /// Convert what is left of piece k (published) on this thread, then wait
-    /// until its other shares are converted.
-    pub(super) fn help(&self, k: usize) {
+    /// until its other shares are converted; false if the converter was
+    /// aborted meanwhile (a worker panicked: the piece may never be whole).
+    #[must_use]
+    pub(super) fn help(&self, k: usize) -> bool {
         while self.convert_one(k) {}
         while !self.converted(k) {
+            if self.abort.load(Ordering::Acquire) {
+                return false;
+            }
             std::hint::spin_loop();
         }
+        true
     }
 
     /// Convert everything left (every piece published) and wait for the
-    /// shares other threads took.
-    pub(super) fn finish(&self) {
-        for k in 0..self.pieces.len() {
-            self.help(k);
-        }
+    /// shares other threads took; false if the converter was aborted.
+    #[must_use]
+    pub(super) fn finish(&self) -> bool {
+        (0..self.pieces.len()).all(|k| self.help(k))
     }
 
     /// Take the next share of piece k and convert it; false when none is left.
@@ -349,6 +357,9 @@ impl<R: GpuReal> Converter<R> {
             })
             .is_err()
         {
+            if self.abort.load(Ordering::Acquire) {
+                return false;
+            }
             std::hint::spin_loop();
         }
         let r = &self.pieces[k];
@@ -407,14 +418,18 @@ impl<R: GpuReal> Converter<R> {
     }
 }
 
-/// Aborts a converter when dropped before [`Converter::finish`] returned
-/// (an error or a panic on the publishing thread), so no worker waits for
-/// a piece that will never come.
-pub(super) struct AbortOnDrop<'a, R: GpuReal>(pub(super) &'a Converter<R>);
+/// Aborts a converter when dropped: the publishing thread holds one until
+/// [`Converter::finish`] returned, so an error or a panic there releases
+/// the workers waiting for pieces that will never come; each worker holds
+/// one armed for a panic only (`.1`), so the publishing thread stops
+/// waiting for the shares it took.
+pub(super) struct AbortOnDrop<'a, R: GpuReal>(pub(super) &'a Converter<R>, pub(super) bool);
 
 impl<R: GpuReal> Drop for AbortOnDrop<'_, R> {
     fn drop(&mut self) {
-        self.0.abort();
+        if !self.1 || std::thread::panicking() {
+            self.0.abort();
+        }
     }
 }
 
@@ -556,13 +571,13 @@ mod tests {
                 };
                 pool.install(|| {
                     rayon::in_place_scope(|sc| {
-                        let stop = AbortOnDrop(&conv);
+                        let stop = AbortOnDrop(&conv, false);
                         for _ in 0..workers {
                             sc.spawn(|_| conv.work());
                         }
                         for (k, r) in pieces.iter().enumerate() {
                             if k >= slots {
-                                conv.help(k - slots);
+                                assert!(conv.help(k - slots));
                             }
                             for j in 0..nv {
                                 for (i, p) in r.clone().enumerate() {
@@ -575,7 +590,7 @@ mod tests {
                             }
                             conv.publish(k);
                         }
-                        conv.finish();
+                        assert!(conv.finish());
                         drop(stop);
                     })
                 });
@@ -616,12 +631,12 @@ mod tests {
             .unwrap();
         pool.install(|| {
             rayon::in_place_scope(|sc| {
-                let stop = AbortOnDrop(&conv);
+                let stop = AbortOnDrop(&conv, false);
                 for _ in 0..3 {
                     sc.spawn(|_| conv.work());
                 }
                 conv.publish(0);
-                conv.help(0);
+                assert!(conv.help(0));
                 drop(stop);
             })
         });
@@ -629,6 +644,55 @@ mod tests {
         drop(conv);
         drop(w);
         assert!(planes[0][..16].iter().all(|v| *v == 1.0));
+    }
+
+    /// A worker that panics while converting (here: a piece beyond the
+    /// planes) makes the render fail instead of leaving the reading thread
+    /// waiting for its share for ever. The last piece has three shares and
+    /// the reading thread waits before it helps, so the three workers have
+    /// taken them (each dies at its first).
+    #[test]
+    fn converter_panic_fails_instead_of_hanging() {
+        let px = rect(0, 0, 16, 16);
+        let mut planes: Planes = vec![vec![0.0; 128]];
+        let mut w: Vec<&mut [MaybeUninit<f64>]> = planes.iter_mut().map(|p| as_uninit(p)).collect();
+        let stage = [1.0f32; 16];
+        let mut pieces: Vec<Range<usize>> = (0..8).map(|k| k * 16..k * 16 + 16).collect();
+        pieces.push(128..140);
+        let conv = unsafe {
+            Converter::new_sized(
+                &px,
+                16,
+                0,
+                pieces,
+                vec![stage.as_ptr()],
+                &mut w,
+                4,
+                Some(false),
+            )
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| {
+                rayon::in_place_scope(|sc| {
+                    let stop = AbortOnDrop(&conv, false);
+                    for _ in 0..3 {
+                        sc.spawn(|_| conv.work());
+                    }
+                    for k in 0..9 {
+                        conv.publish(k);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    let done = conv.finish();
+                    drop(stop);
+                    done
+                })
+            })
+        }));
+        assert!(run.is_err(), "{run:?}");
     }
 
     /// The planes the kernel writes (plane-major, npix values each), put
