@@ -496,8 +496,8 @@ fn cuda_all_equals_cuda0() -> Result<(), Failed> {
     }
 }
 
-/// The read-back paths give the same bytes: every piece with a pinned
-/// buffer of its own (its copy queued when it is launched), and a ring of
+/// The read-back paths give the same bytes: the kernel writing into mapped
+/// pinned memory (no copies; `own` below), and device memory with a ring of
 /// three buffers the host issues copies into as they free up (a large
 /// render's path, forced by a 1-byte staging cap), float64 and float32, with and
 /// without derivatives, on images of 8 to 10 pieces, a mask and the
@@ -562,7 +562,7 @@ fn read_back_paths_agree() -> Result<(), Failed> {
         }
     }
     println!(
-        "cuda_parity: read-back paths (own buffers vs ring of 3) on {} cases x 2 dtypes x 2: {} differences",
+        "cuda_parity: read-back paths (mapped output vs ring of 3) on {} cases x 2 dtypes x 2: {} differences",
         cases.len(),
         failures.len()
     );

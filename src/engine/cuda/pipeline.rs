@@ -2,15 +2,17 @@
 //! pinned memory in one copy, the part's pixels launched in pieces on two
 //! compute streams in turn (a piece of at least one full wave of blocks, so
 //! that the next piece fills the multiprocessors the last one leaves;
-//! smaller pieces on more streams measured slower kernels). Each piece's
-//! planes are copied back on a copy stream as soon as its kernel is done,
-//! into a pinned buffer of its own, and put into the image on the host
-//! while later pieces compute; the host launches each further piece as it
-//! goes, a few ahead of the last one the GPU has finished, so it starts
-//! reading back early and the GPU is never short of work. The first and
-//! the last piece are half size ([`cut_pieces`]). A render too large for
-//! [`STAGING_BYTES`] of pinned memory reads back through a ring of [`RING`]
-//! buffers, the host issuing each copy as a buffer frees up.
+//! smaller pieces on more streams measured slower kernels). The kernel
+//! writes its planes straight into pinned host memory mapped into the GPU's
+//! address space, and each piece is put into the image on the host as soon
+//! as its kernel is done, while later pieces compute; the host launches
+//! each further piece as it goes, a few ahead of the last one the GPU has
+//! finished, so it starts reading back early and the GPU is never short of
+//! work. The first and the last piece are half size ([`cut_pieces`]). A
+//! render too large for [`STAGING_BYTES`] of pinned memory renders into
+//! device memory and reads back through a ring of [`RING`] pinned buffers,
+//! each piece copied on a copy stream once its kernel is done, the host
+//! issuing each copy as a buffer frees up.
 //!
 //! Everything a render needs on a GPU lives in a [`GpuState`] kept across
 //! renders (grow-only device and pinned buffers, the streams, the HKL grid
@@ -108,6 +110,10 @@ struct HostBuf {
     ptr: *mut c_void,
     bytes: usize,
     ctx: Arc<CudaContext>,
+    /// `cuMemHostAlloc` flags: 0, or DEVICEMAP (the GPU writes it directly)
+    flags: u32,
+    /// its address on the device (DEVICEMAP), else 0
+    dev: dsys::CUdeviceptr,
 }
 
 // SAFETY: the memory is owned by the buffer alone; the driver reads or
@@ -120,18 +126,34 @@ impl HostBuf {
             ptr: std::ptr::null_mut(),
             bytes: 0,
             ctx: ctx.clone(),
+            flags: 0,
+            dev: 0,
         }
+    }
+    /// Pinned memory mapped into the GPU's address space: kernels write it
+    /// over the bus as they go, no copy needed.
+    fn new_mapped(ctx: &Arc<CudaContext>) -> Self {
+        let mut b = HostBuf::new(ctx);
+        b.flags = dsys::CU_MEMHOSTALLOC_DEVICEMAP;
+        b
     }
     fn ensure(&mut self, bytes: usize) -> Result<(), DriverError> {
         let bytes = bytes.max(8);
         if self.bytes < bytes {
             self.release();
             self.ctx.bind_to_thread()?;
-            // SAFETY: flags 0 (portable off, cached); zeroed before any read
-            let p = unsafe { dresult::malloc_host(bytes, 0) }?;
+            // SAFETY: portable off, cached (DEVICEMAP or not); zeroed
+            // before any read
+            let p = unsafe { dresult::malloc_host(bytes, self.flags) }?;
             unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
             self.ptr = p;
             self.bytes = bytes;
+            if self.flags & dsys::CU_MEMHOSTALLOC_DEVICEMAP != 0 {
+                let mut d: dsys::CUdeviceptr = 0;
+                // SAFETY: p was allocated with DEVICEMAP in the bound context
+                unsafe { dsys::cuMemHostGetDevicePointer_v2(&mut d, p, 0) }.result()?;
+                self.dev = d;
+            }
         }
         Ok(())
     }
@@ -157,6 +179,7 @@ impl HostBuf {
             let _ = unsafe { dresult::free_host(self.ptr) };
             self.ptr = std::ptr::null_mut();
             self.bytes = 0;
+            self.dev = 0;
         }
     }
 }
@@ -186,6 +209,8 @@ pub(super) struct GpuState {
     /// the grid on the device, as last uploaded (compared before reuse)
     hkl_host: Vec<f64>,
     upload: HostBuf,
+    /// the output in mapped pinned memory (renders within STAGING_BYTES)
+    mapped: HostBuf,
     ring: Vec<HostBuf>,
     sms: usize,
     /// events that order the streams and the host, reused render after
@@ -243,6 +268,7 @@ impl GpuState {
             hkl: DevBuf::new(ctx),
             hkl_host: vec![],
             upload: HostBuf::new(ctx),
+            mapped: HostBuf::new_mapped(ctx),
             ring: (0..RING).map(|_| HostBuf::new(ctx)).collect(),
             sms,
             events: vec![],
@@ -326,16 +352,16 @@ pub(super) fn cut_pieces(range: Range<usize>, size: usize, block: usize) -> Vec<
     pieces
 }
 
-/// Pinned staging memory a part may hold for its read-back: up to this,
-/// every piece has its own buffer and its copy is queued when it is
-/// launched; beyond it, pieces share a ring of [`RING`] buffers and the
-/// host issues each copy as a buffer frees up.
+/// Pinned memory a part's output may take: up to this the kernel writes
+/// the planes into mapped pinned memory (no copies); beyond it, into device
+/// memory, the pieces read back through a ring of [`RING`] pinned buffers,
+/// the host issuing each copy as a buffer frees up.
 const STAGING_BYTES: usize = 256 << 20;
 static STAGING_CAP: AtomicUsize = AtomicUsize::new(STAGING_BYTES);
 
-/// Cap the pinned staging memory of a part's read-back (bytes; 0 restores
-/// the default, 256 MiB). Results do not depend on it; tests use a small
-/// cap to exercise the ring of buffers a large render reads back through.
+/// Cap the pinned memory of a part's output (bytes; 0 restores the
+/// default, 256 MiB). Results do not depend on it; tests use a small cap to
+/// exercise the ring of buffers a large render reads back through.
 pub fn set_staging_bytes(n: usize) {
     STAGING_CAP.store(if n == 0 { STAGING_BYTES } else { n }, Ordering::Relaxed);
 }
@@ -354,8 +380,12 @@ pub(super) struct PartRun {
     done: Vec<Option<usize>>,
     /// per piece: the event after its copy into its staging buffer, once issued
     copied: Vec<Option<usize>>,
-    /// staging buffers (piece k uses buffer k % slots)
+    /// staging buffers (piece k uses buffer k % slots; none when mapped)
     slots: usize,
+    /// where the kernel writes its planes (device address)
+    out: dsys::CUdeviceptr,
+    /// the output is the state's mapped pinned memory: no copies
+    mapped: bool,
     /// compute streams whose end-of-kernels event is recorded
     ended: Vec<usize>,
     /// pieces launched so far
@@ -398,11 +428,27 @@ pub(super) fn launch_part<R: GpuReal>(
         .bind_to_thread()
         .map_err(drv("binding the context"))?;
     let a = st.compute[0].clone();
-    // device buffers (grow-only); the output holds every plane of the whole
-    // ROI (the kernel writes pixel g of plane j at j * npix + g)
-    st.out
-        .ensure(npix * nv * elem)
-        .map_err(drv("allocating the output image"))?;
+    // the output (grow-only) holds every plane of the whole ROI (the kernel
+    // writes pixel g of plane j at j * npix + g): pinned host memory the
+    // kernel writes over the bus when it fits STAGING_CAP (no copies: each
+    // piece is read on the host once its kernel is done; the last copy
+    // after the last kernel took 11-17 us at 1024^2, and the copies 3
+    // driver calls a piece), else device memory read back through a ring
+    // of pinned buffers
+    let out_bytes = npix * nv * elem;
+    let mapped = out_bytes <= STAGING_CAP.load(Ordering::Relaxed);
+    let out = match mapped {
+        true => {
+            st.mapped
+                .ensure(out_bytes)
+                .map_err(drv("allocating mapped pinned memory"))?;
+            st.mapped.dev
+        }
+        false => st
+            .out
+            .ensure(out_bytes)
+            .map_err(drv("allocating the output image"))?,
+    };
     st.oor
         .ensure(if track_oor { npix * 4 } else { 4 })
         .map_err(drv("allocating the interpolation flags"))?;
@@ -476,11 +522,10 @@ pub(super) fn launch_part<R: GpuReal>(
     let pieces = cut_pieces(range.clone(), size, BLOCK as usize);
     let n = pieces.len();
     let slot_bytes = pieces.iter().map(|r| r.len()).max().unwrap_or(0) * nv * elem;
-    let slots = match n * slot_bytes <= STAGING_CAP.load(Ordering::Relaxed) {
-        true => n,
-        false => RING.min(n),
-    }
-    .max(1);
+    let slots = match mapped {
+        true => 0,
+        false => RING.min(n).max(1),
+    };
     while st.ring.len() < slots {
         st.ring.push(HostBuf::new(&st.ctx));
     }
@@ -498,6 +543,8 @@ pub(super) fn launch_part<R: GpuReal>(
         done: vec![None; n],
         copied: vec![None; n],
         slots,
+        out,
+        mapped,
         ended: vec![],
         launched: 0,
         track_oor,
@@ -572,7 +619,10 @@ impl PartRun {
         let s = self.state.compute[k % STREAMS].clone();
         let e = self.state.mark(&s).map_err(drv("recording an event"))?;
         self.done[k] = Some(e);
-        if k < self.slots {
+        if self.mapped {
+            // the kernel wrote the planes to the host: its event is the copy's
+            self.copied[k] = Some(e);
+        } else if k < self.slots {
             self.issue_copy::<R>(k)?;
         }
         Ok(())
@@ -599,7 +649,7 @@ impl PartRun {
             let mut p = *params;
             let (mut mdl, mut hi, mut hkl, mut pix) = (st.model, st.hi, st.hkl.ptr, st.pix);
             let (mut s0, mut c, mut n) = (start as i32, count as i32, self.npix as i32);
-            let (mut out, mut oor) = (st.out.ptr, st.oor.ptr);
+            let (mut out, mut oor) = (self.out, st.oor.ptr);
             let mut args: [*mut c_void; 10] = [
                 (&mut p as *mut Params).cast(),
                 (&mut mdl as *mut u64).cast(),
@@ -698,6 +748,9 @@ impl PartRun {
         self.ended = vec![0];
         let e = self.state.mark(a).map_err(drv("recording an event"))?;
         self.done = vec![Some(e); self.pieces.len()];
+        if self.mapped {
+            self.copied = vec![Some(e); self.pieces.len()];
+        }
         for k in 0..self.pieces.len().min(self.slots) {
             self.issue_copy::<R>(k)?;
         }
@@ -718,7 +771,7 @@ impl PartRun {
         let s = st.copy.clone();
         s.wait(&st.events[done])
             .map_err(drv("ordering the streams"))?;
-        let out = st.out.ptr;
+        let out = self.out;
         let slot = st.ring[k % self.slots].slice_mut::<R>(nv * len);
         for j in 0..nv {
             let src = out + ((j * npix + r.start) * elem) as u64;
@@ -756,17 +809,39 @@ impl PartRun {
             .bind_to_thread()
             .map_err(drv("binding the context"))?;
         let len = self.pieces.iter().map(|r| r.len()).max().unwrap_or(0);
-        let stage: Vec<*const R> = self.state.ring[..self.slots]
-            .iter()
-            .map(|b| b.as_ptr::<R>(nv * len))
-            .collect();
+        // where piece k's planes are: the mapped output (plane j at
+        // j * npix + its pixel), or its staging buffer (plane-major)
+        let (stage, stride): (Vec<*const R>, _) = match self.mapped {
+            true => {
+                let out = self.state.mapped.as_ptr::<R>(nv * self.npix);
+                // SAFETY: each piece's start lies inside the output
+                let at = |r: &Range<usize>| unsafe { out.add(r.start) };
+                (self.pieces.iter().map(at).collect(), Some(self.npix))
+            }
+            false => (
+                self.state.ring[..self.slots]
+                    .iter()
+                    .map(|b| b.as_ptr::<R>(nv * len))
+                    .collect(),
+                None,
+            ),
+        };
         // SAFETY: the windows are used by the converter alone until it is
         // dropped; piece k's staging buffer (k % slots) holds its planes
         // from its publication (after its copy's event) on, and is copied
         // into again only once every share of piece k is converted (the
         // ring: `help` first); `pixels` outlives it
-        let conv =
-            unsafe { Converter::<R>::new(pixels, fp, base, self.pieces.clone(), stage, windows) };
+        let conv = unsafe {
+            Converter::<R>::new(
+                pixels,
+                fp,
+                base,
+                self.pieces.clone(),
+                stage,
+                stride,
+                windows,
+            )
+        };
         let lost = || EngineError::Failed("a piece's copy was never issued".into());
         let stopped = || EngineError::Failed("a thread converting the image stopped".into());
         rayon::in_place_scope(|sc| {

@@ -162,9 +162,10 @@ pub(super) struct Converter<R> {
     base: usize,
     nv: usize,
     pieces: Vec<Range<usize>>,
-    /// staging buffer of piece k: `stage[k % stage.len()]` (nv planes of the
-    /// piece's length, plane-major)
+    /// where piece k's values are: `stage[k % stage.len()]`, plane j from
+    /// `j * stride` on (`stride`: the piece's length when None)
     stage: Vec<*const R>,
+    stride: Option<usize>,
     /// the planes' windows (element 0 is full-plane index `base`)
     planes: Vec<(*mut MaybeUninit<f64>, usize)>,
     /// first share of piece k (k = 0..=n)
@@ -195,8 +196,9 @@ impl<R: GpuReal> Converter<R> {
     ///
     /// # Safety
     /// Until the converter is dropped the windows must not be used
-    /// otherwise; `stage[k % stage.len()]` must hold piece k's planes
-    /// (`nv x len` values) from its [`publish`](Self::publish) until
+    /// otherwise; `stage[k % stage.len()]` must hold piece k's planes (plane
+    /// j's `len` values from `j * stride`, `stride` the piece's length when
+    /// None) from its [`publish`](Self::publish) until
     /// [`converted`](Self::converted) returns true for it, and must not be
     /// written meanwhile; `pixels` must outlive the converter.
     pub(super) unsafe fn new(
@@ -205,6 +207,7 @@ impl<R: GpuReal> Converter<R> {
         base: usize,
         pieces: Vec<Range<usize>>,
         stage: Vec<*const R>,
+        stride: Option<usize>,
         planes: &mut [&mut [MaybeUninit<f64>]],
     ) -> Self {
         // fresh planes (huge pages): a share per 2 MiB page, so threads
@@ -219,7 +222,7 @@ impl<R: GpuReal> Converter<R> {
             false => SHARE,
         };
         // SAFETY: new_sized has new's contract
-        unsafe { Self::new_sized(pixels, fp, base, pieces, stage, planes, share, None) }
+        unsafe { Self::new_sized(pixels, fp, base, pieces, stage, stride, planes, share, None) }
     }
 
     /// [`Converter::new`] with shares of `share` pixels and pages touched
@@ -235,6 +238,7 @@ impl<R: GpuReal> Converter<R> {
         base: usize,
         pieces: Vec<Range<usize>>,
         stage: Vec<*const R>,
+        stride: Option<usize>,
         planes: &mut [&mut [MaybeUninit<f64>]],
         share: usize,
         touch: Option<bool>,
@@ -258,6 +262,7 @@ impl<R: GpuReal> Converter<R> {
             nv: planes.len(),
             pieces,
             stage,
+            stride,
             planes: planes
                 .iter_mut()
                 .map(|p| (p.as_mut_ptr(), p.len()))
@@ -373,8 +378,12 @@ impl<R: GpuReal> Converter<R> {
         let sp = span(pixels, self.fp, self.base, &px);
         let stage = self.stage[k % self.stage.len()];
         for j in 0..self.nv {
-            let src =
-                unsafe { std::slice::from_raw_parts(stage.add(j * len + lo - r.start), px.len()) };
+            let src = unsafe {
+                std::slice::from_raw_parts(
+                    stage.add(j * self.stride.unwrap_or(len) + lo - r.start),
+                    px.len(),
+                )
+            };
             let (p, plen) = self.planes[j];
             assert!(sp.end <= plen);
             let img = unsafe { std::slice::from_raw_parts_mut(p.add(sp.start), sp.len()) };
@@ -533,22 +542,35 @@ mod tests {
                     w[s * fp + f] = value(j, i) as f64;
                 }
             }
-            for (size, ring, share, workers, touch) in [
-                (npix, false, 64, 0, false),
-                (97, false, 8, 3, false),
-                (97, true, 8, 3, true),
-                (128, true, 1, 5, false),
-                (300, false, 13, 2, true),
-                (1, true, 64, 1, false),
+            // ring: 2 staging buffers (else one per piece); mapped: the
+            // whole output, plane j at j * npix (as the kernel writes it)
+            for (size, ring, mapped, share, workers, touch) in [
+                (npix, false, false, 64, 0, false),
+                (97, false, false, 8, 3, false),
+                (97, true, false, 8, 3, true),
+                (128, true, false, 1, 5, false),
+                (300, false, false, 13, 2, true),
+                (1, true, false, 64, 1, false),
+                (97, false, true, 8, 3, true),
+                (npix, false, true, 64, 0, false),
+                (128, false, true, 1, 5, false),
             ] {
                 let pieces: Vec<Range<usize>> = (0..npix)
                     .step_by(size)
                     .map(|a| a..(a + size).min(npix))
                     .collect();
                 let slots = if ring { 2 } else { pieces.len() };
-                let mut stage: Vec<Vec<f32>> = vec![vec![0.0; nv * size]; slots];
+                let mut stage: Vec<Vec<f32>> = match mapped {
+                    true => vec![vec![0.0; nv * npix]],
+                    false => vec![vec![0.0; nv * size]; slots],
+                };
                 // addresses, to be Send: the test writes through them
                 let ptrs: Vec<usize> = stage.iter_mut().map(|b| b.as_mut_ptr() as usize).collect();
+                let ptrs: Vec<usize> = match mapped {
+                    true => pieces.iter().map(|r| ptrs[0] + 4 * r.start).collect(),
+                    false => ptrs,
+                };
+                let stride = mapped.then_some(npix);
                 let mut planes: Planes = vec![vec![f64::NAN; n]; nv];
                 for p in &mut planes {
                     for r in unwritten(px, fp, n) {
@@ -564,6 +586,7 @@ mod tests {
                         0,
                         pieces.clone(),
                         ptrs.iter().map(|p| *p as *const f32).collect(),
+                        stride,
                         &mut w,
                         share,
                         Some(touch),
@@ -583,8 +606,8 @@ mod tests {
                                 for (i, p) in r.clone().enumerate() {
                                     // SAFETY: the buffer is free (helped)
                                     unsafe {
-                                        *(ptrs[k % slots] as *mut f32).add(j * r.len() + i) =
-                                            value(j, p)
+                                        *(ptrs[k % slots] as *mut f32)
+                                            .add(j * stride.unwrap_or(r.len()) + i) = value(j, p)
                                     };
                                 }
                             }
@@ -596,7 +619,7 @@ mod tests {
                 });
                 drop(conv);
                 drop(w);
-                let what = format!("pieces of {size}, ring {ring}, share {share}, {workers} workers, touch {touch}");
+                let what = format!("pieces of {size}, ring {ring}, mapped {mapped}, share {share}, {workers} workers, touch {touch}");
                 for (j, p) in planes.iter().enumerate() {
                     assert!(p.iter().all(|v| v.is_finite()), "unset element, {what}");
                     assert_eq!(p, &want[j], "{what}");
@@ -620,6 +643,7 @@ mod tests {
                 0,
                 (0..16).map(|k| k * 16..k * 16 + 16).collect(),
                 vec![stage.as_ptr()],
+                None,
                 &mut w,
                 4,
                 Some(true),
@@ -666,6 +690,7 @@ mod tests {
                 0,
                 pieces,
                 vec![stage.as_ptr()],
+                None,
                 &mut w,
                 4,
                 Some(false),
