@@ -840,6 +840,7 @@ impl PartRun {
                 stage,
                 stride,
                 windows,
+                None,
             )
         };
         let lost = || EngineError::Failed("a piece's copy was never issued".into());

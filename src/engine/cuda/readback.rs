@@ -201,6 +201,14 @@ impl<R: GpuReal> Converter<R> {
     /// None) from its [`publish`](Self::publish) until
     /// [`converted`](Self::converted) returns true for it, and must not be
     /// written meanwhile; `pixels` must outlive the converter.
+    ///
+    /// `tuning` (tests): shares of that many pixels, pages touched first or
+    /// not; None: shares of [`SHARE`] pixels, and for fresh planes (of
+    /// [`FRESH_BYTES`] or more) one share per 2 MiB page with pages touched
+    /// first: shares of SHARE pixels there had 32 threads wait on one huge
+    /// page's fault (4096^2 float32 on an H200 host: 11.1-11.3 ms a
+    /// render, 7.4-7.8 ms with 2 MiB shares).
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn new(
         pixels: &Pixels,
         fp: usize,
@@ -209,40 +217,15 @@ impl<R: GpuReal> Converter<R> {
         stage: Vec<*const R>,
         stride: Option<usize>,
         planes: &mut [&mut [MaybeUninit<f64>]],
+        tuning: Option<(usize, bool)>,
     ) -> Self {
-        // fresh planes (huge pages): a share per 2 MiB page, so threads
-        // fault different pages; shares of SHARE pixels there had 32
-        // threads wait on one page's fault (4096^2 float32 on an H200
-        // host: 11.1-11.3 ms a render, 7.4-7.8 ms with 2 MiB shares)
         let fresh = planes
             .iter()
             .any(|p| std::mem::size_of_val(*p) >= FRESH_BYTES);
-        let share = match fresh {
-            true => HUGE_PAGE / std::mem::size_of::<f64>(),
-            false => SHARE,
-        };
-        // SAFETY: new_sized has new's contract
-        unsafe { Self::new_sized(pixels, fp, base, pieces, stage, stride, planes, share, None) }
-    }
-
-    /// [`Converter::new`] with shares of `share` pixels and pages touched
-    /// before conversion when `touch` says so (else for planes of
-    /// [`FRESH_BYTES`] or more).
-    ///
-    /// # Safety
-    /// As [`Converter::new`].
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn new_sized(
-        pixels: &Pixels,
-        fp: usize,
-        base: usize,
-        pieces: Vec<Range<usize>>,
-        stage: Vec<*const R>,
-        stride: Option<usize>,
-        planes: &mut [&mut [MaybeUninit<f64>]],
-        share: usize,
-        touch: Option<bool>,
-    ) -> Self {
+        let (share, touch) = tuning.unwrap_or(match fresh {
+            true => (HUGE_PAGE / std::mem::size_of::<f64>(), true),
+            false => (SHARE, false),
+        });
         let mut first = vec![0];
         for r in &pieces {
             first.push(first.last().unwrap() + r.len().div_ceil(share));
@@ -250,11 +233,6 @@ impl<R: GpuReal> Converter<R> {
         let n = pieces.len();
         let shares = *first.last().unwrap();
         let atomics = |k| (0..k).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>();
-        let touch = touch.unwrap_or_else(|| {
-            planes
-                .iter()
-                .any(|p| std::mem::size_of_val(*p) >= FRESH_BYTES)
-        });
         Converter {
             pixels,
             fp,
@@ -503,6 +481,57 @@ mod tests {
         }
     }
 
+    /// Run `main` as the reading thread beside `workers` workers on a pool
+    /// of `threads`, as the read-back does (an abort guard held until
+    /// `main` returns).
+    fn with_workers<T: Send>(
+        conv: &Converter<f32>,
+        threads: usize,
+        workers: usize,
+        main: impl FnOnce() -> T + Send,
+    ) -> T {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            rayon::in_place_scope(|sc| {
+                let stop = AbortOnDrop(conv, false);
+                for _ in 0..workers {
+                    sc.spawn(|_| conv.work());
+                }
+                let t = main();
+                drop(stop);
+                t
+            })
+        })
+    }
+
+    /// A converter of a 16 x 16 detector's `pieces` from one 16-value
+    /// staging buffer, in shares of 4 pixels.
+    fn sixteen(
+        px: &Pixels,
+        pieces: Vec<Range<usize>>,
+        stage: &[f32; 16],
+        w: &mut [&mut [MaybeUninit<f64>]],
+        touch: bool,
+    ) -> Converter<f32> {
+        // SAFETY: the tests keep the windows, the buffer and px alive and
+        // untouched while the converter runs
+        unsafe {
+            Converter::new(
+                px,
+                16,
+                0,
+                pieces,
+                vec![stage.as_ptr()],
+                None,
+                w,
+                Some((4, touch)),
+            )
+        }
+    }
+
     /// The converter, fed pieces as the read-back feeds it (each piece's
     /// planes in a staging buffer, published in order; with fewer buffers
     /// than pieces a buffer is refilled only after `help` on the piece it
@@ -524,10 +553,6 @@ mod tests {
             rect(5, 2, 20, 25),
             Pixels::List(mask),
         ];
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(4)
-            .build()
-            .unwrap();
         let nv = 3;
         for px in &cases {
             let npix = px.len();
@@ -580,7 +605,7 @@ mod tests {
                 let mut w: Vec<&mut [MaybeUninit<f64>]> =
                     planes.iter_mut().map(|p| as_uninit(p)).collect();
                 let conv = unsafe {
-                    Converter::new_sized(
+                    Converter::new(
                         px,
                         fp,
                         0,
@@ -588,34 +613,26 @@ mod tests {
                         ptrs.iter().map(|p| *p as *const f32).collect(),
                         stride,
                         &mut w,
-                        share,
-                        Some(touch),
+                        Some((share, touch)),
                     )
                 };
-                pool.install(|| {
-                    rayon::in_place_scope(|sc| {
-                        let stop = AbortOnDrop(&conv, false);
-                        for _ in 0..workers {
-                            sc.spawn(|_| conv.work());
+                with_workers(&conv, 4, workers, || {
+                    for (k, r) in pieces.iter().enumerate() {
+                        if k >= slots {
+                            assert!(conv.help(k - slots));
                         }
-                        for (k, r) in pieces.iter().enumerate() {
-                            if k >= slots {
-                                assert!(conv.help(k - slots));
+                        for j in 0..nv {
+                            for (i, p) in r.clone().enumerate() {
+                                // SAFETY: the buffer is free (helped)
+                                unsafe {
+                                    *(ptrs[k % slots] as *mut f32)
+                                        .add(j * stride.unwrap_or(r.len()) + i) = value(j, p)
+                                };
                             }
-                            for j in 0..nv {
-                                for (i, p) in r.clone().enumerate() {
-                                    // SAFETY: the buffer is free (helped)
-                                    unsafe {
-                                        *(ptrs[k % slots] as *mut f32)
-                                            .add(j * stride.unwrap_or(r.len()) + i) = value(j, p)
-                                    };
-                                }
-                            }
-                            conv.publish(k);
                         }
-                        assert!(conv.finish());
-                        drop(stop);
-                    })
+                        conv.publish(k);
+                    }
+                    assert!(conv.finish());
                 });
                 drop(conv);
                 drop(w);
@@ -636,33 +653,11 @@ mod tests {
         let mut planes: Planes = vec![vec![0.0; 256]];
         let mut w: Vec<&mut [MaybeUninit<f64>]> = planes.iter_mut().map(|p| as_uninit(p)).collect();
         let stage = [1.0f32; 16];
-        let conv = unsafe {
-            Converter::new_sized(
-                &px,
-                16,
-                0,
-                (0..16).map(|k| k * 16..k * 16 + 16).collect(),
-                vec![stage.as_ptr()],
-                None,
-                &mut w,
-                4,
-                Some(true),
-            )
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            rayon::in_place_scope(|sc| {
-                let stop = AbortOnDrop(&conv, false);
-                for _ in 0..3 {
-                    sc.spawn(|_| conv.work());
-                }
-                conv.publish(0);
-                assert!(conv.help(0));
-                drop(stop);
-            })
+        let pieces = (0..16).map(|k| k * 16..k * 16 + 16).collect();
+        let conv = sixteen(&px, pieces, &stage, &mut w, true);
+        with_workers(&conv, 3, 3, || {
+            conv.publish(0);
+            assert!(conv.help(0));
         });
         assert!(conv.converted(0) && !conv.converted(1));
         drop(conv);
@@ -683,38 +678,14 @@ mod tests {
         let stage = [1.0f32; 16];
         let mut pieces: Vec<Range<usize>> = (0..8).map(|k| k * 16..k * 16 + 16).collect();
         pieces.push(128..140);
-        let conv = unsafe {
-            Converter::new_sized(
-                &px,
-                16,
-                0,
-                pieces,
-                vec![stage.as_ptr()],
-                None,
-                &mut w,
-                4,
-                Some(false),
-            )
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(4)
-            .build()
-            .unwrap();
+        let conv = sixteen(&px, pieces, &stage, &mut w, false);
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pool.install(|| {
-                rayon::in_place_scope(|sc| {
-                    let stop = AbortOnDrop(&conv, false);
-                    for _ in 0..3 {
-                        sc.spawn(|_| conv.work());
-                    }
-                    for k in 0..9 {
-                        conv.publish(k);
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                    let done = conv.finish();
-                    drop(stop);
-                    done
-                })
+            with_workers(&conv, 4, 3, || {
+                for k in 0..9 {
+                    conv.publish(k);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                conv.finish()
             })
         }));
         assert!(run.is_err(), "{run:?}");
