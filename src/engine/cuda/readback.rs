@@ -345,30 +345,56 @@ impl<R: GpuReal> Converter<R> {
             }
             std::hint::spin_loop();
         }
+        let (px, sp) = self.share_of(k, sh);
         let r = &self.pieces[k];
-        let len = r.len();
-        let lo = r.start + (sh - a) * self.share;
-        let px = lo..(lo + self.share).min(r.end);
-        // SAFETY (new's contract): the piece is published (ready > k was
-        // seen, Acquire), its staging buffer holds nv x len values, and the
-        // share's span of each plane is written by this thread alone
-        let pixels = unsafe { &*self.pixels };
-        let sp = span(pixels, self.fp, self.base, &px);
         let stage = self.stage[k % self.stage.len()];
         for j in 0..self.nv {
-            let src = unsafe {
-                std::slice::from_raw_parts(
-                    stage.add(j * self.stride.unwrap_or(len) + lo - r.start),
-                    px.len(),
+            // SAFETY (new's contract): the piece is published (ready > k
+            // was seen, Acquire) and its staging buffer holds plane j's
+            // values from j * stride; the share is this thread's (TAKEN)
+            let (src, img) = unsafe {
+                let at = j * self.stride.unwrap_or(r.len()) + px.start - r.start;
+                (
+                    std::slice::from_raw_parts(stage.add(at), px.len()),
+                    self.window(j, &sp),
                 )
             };
-            let (p, plen) = self.planes[j];
-            assert!(sp.end <= plen);
-            let img = unsafe { std::slice::from_raw_parts_mut(p.add(sp.start), sp.len()) };
-            put(img, pixels, self.fp, self.base + sp.start, px.start, src);
+            put(
+                img,
+                unsafe { &*self.pixels },
+                self.fp,
+                self.base + sp.start,
+                px.start,
+                src,
+            );
         }
         self.converted[k].fetch_add(1, Ordering::AcqRel);
         true
+    }
+
+    /// The pixels of share `sh` (an index into `state`) of piece k, and
+    /// the span of the planes they lie in.
+    fn share_of(&self, k: usize, sh: usize) -> (Range<usize>, Range<usize>) {
+        let r = &self.pieces[k];
+        let lo = r.start + (sh - self.first[k]) * self.share;
+        let px = lo..(lo + self.share).min(r.end);
+        // SAFETY: pixels outlives the converter (new's contract)
+        let sp = span(unsafe { &*self.pixels }, self.fp, self.base, &px);
+        (px, sp)
+    }
+
+    /// Elements `sp` of plane j's window.
+    ///
+    /// # Safety
+    /// `sp` is the span of a share this thread holds (TOUCHING or TAKEN):
+    /// no other thread reads or writes those elements meanwhile.
+    // the planes are reached through raw pointers: the share's owner
+    // alone writes the elements it returns (see Safety)
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn window(&self, j: usize, sp: &Range<usize>) -> &mut [MaybeUninit<f64>] {
+        let (p, plen) = self.planes[j];
+        assert!(sp.end <= plen);
+        unsafe { std::slice::from_raw_parts_mut(p.add(sp.start), sp.len()) }
     }
 
     /// Touch the pages of the next untouched share of piece k (writing 0.0
@@ -386,16 +412,12 @@ impl<R: GpuReal> Converter<R> {
             self.next_touch[k].store(b - a, Ordering::Relaxed);
             return false;
         }
-        let r = &self.pieces[k];
-        let lo = r.start + (sh - a) * self.share;
-        let px = lo..(lo + self.share).min(r.end);
-        // SAFETY: the share is this thread's (TOUCHING) until it stores
-        // TOUCHED: nobody else writes its span meanwhile
-        let sp = span(unsafe { &*self.pixels }, self.fp, self.base, &px);
+        let (_, sp) = self.share_of(k, sh);
         const STEP: usize = 4096 / std::mem::size_of::<f64>();
-        for &(p, plen) in &self.planes {
-            assert!(sp.end <= plen);
-            let img = unsafe { std::slice::from_raw_parts_mut(p.add(sp.start), sp.len()) };
+        for j in 0..self.nv {
+            // SAFETY: the share is this thread's (TOUCHING) until it stores
+            // TOUCHED: nobody else writes its span meanwhile
+            let img = unsafe { self.window(j, &sp) };
             for i in (0..img.len()).step_by(STEP).chain([img.len() - 1]) {
                 img[i].write(0.0);
             }
