@@ -251,8 +251,28 @@ pub enum FMode {
 
 impl<'a, T: Real> Model<'a, T> {
     /// The per-image work at parameter values `pv`: detector frame, sources, the
-    /// orientations of every phi step and mosaic domain, and the scale.
+    /// orientations of every phi step and mosaic domain, and the scale; with
+    /// the lane tables the CPU's lattice factors read.
     pub fn build(setup: &'a Setup, hkl: Option<&'a HklGrid>, pv: &ParamValues<T>) -> Self {
+        let mut m = Self::build_without_lanes(setup, hkl, pv);
+        m.lanes = LatticeLanes::build(
+            setup.shape,
+            m.n_gt1,
+            m.n_whole,
+            [&m.orient_first, &m.orient_rest],
+            false,
+        );
+        m
+    }
+
+    /// As [`Model::build`] but without the CPU's lane tables: the GPU kernel
+    /// reads the orientations themselves, and a GPU render waits for the
+    /// host's model before its first kernel.
+    pub fn build_without_lanes(
+        setup: &'a Setup,
+        hkl: Option<&'a HklGrid>,
+        pv: &ParamValues<T>,
+    ) -> Self {
         let geo = detector_geometry(setup, pv);
         let lambda0 = setup.iv(Param::Wavelength, pv);
         let sources = setup
@@ -298,15 +318,8 @@ impl<'a, T: Real> Model<'a, T> {
         });
         let hi = (std::mem::size_of::<T::Primitive>() == 4 && pv.live.iter().any(|l| *l))
             .then(|| Box::new(Model::<f64>::build(setup, hkl, &pv.exact_f64())));
-        let lanes = LatticeLanes::build(
-            setup.shape,
-            n_gt1,
-            n_whole,
-            [&orient_first, &orient_rest],
-            false,
-        );
         Model {
-            lanes,
+            lanes: None,
             derivative_lanes: None,
             hi,
             setup,

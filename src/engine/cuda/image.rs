@@ -10,6 +10,7 @@ use super::compile::{gpu_with_kernel, kernels};
 use super::device::{guarded, probe_libraries, raw_device_count, Gpu};
 use super::inputs::{kernel_inputs, KernelInputs, Pixels};
 use super::interface::{GpuReal, KernelVariant};
+use super::phases;
 use super::pipeline::{launch_part, GpuState, PartRun, BLOCK};
 use super::readback::{advise_huge, fill_zero, unwritten, Planes};
 use crate::engine::roi::check_roi;
@@ -94,10 +95,12 @@ fn render_on(
     opts: &RenderOptions,
 ) -> Result<Rendered, EngineError> {
     let t_call = Instant::now();
+    phases::begin();
     probe_libraries().map_err(EngineError::Unavailable)?;
     let roi = check_roi(sim, opts.roi)?;
     let base = base_with_shifts(sim, opts)?;
     guarded(|| {
+        phases::mark("probe, ROI, values");
         let t0 = Instant::now();
         tracing::trace!(
             target: "braggrun::cuda",
@@ -123,6 +126,7 @@ fn render_on(
             .map(|o| gpu_with_kernel(*o, KernelVariant::of(sim, opts.dtype, first_dirs)))
             .collect::<Result<_, _>>()?;
         let pixels = Pixels::of(sim, roi);
+        phases::mark("GPUs, kernels, pixels");
         tracing::trace!(
             target: "braggrun::cuda",
             "GPUs, kernels and pixels in {:.3} ms",
@@ -179,14 +183,10 @@ fn render_on(
             "render on {device} in {:.3} ms",
             t0.elapsed().as_secs_f64() * 1e3
         );
-        Ok(Rendered::new(
-            sim,
-            roi,
-            image,
-            derivatives,
-            device,
-            Some(kernel_seconds),
-        ))
+        let rendered = Rendered::new(sim, roi, image, derivatives, device, Some(kernel_seconds));
+        phases::mark("result");
+        phases::end();
+        Ok(rendered)
     })
 }
 
@@ -258,6 +258,7 @@ fn launch_image<R: GpuReal>(
         .min(cap);
     let chunk = chunk.div_ceil(BLOCK as usize) * BLOCK as usize;
     let model_r: Vec<R> = inputs.flat.iter().map(|x| R::of(*x)).collect();
+    phases::mark("model in precision");
     tracing::trace!(
         target: "braggrun::cuda",
         "model in precision at {:.3} ms",
@@ -309,6 +310,7 @@ fn launch_image<R: GpuReal>(
         return Err(e);
     }
     let t_launch = t0.elapsed().as_secs_f64();
+    phases::mark("launched");
     // The host planes. The read-back writes every pixel of the ROI; the
     // rest is zeroed here, on all threads, while the GPUs compute. Zeroing
     // the ROI as well would write each plane twice: at 1024^2 the host's
@@ -323,6 +325,7 @@ fn launch_image<R: GpuReal>(
         }
     }
     let t_planes = t0.elapsed().as_secs_f64();
+    phases::mark("host planes");
     // each part's band of rows of every plane
     let mut windows: Vec<(usize, Vec<&mut [MaybeUninit<f64>]>)> = Vec::with_capacity(runs.len());
     {
@@ -386,6 +389,7 @@ fn launch_image<R: GpuReal>(
     for r in runs {
         r.give_back();
     }
+    phases::mark("states given back");
     tracing::trace!(
         target: "braggrun::cuda",
         "read back at {:.3} ms, states given back at {:.3} ms",

@@ -52,7 +52,15 @@ impl ModelWriter {
 /// The model as the kernel reads it (layout: interface.rs MODEL_SLOTS, then
 /// the sources and the two orientation sets).
 fn flatten<T: Extract>(m: &Model<'_, T>, nd: usize) -> Vec<f64> {
-    let mut w = ModelWriter { buf: vec![], nd };
+    let len = (M_SOURCES
+        + SOURCE_LEN * m.sources.len()
+        + ORIENT_LEN * (m.orient_first.len() + m.orient_rest.len()))
+        * (1 + nd);
+    // sized once: growing it took several reallocations a render
+    let mut w = ModelWriter {
+        buf: Vec::with_capacity(len),
+        nd,
+    };
     w.slot(Slot::Fdet, &m.geo.fdet.0);
     w.slot(Slot::Sdet, &m.geo.sdet.0);
     w.slot(Slot::Odet, &m.geo.odet.0);
@@ -86,13 +94,7 @@ fn flatten<T: Extract>(m: &Model<'_, T>, nd: usize) -> Vec<f64> {
             }
         }
     }
-    debug_assert_eq!(
-        b.len(),
-        (M_SOURCES
-            + SOURCE_LEN * m.sources.len()
-            + ORIENT_LEN * (m.orient_first.len() + m.orient_rest.len()))
-            * (1 + nd)
-    );
+    debug_assert_eq!(b.len(), len);
     b
 }
 
@@ -218,7 +220,8 @@ pub(super) fn kernel_inputs<T: Extract>(
     dtype: Dtype,
 ) -> Result<KernelInputs, EngineError> {
     let t0 = std::time::Instant::now();
-    let model = Model::build(&sim.setup, sim.hkl.as_ref(), pv);
+    let model = Model::build_without_lanes(&sim.setup, sim.hkl.as_ref(), pv);
+    super::phases::mark("Model::build");
     tracing::trace!(
         target: "braggrun::cuda",
         "Model::build {:.3} ms",
@@ -239,13 +242,14 @@ pub(super) fn kernel_inputs<T: Extract>(
         model.pixel_has_sweep(f, s)
     });
     let flat = flatten(&model, nd);
+    super::phases::mark("first pixel, flatten");
     // float32 with derivatives: the float64 model's values for the indices
     // and the scattering vector (simulator.rs Model::hi; the host model here
     // is in float64 duals, so it is built for the float32 kernel explicitly;
     // not with a curved detector, whose float64 path the kernel lacks)
     let hi: Vec<f64> = if dtype == Dtype::F32 && nd > 0 && !sim.setup.curved {
         flatten(
-            &Model::<f64>::build(&sim.setup, sim.hkl.as_ref(), &pv.exact_f64()),
+            &Model::<f64>::build_without_lanes(&sim.setup, sim.hkl.as_ref(), &pv.exact_f64()),
             0,
         )
     } else {

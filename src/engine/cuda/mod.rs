@@ -24,12 +24,14 @@
 //!   upload, launches in pieces, read-back overlapping the later pieces;
 //! - [`readback`]: the planes copied back put into full-detector images;
 //! - [`phi_cache`]: the phi-cache probe's host path.
+//! - [`phases`]: host-side phase marks of a render (debug log).
 
 pub mod compile;
 pub mod device;
 pub mod image;
 pub mod inputs;
 pub mod interface;
+mod phases;
 pub mod phi_cache;
 pub mod pipeline;
 pub mod readback;

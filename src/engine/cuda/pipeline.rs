@@ -29,6 +29,7 @@ use super::compile::Kernels;
 use super::device::{drv, lock, Gpu};
 use super::inputs::{hkl_grid, KernelInputs, Pixels};
 use super::interface::{GpuReal, Params};
+use super::phases;
 use super::readback::{AbortOnDrop, Converter};
 use crate::engine::EngineError;
 use crate::physics::Simulation;
@@ -428,6 +429,7 @@ pub(super) fn launch_part<R: GpuReal>(
         .bind_to_thread()
         .map_err(drv("binding the context"))?;
     let a = st.compute[0].clone();
+    phases::mark("state");
     // the output (grow-only) holds every plane of the whole ROI (the kernel
     // writes pixel g of plane j at j * npix + g): pinned host memory the
     // kernel writes over the bus when it fits STAGING_CAP (no copies: each
@@ -452,6 +454,7 @@ pub(super) fn launch_part<R: GpuReal>(
     st.oor
         .ensure(if track_oor { npix * 4 } else { 4 })
         .map_err(drv("allocating the interpolation flags"))?;
+    phases::mark("output, flags");
     // the HKL grid: uploaded again only when it differs from the last one
     let grid = hkl_grid(sim);
     let same = st.hkl_host.len() == grid.len()
@@ -471,6 +474,7 @@ pub(super) fn launch_part<R: GpuReal>(
         st.hkl_host.clear();
         st.hkl_host.extend_from_slice(grid);
     }
+    phases::mark("HKL grid");
     // the model, the float64 model and the pixel list through one pinned buffer
     let pix_list = match pixels {
         Pixels::List(_) => pixels.upload(),
@@ -504,6 +508,7 @@ pub(super) fn launch_part<R: GpuReal>(
     // untouched until the state is given back (every stream idle)
     unsafe { dresult::memcpy_htod_async(d, up, a.cu_stream()) }
         .map_err(drv("uploading the model"))?;
+    phases::mark("upload queued");
     tracing::trace!(
         target: "braggrun::cuda",
         "inputs queued {:.3} ms after launch_part began",
@@ -571,6 +576,9 @@ pub(super) fn launch_part<R: GpuReal>(
     let first = n.min(STREAMS);
     for k in 0..first {
         run.feed(k)?;
+        if k == 0 {
+            phases::mark("first kernel queued");
+        }
     }
     for k in 0..first {
         run.follow::<R>(k)?;
@@ -845,6 +853,7 @@ impl PartRun {
         };
         let lost = || EngineError::Failed("a piece's copy was never issued".into());
         let stopped = || EngineError::Failed("a thread converting the image stopped".into());
+        let mut secs: f64 = 0.0;
         rayon::in_place_scope(|sc| {
             let stop = AbortOnDrop(&conv, false);
             for _ in 0..workers {
@@ -869,6 +878,18 @@ impl PartRun {
                     .synchronize()
                     .map_err(drv("reading back the image"))?;
                 conv.publish(k);
+                if k == 0 {
+                    phases::mark("first piece seen");
+                }
+                if k + 1 == n {
+                    phases::mark("last piece seen");
+                    // the kernels' GPU time, read while the workers convert
+                    // the last piece (two driver calls, 10 us at the end of
+                    // a 1024^2 render otherwise): each stream's end event
+                    // comes before its last piece's on the GPU
+                    secs = self.kernel_seconds()?;
+                    phases::mark("kernel time read");
+                }
                 if timeline() {
                     let st = &self.state;
                     let gpu = st.start.elapsed_ms(&st.events[copied]).unwrap_or(f32::NAN);
@@ -891,14 +912,23 @@ impl PartRun {
             if !conv.finish() {
                 return Err(stopped());
             }
+            phases::mark("converted");
             drop(stop);
             Ok::<(), EngineError>(())
         })?;
+        phases::mark("workers joined");
         tracing::trace!(
             target: "braggrun::cuda",
             "every piece in the planes {:.3} ms after launch_part began",
             self.born.elapsed().as_secs_f64() * 1e3
         );
+        self.idle = true;
+        Ok(secs)
+    }
+
+    /// The kernels' GPU time (seconds): from the start event to the last
+    /// stream's end event. Every end event must be complete.
+    fn kernel_seconds(&self) -> Result<f64, EngineError> {
         let st = &self.state;
         let mut secs: f64 = 0.0;
         for s in &self.ended {
@@ -908,7 +938,6 @@ impl PartRun {
                 .map_err(drv("timing the kernels"))?;
             secs = secs.max(ms as f64 / 1000.0);
         }
-        self.idle = true;
         Ok(secs)
     }
 }
