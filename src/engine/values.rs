@@ -28,6 +28,13 @@ pub trait Extract: Real {
     fn seeded(x: f64, _dir: usize) -> Self {
         Self::cst(x)
     }
+    /// Append the real part, then derivative components 0..nd.
+    fn push_parts(&self, buf: &mut Vec<f64>, nd: usize) {
+        buf.push(self.re64());
+        for i in 0..nd {
+            buf.push(self.eps64(i));
+        }
+    }
 }
 impl Extract for f64 {}
 impl Extract for f32 {}
@@ -37,6 +44,13 @@ impl<const N: usize> Extract for DualSVec64<N> {
     }
     fn seeded(x: f64, dir: usize) -> Self {
         DualSVec64::<N>::from_re(x).derivative(dir)
+    }
+    // the derivative vector taken out once, not once per component (the
+    // GPU's model with 6 directions has 11000 components)
+    fn push_parts(&self, buf: &mut Vec<f64>, nd: usize) {
+        buf.push(self.re);
+        let eps = self.eps.unwrap_generic(Const::<N>, U1);
+        buf.extend((0..nd).map(|i| eps[i]));
     }
 }
 impl<const N: usize> Extract for DualSVec32<N> {

@@ -143,23 +143,28 @@ fn orientations<T: Real>(
     // most recent rotation: an earlier non-zero step of the same sweep, else
     // the last non-zero step of the previous sweep, else (first sweep of the
     // image) the unrotated cell. Zero-ness: `phi_zero_at` below.
-    let phi_orient = |first: bool| -> Vec<Orientation<T>> {
+    // each step's rotation: Some(step whose rotation it uses), None for the
+    // unrotated cell
+    let phi_choice = |first: bool| -> Vec<Option<usize>> {
         (0..setup.phisteps)
             .map(|i| {
                 if setup.carryover == PhiCarryover::Spec || !phi_zero[i] {
-                    return rotated[i];
+                    return Some(i);
                 }
                 if let Some(j) = (0..i).rev().find(|j| !phi_zero[*j]) {
-                    return rotated[j];
+                    return Some(j);
                 }
                 if first {
-                    return base;
+                    return None;
                 }
-                match (0..setup.phisteps).rev().find(|j| !phi_zero[*j]) {
-                    Some(j) => rotated[j],
-                    None => base,
-                }
+                (0..setup.phisteps).rev().find(|j| !phi_zero[*j])
             })
+            .collect()
+    };
+    let phi_orient = |choice: &[Option<usize>]| -> Vec<Orientation<T>> {
+        choice
+            .iter()
+            .map(|c| c.map_or(base, |j| rotated[j]))
             .collect()
     };
     let spread = setup.iv(Param::MosaicSpread, pv);
@@ -207,8 +212,14 @@ fn orientations<T: Real>(
         }
         out
     };
-    let orient_first = with_mosaic(phi_orient(true));
-    let orient_rest = with_mosaic(phi_orient(false));
+    let (first, rest) = (phi_choice(true), phi_choice(false));
+    let orient_first = with_mosaic(phi_orient(&first));
+    // the sweeps after the first differ only with the carryover and a first
+    // step at exactly 0: otherwise the same values, computed once
+    let orient_rest = match rest == first {
+        true => orient_first.clone(),
+        false => with_mosaic(phi_orient(&rest)),
+    };
     (orient_first, orient_rest, steps)
 }
 

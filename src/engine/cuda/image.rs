@@ -257,13 +257,6 @@ fn launch_image<R: GpuReal>(
         .clamp(MIN_LAUNCH_PIXELS, MAX_LAUNCH_PIXELS)
         .min(cap);
     let chunk = chunk.div_ceil(BLOCK as usize) * BLOCK as usize;
-    let model_r: Vec<R> = inputs.flat.iter().map(|x| R::of(*x)).collect();
-    phases::mark("model in precision");
-    tracing::trace!(
-        target: "braggrun::cuda",
-        "model in precision at {:.3} ms",
-        t0.elapsed().as_secs_f64() * 1e3
-    );
     // one band of rows per GPU (fewer when there are fewer rows)
     let ranges = split::pixel_ranges(npix, |i| pixels.get(i).1, gpus.len());
     let mut runs: Vec<PartRun> = Vec::with_capacity(ranges.len());
@@ -277,7 +270,6 @@ fn launch_image<R: GpuReal>(
                 sim,
                 pixels,
                 inputs,
-                &model_r,
                 nv,
                 r.clone(),
                 chunk,

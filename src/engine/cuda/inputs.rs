@@ -16,10 +16,7 @@ use num_dual::DualSVec64;
 
 /// Append `x` as value + `nd` derivative components.
 pub(super) fn push<T: Extract>(buf: &mut Vec<f64>, x: &T, nd: usize) {
-    buf.push(x.re64());
-    for i in 0..nd {
-        buf.push(x.eps64(i));
-    }
+    x.push_parts(buf, nd);
 }
 
 /// The model buffer being written, each fixed quantity at its slot.

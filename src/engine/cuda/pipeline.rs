@@ -414,7 +414,6 @@ pub(super) fn launch_part<R: GpuReal>(
     sim: &Simulation,
     pixels: &Pixels,
     inputs: &KernelInputs,
-    model_r: &[R],
     nv: usize,
     range: Range<usize>,
     chunk: usize,
@@ -476,14 +475,18 @@ pub(super) fn launch_part<R: GpuReal>(
     }
     phases::mark("HKL grid");
     // the model, the float64 model and the pixel list through one pinned buffer
-    let pix_list = match pixels {
-        Pixels::List(_) => pixels.upload(),
-        Pixels::Rect { .. } => vec![0],
+    let listed;
+    let pix_list: &[i32] = match pixels {
+        Pixels::List(_) => {
+            listed = pixels.upload();
+            &listed
+        }
+        Pixels::Rect { .. } => &[0],
     };
     let (mb, hb, pb) = (
-        std::mem::size_of_val(model_r),
+        inputs.flat.len() * elem,
         std::mem::size_of_val(inputs.hi.as_slice()),
-        std::mem::size_of_val(pix_list.as_slice()),
+        std::mem::size_of_val(pix_list),
     );
     let (ho, po) = (
         mb.next_multiple_of(256),
@@ -492,10 +495,15 @@ pub(super) fn launch_part<R: GpuReal>(
     st.upload
         .ensure(po + pb)
         .map_err(drv("allocating pinned upload memory"))?;
+    // the model in the kernel's precision, converted straight into the
+    // pinned buffer (with 6 derivatives it is 100 KB)
+    let model = st.upload.slice_mut::<R>(inputs.flat.len());
+    for (m, x) in model.iter_mut().zip(&inputs.flat) {
+        *m = R::of(*x);
+    }
     let up = st.upload.slice_mut::<u8>(po + pb);
     // SAFETY: plain numbers copied as bytes into a buffer large enough
     unsafe {
-        std::ptr::copy_nonoverlapping(model_r.as_ptr().cast::<u8>(), up.as_mut_ptr(), mb);
         std::ptr::copy_nonoverlapping(inputs.hi.as_ptr().cast::<u8>(), up.as_mut_ptr().add(ho), hb);
         std::ptr::copy_nonoverlapping(pix_list.as_ptr().cast::<u8>(), up.as_mut_ptr().add(po), pb);
     }
