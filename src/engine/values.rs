@@ -92,3 +92,23 @@ pub fn base_with_shifts(
     }
     Ok(base)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `push_parts` writes what `re64` and `eps64` give, component by
+    /// component, for plain floats and for duals (the GPU model's layout).
+    #[test]
+    fn push_parts_matches_the_components() {
+        let mut x = DualSVec64::<3>::seeded(2.5, 1);
+        x = x * x + DualSVec64::<3>::seeded(-0.75, 2);
+        assert!(x.eps64(1) != 0.0 && x.eps64(2) != 0.0);
+        let mut got = vec![];
+        x.push_parts(&mut got, 3);
+        assert_eq!(got, vec![x.re64(), x.eps64(0), x.eps64(1), x.eps64(2)]);
+        let mut plain = vec![];
+        1.25f64.push_parts(&mut plain, 2);
+        assert_eq!(plain, vec![1.25, 0.0, 0.0]);
+    }
+}

@@ -95,7 +95,8 @@ fn render_on(
     opts: &RenderOptions,
 ) -> Result<Rendered, EngineError> {
     let t_call = Instant::now();
-    phases::begin();
+    // logged when it goes out of scope, after an error too
+    let _phases = phases::begin();
     probe_libraries().map_err(EngineError::Unavailable)?;
     let roi = check_roi(sim, opts.roi)?;
     let base = base_with_shifts(sim, opts)?;
@@ -185,7 +186,6 @@ fn render_on(
         );
         let rendered = Rendered::new(sim, roi, image, derivatives, device, Some(kernel_seconds));
         phases::mark("result");
-        phases::end();
         Ok(rendered)
     })
 }

@@ -152,7 +152,7 @@ const TAKEN: u8 = 3;
 /// The conversion of a part's pieces into its planes, shared by the host's
 /// threads: the thread that reads back publishes each piece as its copy
 /// arrives ([`Converter::publish`]), and every thread converts shares of
-/// [`SHARE`] pixels of the published pieces (f32 or f64 to f64, each to its
+/// [`SHARE`] values of the published pieces (f32 or f64 to f64, each to its
 /// pixel's place). The workers ([`Converter::work`]) wait for pieces by
 /// spinning on an atomic, not by sleeping: a fork and join per piece woke
 /// sleeping threads each time (20-50 us a piece at 1024^2, more than the
@@ -183,7 +183,8 @@ pub(super) struct Converter<R> {
     ready: AtomicUsize,
     abort: AtomicBool,
     touch: bool,
-    /// pixels a share (SHARE but in tests)
+    /// pixels a share (SHARE values over the planes, a 2 MiB page of a
+    /// fresh plane, or a test's tuning)
     share: usize,
 }
 
@@ -207,7 +208,8 @@ impl<R: GpuReal> Converter<R> {
     /// written meanwhile; `pixels` must outlive the converter.
     ///
     /// `tuning` (tests): shares of that many pixels, pages touched first or
-    /// not; None: shares of [`SHARE`] pixels, and for fresh planes (of
+    /// not; None: shares of [`SHARE`] values (SHARE / planes pixels), and
+    /// for fresh planes (of
     /// [`FRESH_BYTES`] or more) one share per 2 MiB page with pages touched
     /// first: shares of SHARE pixels there had 32 threads wait on one huge
     /// page's fault (4096^2 float32 on an H200 host: 11.1-11.3 ms a
@@ -563,11 +565,12 @@ mod tests {
     /// than pieces a buffer is refilled only after `help` on the piece it
     /// held), writes every pixel of every plane exactly where the CPU engine
     /// puts it and leaves the zeros outside the ROI, with 0 to 5 workers on
-    /// a pool of 4 threads, shares of 1 to 64 pixels, pages touched first
-    /// or not, for whole rows, a ROI of rows, a rectangle and a mask.
+    /// a pool of 4 threads, shares of 1 to 64 pixels or the renders' own
+    /// (share 0 here: SHARE values, 2731 pixels of 3 planes), pages touched
+    /// first or not, for whole rows, a ROI of rows, a rectangle and a mask.
     #[test]
     fn converter_writes_every_pixel_from_any_thread() {
-        let (fp, sp) = (40usize, 30usize);
+        let (fp, sp) = (100usize, 90usize);
         let n = fp * sp;
         let mask: Vec<(usize, usize)> = (0..n)
             .map(|i| (i % fp, i / fp))
@@ -605,6 +608,8 @@ mod tests {
                 (97, false, true, 8, 3, true),
                 (npix, false, true, 64, 0, false),
                 (128, false, true, 1, 5, false),
+                (npix, false, true, 0, 3, false),
+                (4000, true, false, 0, 2, false),
             ] {
                 let pieces: Vec<Range<usize>> = (0..npix)
                     .step_by(size)
@@ -639,7 +644,7 @@ mod tests {
                         ptrs.iter().map(|p| *p as *const f32).collect(),
                         stride,
                         &mut w,
-                        Some((share, touch)),
+                        (share > 0).then_some((share, touch)),
                     )
                 };
                 with_workers(&conv, 4, workers, || {
