@@ -266,12 +266,17 @@ fn benchmark_cells_run_alone_under_jobs_2() {
         .filter(|l| l.starts_with("| `benchmark-"))
         .collect();
     assert_eq!(table.len(), 6, "{summary}");
-    // Exactly one cell is the fastest (ratio 1.00); every row says it ran alone.
-    assert_eq!(
-        table.iter().filter(|l| l.contains("| 1.00 |")).count(),
-        1,
-        "{summary}"
-    );
+    // The fastest cell has ratio 1.00 and no cell is below it (two cells
+    // within 0.5% of each other both print 1.00); every row says it ran alone.
+    let ratios: Vec<f64> = table
+        .iter()
+        .map(|l| {
+            let cols: Vec<&str> = l.split('|').map(str::trim).collect();
+            cols[cols.len() - 3].parse().unwrap()
+        })
+        .collect();
+    assert!(ratios.iter().all(|r| *r >= 1.0), "{summary}");
+    assert!(ratios.contains(&1.0), "{summary}");
     assert!(table.iter().all(|l| l.ends_with("| yes |")), "{summary}");
     // The beam centre was not given: the value used is printed, not "default".
     assert!(!summary.contains("default x default"), "{summary}");
