@@ -94,7 +94,6 @@ fn render_on(
     ordinal: Option<usize>,
     opts: &RenderOptions,
 ) -> Result<Rendered, EngineError> {
-    let t_call = Instant::now();
     // logged when it goes out of scope, after an error too
     let _phases = phases::begin();
     probe_libraries().map_err(EngineError::Unavailable)?;
@@ -103,11 +102,6 @@ fn render_on(
     guarded(|| {
         phases::mark("probe, ROI, values");
         let t0 = Instant::now();
-        tracing::trace!(
-            target: "braggrun::cuda",
-            "probe, ROI and base values in {:.3} ms",
-            (t0 - t_call).as_secs_f64() * 1e3
-        );
         let first_dirs = opts.derivatives.len().min(MAX_DIRECTIONS);
         let ordinals: Vec<usize> = match ordinal {
             Some(o) => vec![o],
@@ -128,11 +122,6 @@ fn render_on(
             .collect::<Result<_, _>>()?;
         let pixels = Pixels::of(sim, roi);
         phases::mark("GPUs, kernels, pixels");
-        tracing::trace!(
-            target: "braggrun::cuda",
-            "GPUs, kernels and pixels in {:.3} ms",
-            t0.elapsed().as_secs_f64() * 1e3
-        );
         let mut image = vec![];
         let mut derivatives: Vec<(Param, Vec<f64>)> = vec![];
         let mut kernel_seconds = 0.0;
@@ -275,12 +264,6 @@ fn launch_image<R: GpuReal>(
                 chunk,
                 track_oor,
             )?);
-            tracing::trace!(
-                target: "braggrun::cuda",
-                "part {} launched at {:.3} ms",
-                runs.len() - 1,
-                t0.elapsed().as_secs_f64() * 1e3
-            );
         }
         // C turns interpolation off for good at the first out-of-range
         // lookup (over the whole ROI in order): every part re-runs its
@@ -377,17 +360,10 @@ fn launch_image<R: GpuReal>(
                 .collect()
         })
     };
-    let t_read = t0.elapsed().as_secs_f64();
     for r in runs {
         r.give_back();
     }
     phases::mark("states given back");
-    tracing::trace!(
-        target: "braggrun::cuda",
-        "read back at {:.3} ms, states given back at {:.3} ms",
-        t_read * 1e3,
-        t0.elapsed().as_secs_f64() * 1e3
-    );
     let mut kernel_seconds: f64 = 0.0;
     for r in results {
         kernel_seconds = kernel_seconds.max(r?);

@@ -216,14 +216,8 @@ pub(super) fn kernel_inputs<T: Extract>(
     nd: usize,
     dtype: Dtype,
 ) -> Result<KernelInputs, EngineError> {
-    let t0 = std::time::Instant::now();
     let model = Model::build_without_lanes(&sim.setup, sim.hkl.as_ref(), pv);
     super::phases::mark("Model::build");
-    tracing::trace!(
-        target: "braggrun::cuda",
-        "Model::build {:.3} ms",
-        t0.elapsed().as_secs_f64() * 1e3
-    );
     // phi steps x mosaic domains (the domain count can exceed the setup's at
     // the mosaic-spread edge: Model::build)
     let norient = model.orient_first.len();

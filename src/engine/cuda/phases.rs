@@ -1,8 +1,9 @@
 //! Host-side phase marks of one render, logged as one line at the end
-//! (`RUST_LOG=braggrun::cuda=debug`). A trace line written as each phase
-//! ends took microseconds of its own and stretched the phases after it;
-//! these marks cost a clock read and a push each and stay in memory until
-//! the render ends (with the debug log off, a thread-local look-up).
+//! (`RUST_LOG=braggrun::cuda=debug`). They replace the trace lines once
+//! written as each phase ended: each took microseconds of its own and
+//! stretched the phases after it. These marks cost a clock read and a
+//! push each and stay in memory until the render ends (with the debug log
+//! off, a thread-local look-up).
 
 use std::cell::RefCell;
 use std::fmt::Write;

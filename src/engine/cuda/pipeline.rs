@@ -517,11 +517,6 @@ pub(super) fn launch_part<R: GpuReal>(
     unsafe { dresult::memcpy_htod_async(d, up, a.cu_stream()) }
         .map_err(drv("uploading the model"))?;
     phases::mark("upload queued");
-    tracing::trace!(
-        target: "braggrun::cuda",
-        "inputs queued {:.3} ms after launch_part began",
-        born.elapsed().as_secs_f64() * 1e3
-    );
     st.start
         .record(&a)
         .map_err(drv("recording a timing event"))?;
@@ -925,11 +920,6 @@ impl PartRun {
             Ok::<(), EngineError>(())
         })?;
         phases::mark("workers joined");
-        tracing::trace!(
-            target: "braggrun::cuda",
-            "every piece in the planes {:.3} ms after launch_part began",
-            self.born.elapsed().as_secs_f64() * 1e3
-        );
         self.idle = true;
         Ok(secs)
     }
