@@ -564,11 +564,17 @@ impl DerivativeSums {
 }
 
 /// [`sincg_pi_whole_n`] on L lanes of each of h, k, l, with whole N `n`
-/// (0: the axis is skipped): the same operations in the same order (valid
-/// where every |h| < [`LaneFloat::LIMIT`]). The three axes run side by side so
-/// that their independent chains overlap. With `SLOPE`, also d/dh of each
-/// (forward mode through the same polynomial and recurrence; the values are
-/// unchanged).
+/// (0: the axis is skipped and its lanes hold 1): the same operations in the
+/// same order (valid where every |h| < [`LaneFloat::LIMIT`]). With `SLOPE`,
+/// also d/dh of each (forward mode through the same polynomial and
+/// recurrence; the values are unchanged).
+///
+/// The three axes advance side by side, step by step, so that each step has
+/// six independent register chains (the polynomial and the recurrence are
+/// latency-bound chains). Every step is a call on one axis's `[P; L]`: a
+/// whole number of vector registers. Written as one 3 L-wide block, the
+/// float64 AVX2 code was vectorised with shuffles and a scalar lane, and took
+/// twice the time.
 #[inline(always)]
 fn sincg_pi_whole_n_lanes<P: LaneFloat, const L: usize, const SLOPE: bool>(
     hkl: &[[P; L]; 3],
@@ -577,45 +583,28 @@ fn sincg_pi_whole_n_lanes<P: LaneFloat, const L: usize, const SLOPE: bool>(
 ) -> ([[P; L]; 3], [[P; L]; 3]) {
     let zero = [[P::ZERO; L]; 3];
     // k = round(h), ties to even; r = h - k
-    // (plain loops: array::from_fn and map do not always inline here)
     let (mut t, mut r, mut r2) = (zero, zero, zero);
     for a in 0..3 {
-        for j in 0..L {
-            t[a][j] = hkl[a][j] + P::MAGIC;
-            r[a][j] = hkl[a][j] - (t[a][j] - P::MAGIC);
-            r2[a][j] = r[a][j] * r[a][j];
-        }
+        reduce(&hkl[a], &mut t[a], &mut r[a], &mut r2[a]);
     }
     // cos(π r): Horner in r^2 (cos_pi_reduced); d(r^2)/dh = 2 r
     let mut acc = [[coeffs[9]; L]; 3];
     let mut dacc = zero;
-    for k in (0..9).rev() {
-        for a in 0..3 {
-            for j in 0..L {
-                if SLOPE {
-                    // the slopes are new numbers: fused (the values are not)
-                    dacc[a][j] = dacc[a][j].mul_add(r2[a][j], acc[a][j] * (r[a][j] + r[a][j]));
-                }
-                acc[a][j] = acc[a][j] * r2[a][j] + coeffs[k];
+    // written out step by step: as a loop, the accumulators are carried
+    // from one iteration to the next, and those the compiler regrouped
+    // across registers with shuffles
+    macro_rules! horner_steps {
+        ($($k:literal)*) => {$(
+            for a in 0..3 {
+                horner_step::<P, L, SLOPE>(&mut acc[a], &mut dacc[a], &r[a], &r2[a], coeffs[$k]);
             }
-        }
+        )*};
     }
+    horner_steps!(8 7 6 5 4 3 2 1 0);
     // cos(π h) = (-1)^k cos(π r); U_{N-1}(cos π h) by the three-term recurrence
-    let mut two_c = zero;
+    let (mut two_c, mut d_two_c) = (zero, zero);
     for a in 0..3 {
-        for j in 0..L {
-            let cx = P::negate_if_odd(t[a][j], acc[a][j]);
-            two_c[a][j] = cx + cx;
-        }
-    }
-    let mut d_two_c = zero;
-    if SLOPE {
-        for a in 0..3 {
-            for j in 0..L {
-                let dcx = P::negate_if_odd(t[a][j], dacc[a][j]);
-                d_two_c[a][j] = dcx + dcx;
-            }
-        }
+        twice_signed::<P, L, SLOPE>(&t[a], &acc[a], &dacc[a], &mut two_c[a], &mut d_two_c[a]);
     }
     let mut u_prev = [[P::ONE; L]; 3];
     let mut u = two_c;
@@ -624,27 +613,98 @@ fn sincg_pi_whole_n_lanes<P: LaneFloat, const L: usize, const SLOPE: bool>(
     for i in 2..n_max {
         for a in 0..3 {
             if i < n[a] {
-                for j in 0..L {
-                    if SLOPE {
-                        let dnext = d_two_c[a][j]
-                            .mul_add(u[a][j], two_c[a][j].mul_add(du[a][j], -du_prev[a][j]));
-                        du_prev[a][j] = du[a][j];
-                        du[a][j] = dnext;
-                    }
-                    let next = two_c[a][j] * u[a][j] - u_prev[a][j];
-                    u_prev[a][j] = u[a][j];
-                    u[a][j] = next;
-                }
+                recurrence_step::<P, L, SLOPE>(
+                    &two_c[a],
+                    &d_two_c[a],
+                    &mut u[a],
+                    &mut u_prev[a],
+                    &mut du[a],
+                    &mut du_prev[a],
+                );
             }
         }
     }
     for a in 0..3 {
-        if n[a] == 1 {
+        if n[a] <= 1 {
             u[a] = [P::ONE; L];
             du[a] = [P::ZERO; L];
         }
     }
     (u, du)
+}
+
+/// t = h + MAGIC (round(h) in its last bit), r = h - round(h), r^2.
+#[inline(always)]
+fn reduce<P: LaneFloat, const L: usize>(
+    h: &[P; L],
+    t: &mut [P; L],
+    r: &mut [P; L],
+    r2: &mut [P; L],
+) {
+    for j in 0..L {
+        t[j] = h[j] + P::MAGIC;
+        r[j] = h[j] - (t[j] - P::MAGIC);
+        r2[j] = r[j] * r[j];
+    }
+}
+
+/// One Horner step acc = acc r^2 + c (and its slope).
+#[inline(always)]
+fn horner_step<P: LaneFloat, const L: usize, const SLOPE: bool>(
+    acc: &mut [P; L],
+    dacc: &mut [P; L],
+    r: &[P; L],
+    r2: &[P; L],
+    c: P,
+) {
+    for j in 0..L {
+        if SLOPE {
+            // the slopes are new numbers: fused (the values are not)
+            dacc[j] = dacc[j].mul_add(r2[j], acc[j] * (r[j] + r[j]));
+        }
+        acc[j] = acc[j] * r2[j] + c;
+    }
+}
+
+/// 2 cos(π h) from cos(π r) and the parity of round(h) (and its slope).
+#[inline(always)]
+fn twice_signed<P: LaneFloat, const L: usize, const SLOPE: bool>(
+    t: &[P; L],
+    acc: &[P; L],
+    dacc: &[P; L],
+    two_c: &mut [P; L],
+    d_two_c: &mut [P; L],
+) {
+    for j in 0..L {
+        let cx = P::negate_if_odd(t[j], acc[j]);
+        two_c[j] = cx + cx;
+        if SLOPE {
+            let dcx = P::negate_if_odd(t[j], dacc[j]);
+            d_two_c[j] = dcx + dcx;
+        }
+    }
+}
+
+/// One step U_{i} = 2c U_{i-1} - U_{i-2} (and its slope).
+#[inline(always)]
+fn recurrence_step<P: LaneFloat, const L: usize, const SLOPE: bool>(
+    two_c: &[P; L],
+    d_two_c: &[P; L],
+    u: &mut [P; L],
+    u_prev: &mut [P; L],
+    du: &mut [P; L],
+    du_prev: &mut [P; L],
+) {
+    for j in 0..L {
+        if SLOPE {
+            let dnext = d_two_c[j].mul_add(u[j], two_c[j].mul_add(du[j], -du_prev[j]));
+            du_prev[j] = du[j];
+            du[j] = dnext;
+        }
+        let next = two_c[j] * u[j] - u_prev[j];
+        u_prev[j] = u[j];
+        u[j] = next;
+    }
 }
 
 #[cfg(test)]
