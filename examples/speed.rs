@@ -1,5 +1,5 @@
 //! Quick timing of the issue-5 reference case on the CPU engine:
-//! `cargo run --release --example speed -- [threads] [derivs]`.
+//! `cargo run --release --example speed -- [threads] [derivs] [pixels] [f32] [ftz]`.
 use braggrun::engine::{render, Device, Dtype, RenderOptions};
 use braggrun::physics::config::*;
 use braggrun::physics::params::Param;
@@ -44,7 +44,12 @@ fn main() {
     c.goniometer.osc_deg = Some(0.1);
     let sim = Simulation::prepare(&c, std::path::Path::new(".")).unwrap();
     let mut o = RenderOptions::new(dtype);
-    o.derivatives = Param::ALL[..nder].to_vec();
+    // SPEED_PARAMS=cell_a,distance,... names the parameters (bench-reference's
+    // plus6 is cell_a,cell_b,cell_c,misset_x,distance,wavelength); else the first `derivs`
+    o.derivatives = match std::env::var("SPEED_PARAMS") {
+        Ok(list) if nder > 0 => list.split(',').map(|p| p.parse().unwrap()).collect(),
+        _ => Param::ALL[..nder].to_vec(),
+    };
     let t = Instant::now();
     let r = render(&sim, Device::Cpu, &o).unwrap();
     let dt = t.elapsed().as_secs_f64();

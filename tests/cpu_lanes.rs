@@ -179,6 +179,17 @@ fn other_shapes_and_fractional_n_keep_the_scalar_path() {
 /// the largest (or of the image's scale per unit relative change of the
 /// parameter, where the derivative is zero to rounding), and neither is zero.
 fn check_derivatives<const K: usize>(name: &str, sim: &Simulation, dirs: [Param; K]) {
+    check_derivatives_factored(name, sim, dirs, None)
+}
+
+/// [`check_derivatives`], and with `factored` Some, that the rows of both
+/// sweeps took that form (physics::lanes::DerivativeRows).
+fn check_derivatives_factored<const K: usize>(
+    name: &str,
+    sim: &Simulation,
+    dirs: [Param; K],
+    factored: Option<bool>,
+) {
     use braggrun::engine::values::{seeded_values, Extract};
     use num_dual::DualSVec64;
     type D<const K: usize> = DualSVec64<K>;
@@ -187,10 +198,12 @@ fn check_derivatives<const K: usize>(name: &str, sim: &Simulation, dirs: [Param;
     let mut model = Model::<D<K>>::build(&sim.setup, sim.hkl.as_ref(), &pv);
     let basis: Vec<D<K>> = (0..K).map(|i| D::<K>::seeded(0.0, i)).collect();
     model.attach_derivative_lanes(|x, i| x.eps64(i), basis);
-    assert!(
-        model.derivative_lanes.is_some(),
-        "{name}: no derivative lanes"
-    );
+    let Some(d) = &model.derivative_lanes else {
+        panic!("{name}: no derivative lanes");
+    };
+    if let Some(want) = factored {
+        assert_eq!(d.factored(), [want; 2], "{name}: factored rows");
+    }
     let plain = Model::<f64>::build(&sim.setup, sim.hkl.as_ref(), &ParamValues::from_f64(&base));
     let pixels = sample_pixels(sim, 2048);
     let run = |m: &Model<D<K>>| -> Vec<D<K>> {
@@ -263,10 +276,19 @@ fn derivatives_on_lanes_match_the_scalar_dual_path() {
         -pixel 0.2 -detpixels 64 -phisteps 3 -osc 0.4 -mosaic 0.3 -mosaic_dom 4 -seed 7 -oversample 2";
     for carryover in ["spec", "c-parity"] {
         let s = sim(&args(mosaic), carryover);
-        check_derivatives(
+        // every orientation a fixed rotation of the first: factored rows
+        check_derivatives_factored(
             "reference, 6",
             &s,
             [CellA, CellB, CellC, MissetX, Distance, Wavelength],
+            Some(true),
+        );
+        // phi and mosaic parameters move the rotations themselves: direct rows
+        check_derivatives_factored(
+            "reference, 5 with phi and mosaic",
+            &s,
+            [CellA, MissetZ, PhiStart, MosaicSpread, Distance],
+            Some(false),
         );
         check_derivatives("reference, mosaic and phi", &s, [MosaicSpread, OscRange]);
         check_derivatives(
@@ -275,7 +297,7 @@ fn derivatives_on_lanes_match_the_scalar_dual_path() {
             [DefaultF, Fluence, Polarization],
         );
         let s = sim(&args(tri), carryover);
-        check_derivatives(
+        check_derivatives_factored(
             "triclinic, 8",
             &s,
             [
@@ -288,6 +310,13 @@ fn derivatives_on_lanes_match_the_scalar_dual_path() {
                 BeamCenterS,
                 DetectorRotX,
             ],
+            Some(true),
+        );
+        check_derivatives_factored(
+            "triclinic, 4 with osc",
+            &s,
+            [CellA, CellGamma, OscRange, MissetY],
+            Some(false),
         );
         check_derivatives("triclinic, 1", &s, [Twotheta]);
         check_derivatives("triclinic, phi", &s, [PhiStart]);
@@ -334,6 +363,17 @@ fn derivatives_on_lanes_with_a_mosflm_matrix() {
             "matrix, 3",
             &s,
             [Param::Wavelength, Param::Distance, Param::MissetX],
+        );
+        check_derivatives_factored(
+            "matrix, 4",
+            &s,
+            [
+                Param::Wavelength,
+                Param::Distance,
+                Param::MissetX,
+                Param::MissetY,
+            ],
+            Some(true),
         );
     }
 }

@@ -479,9 +479,181 @@ impl LatticeLanes {
 /// chunk of directions per pass).
 pub const DERIVATIVE_LANES: usize = 8;
 
-/// A cell vector's 3 components times [`DERIVATIVE_LANES`] derivative
-/// components, per axis (a, b, c): one orientation's derivative row.
-pub type DerivativeRow = [f64; 9 * DERIVATIVE_LANES];
+/// Length of one axis's part of a [`DerivativeRow`]: the 3 (1 + k)
+/// values of k <= [`DERIVATIVE_LANES`] directions, rounded up to whole
+/// 256-bit registers.
+pub const ROW_AXIS: usize = 28;
+
+/// One orientation's cell vectors with their derivative components, per
+/// axis (a, b, c): component x of the axis's vector at `x (k + 1)` and its
+/// derivative along direction p at `x (k + 1) + 1 + p` (k directions, zeros
+/// after). A term with weight w adds w times the whole row: the vector and
+/// its derivatives in one sweep of fused multiply-adds. Aligned so that
+/// vector loads do not straddle cache lines.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C, align(64))]
+pub struct DerivativeRow(pub [[f64; ROW_AXIS]; 3]);
+
+impl DerivativeRow {
+    /// The row of `vectors` (a, b, c) with `eps(axis, x, p)` the p-th
+    /// derivative component of component x of an axis's vector, k directions.
+    pub fn new(vectors: [[f64; 3]; 3], k: usize, eps: impl Fn(usize, usize, usize) -> f64) -> Self {
+        assert!(k <= DERIVATIVE_LANES);
+        let mut row = [[0.0; ROW_AXIS]; 3];
+        for (axis, r) in row.iter_mut().enumerate() {
+            for x in 0..3 {
+                r[x * (k + 1)] = vectors[axis][x];
+                for p in 0..k {
+                    r[x * (k + 1) + 1 + p] = eps(axis, x, p);
+                }
+            }
+        }
+        DerivativeRow(row)
+    }
+}
+
+/// The derivative rows of one list of orientations (a phi sweep's (phi
+/// step, mosaic domain) pairs), in one of two forms:
+///
+/// - direct: each row holds the orientation's cell vectors and their k
+///   derivative components;
+/// - factored, when every orientation is a fixed rotation of the first
+///   (o_j = Q_j o_0 with Q_j free of the differentiated parameters: cell,
+///   misset, detector and beam parameters, not phi or mosaic ones): each
+///   row holds the vectors and Q_j, and the derivatives are o_0's, so that
+///   Σ_j w_j (do_j) = (Σ_j w_j Q_j) do_0. The sums then cost 3 x 12 values
+///   per term whatever k, against 3 x 3 (k + 1).
+#[derive(Clone, Debug)]
+pub struct DerivativeRows {
+    /// One row per orientation.
+    pub rows: Vec<DerivativeRow>,
+    /// Factored: the first orientation's derivative components,
+    /// `[axis][component][direction]`.
+    pub first_derivatives: Option<[[[f64; DERIVATIVE_LANES]; 3]; 3]>,
+    /// Directions (k).
+    pub k: usize,
+}
+
+impl DerivativeRows {
+    /// Largest error of Q_j do_0 against do_j, relative to the largest
+    /// derivative component of the direction, that the factored form
+    /// accepts (the rotations' own rounding is ~1e-16).
+    pub const FACTOR_TOLERANCE: f64 = 1e-13;
+
+    /// The rows of the orientations with cell vectors `vectors` (a, b, c of
+    /// each) and `eps(j, axis, x, p)`: the p-th derivative component of
+    /// component x of orientation j's vector `axis`. Factored where that is
+    /// smaller and holds to [`Self::FACTOR_TOLERANCE`], else direct.
+    pub fn new(
+        vectors: &[[[f64; 3]; 3]],
+        k: usize,
+        eps: impl Fn(usize, usize, usize, usize) -> f64,
+    ) -> Self {
+        assert!(k <= DERIVATIVE_LANES);
+        // factored rows are 3 x (1 + 3) long: smaller only from k = 4
+        if k >= 4 {
+            if let Some(f) = Self::factored(vectors, k, &eps) {
+                return f;
+            }
+        }
+        DerivativeRows {
+            rows: (0..vectors.len())
+                .map(|j| DerivativeRow::new(vectors[j], k, |axis, x, p| eps(j, axis, x, p)))
+                .collect(),
+            first_derivatives: None,
+            k,
+        }
+    }
+
+    fn factored(
+        vectors: &[[[f64; 3]; 3]],
+        k: usize,
+        eps: &impl Fn(usize, usize, usize, usize) -> f64,
+    ) -> Option<Self> {
+        // the matrix whose columns are an orientation's a, b, c
+        let columns = |o: &[[f64; 3]; 3]| nalgebra::Matrix3::from_fn(|x, axis| o[axis][x]);
+        let first_inverse = columns(vectors.first()?).try_inverse()?;
+        let q: Vec<nalgebra::Matrix3<f64>> =
+            vectors.iter().map(|o| columns(o) * first_inverse).collect();
+        let mut first = [[[0.0; DERIVATIVE_LANES]; 3]; 3];
+        for (axis, fa) in first.iter_mut().enumerate() {
+            for (y, fy) in fa.iter_mut().enumerate() {
+                for (p, v) in fy.iter_mut().enumerate().take(k) {
+                    *v = eps(0, axis, y, p);
+                }
+            }
+        }
+        // every orientation's derivatives must be Q_j do_0 to the tolerance
+        for p in 0..k {
+            let mut largest = 0.0f64;
+            let mut worst = 0.0f64;
+            for (j, qj) in q.iter().enumerate() {
+                for (axis, fa) in first.iter().enumerate() {
+                    for x in 0..3 {
+                        let want = eps(j, axis, x, p);
+                        let got: f64 = (0..3).map(|y| qj[(x, y)] * fa[y][p]).sum();
+                        if !(want.is_finite() && got.is_finite()) {
+                            return None;
+                        }
+                        largest = largest.max(want.abs());
+                        worst = worst.max((got - want).abs());
+                    }
+                }
+            }
+            if worst > Self::FACTOR_TOLERANCE * largest {
+                return None;
+            }
+        }
+        let rows = vectors
+            .iter()
+            .zip(&q)
+            .map(|(o, qj)| DerivativeRow::new(*o, 3, |_, x, y| qj[(x, y)]))
+            .collect();
+        Some(DerivativeRows {
+            rows,
+            first_derivatives: Some(first),
+            k,
+        })
+    }
+
+    /// Directions the sums carry per vector component: k direct, 3 factored
+    /// (a row of Q_j).
+    pub fn row_directions(&self) -> usize {
+        if self.first_derivatives.is_some() {
+            3
+        } else {
+            self.k
+        }
+    }
+
+    /// Σ_axis Σ_x S_x Σ_j w_j,axis (do_j,axis)_x along direction p, from
+    /// sums over these rows.
+    pub fn orientation_derivative(&self, sums: &DerivativeSums, s: [f64; 3], p: usize) -> f64 {
+        let mut e = 0.0;
+        match &self.first_derivatives {
+            // (S^T W_axis) do_0,axis with W_axis = Σ_j w_j,axis Q_j
+            Some(first) => {
+                for (axis, fa) in first.iter().enumerate() {
+                    for (y, fy) in fa.iter().enumerate() {
+                        let mut v = 0.0;
+                        for (x, sx) in s.iter().enumerate() {
+                            v += sx * sums.derivative(axis, x, y);
+                        }
+                        e += v * fy[p];
+                    }
+                }
+            }
+            None => {
+                for axis in 0..3 {
+                    for (x, sx) in s.iter().enumerate() {
+                        e += sx * sums.derivative(axis, x, p);
+                    }
+                }
+            }
+        }
+        e
+    }
+}
 
 /// Running sums over the (phi step, mosaic domain) terms of one pixel and
 /// source on the derivative lane path (see `Model::sum_on_derivative_lanes`).
@@ -491,75 +663,159 @@ pub struct DerivativeSums {
     pub value: f64,
     /// Σ F_latt^2.
     pub fl_sqr: f64,
-    /// Σ w_axis (cell vector of the axis), w = 2 F_latt ∂F_latt/∂h_axis.
-    pub u: [[f64; 3]; 3],
-    /// Σ w_axis (its derivative components), component-major as [`DerivativeRow`].
-    pub m: [[f64; 3 * DERIVATIVE_LANES]; 3],
+    /// Σ w_axis (the axis's part of the [`DerivativeRow`]), w = 2 F_latt
+    /// ∂F_latt/∂h_axis: the cell vector's sum at `x (k + 1)`, its derivative
+    /// components' after it.
+    pub rows: [[f64; ROW_AXIS]; 3],
+    /// Derivative directions (k).
+    pub k: usize,
     /// Terms taken (structure-factor evaluations).
     pub evals: usize,
 }
 
 impl DerivativeSums {
-    /// Sums that start from the pixel's running value.
-    pub fn new(value: f64) -> Self {
+    /// Sums of k directions that start from the pixel's running value.
+    pub fn new(value: f64, k: usize) -> Self {
+        assert!(k <= DERIVATIVE_LANES);
         DerivativeSums {
             value,
             fl_sqr: 0.0,
-            u: [[0.0; 3]; 3],
-            m: [[0.0; 3 * DERIVATIVE_LANES]; 3],
+            rows: [[0.0; ROW_AXIS]; 3],
+            k,
             evals: 0,
         }
     }
 
+    /// Σ w_axis (component x of the axis's vector).
+    pub fn vector(&self, axis: usize, x: usize) -> f64 {
+        self.rows[axis][x * (self.k + 1)]
+    }
+
+    /// Σ w_axis (component x's derivative along direction p).
+    pub fn derivative(&self, axis: usize, x: usize, p: usize) -> f64 {
+        self.rows[axis][x * (self.k + 1) + 1 + p]
+    }
+
     /// Add the terms of F_latt values `fl` with slopes `slopes` for the
-    /// orientations whose values and derivative rows are `re`, `eps`.
-    /// `f_sqr` is F^2; a term with F_latt = 0 is skipped unless `keep_zero`
-    /// (C skips it when there is no water background).
+    /// orientations whose rows are `rows`. `f_sqr` is F^2; a term with
+    /// F_latt = 0 is skipped unless `keep_zero` (C skips it when there is no
+    /// water background).
     pub fn add(
         &mut self,
         fl: &[f64],
         slopes: &[[f64; 3]],
-        re: &[[f64; 9]],
-        eps: &[DerivativeRow],
+        rows: &[DerivativeRow],
         f_sqr: f64,
         keep_zero: bool,
     ) {
         let n = fl.len();
-        assert!(slopes.len() == n && re.len() == n && eps.len() == n);
-        // the sums in locals (registers) over the whole slice
-        on_vector_unit(
-            usize::MAX,
-            #[inline(always)]
-            |_| {
-                let (mut value, mut fl_sqr, mut u, mut m) =
-                    (self.value, self.fl_sqr, self.u, self.m);
-                for j in 0..fl.len() {
-                    let f = fl[j];
-                    if f == 0.0 && !keep_zero {
-                        continue;
-                    }
-                    self.evals += 1;
-                    // (F^2 fl) fl, as the scalar loop multiplies
-                    value += f_sqr * f * f;
-                    fl_sqr += f * f;
-                    // fused multiply-adds: exactly rounded on every CPU (one
-                    // instruction where the unit has FMA), so the bytes do not depend
-                    // on the CPU either
+        assert!(slopes.len() == n && rows.len() == n);
+        let take = |f: f64| f != 0.0 || keep_zero;
+        // the value, term by term in the forward render's order (same bits)
+        for &f in fl {
+            if !take(f) {
+                continue;
+            }
+            self.evals += 1;
+            // (F^2 fl) fl, as the scalar loop multiplies
+            self.value += f_sqr * f * f;
+            self.fl_sqr += f * f;
+        }
+        // the rows' sums: only the used length, in whole registers
+        match 3 * (self.k + 1) {
+            0..=8 => self.add_rows::<8>(fl, slopes, rows, keep_zero),
+            9..=12 => self.add_rows::<12>(fl, slopes, rows, keep_zero),
+            13..=16 => self.add_rows::<16>(fl, slopes, rows, keep_zero),
+            17..=20 => self.add_rows::<20>(fl, slopes, rows, keep_zero),
+            21..=24 => self.add_rows::<24>(fl, slopes, rows, keep_zero),
+            _ => self.add_rows::<ROW_AXIS>(fl, slopes, rows, keep_zero),
+        }
+    }
+
+    /// Σ w_axis row_axis over the first LEN entries of each axis's row. Up
+    /// to 12 entries (3 AVX2 registers an axis), the three axes in one sweep
+    /// over the terms: 9 independent chains of fused multiply-adds. Longer,
+    /// one axis at a time with two interleaved partial sums (even and odd
+    /// terms): 2 LEN / 4 registers (12 of AVX2's 16 for LEN 24). The
+    /// derivatives' summation order is not the scalar dual path's; they
+    /// agree to rounding (tests/cpu_lanes.rs).
+    fn add_rows<const LEN: usize>(
+        &mut self,
+        fl: &[f64],
+        slopes: &[[f64; 3]],
+        rows: &[DerivativeRow],
+        keep_zero: bool,
+    ) {
+        let n = fl.len();
+        // a skipped term weighs 0 (its F_latt is 0, so w is too, for finite slopes)
+        let weights = |j: usize| -> [f64; 3] {
+            let f = fl[j];
+            let s = &slopes[j];
+            if f != 0.0 || keep_zero {
+                [2.0 * f * s[0], 2.0 * f * s[1], 2.0 * f * s[2]]
+            } else {
+                [0.0; 3]
+            }
+        };
+        // fused multiply-adds: exactly rounded on every CPU, so the bytes do
+        // not depend on the CPU
+        if LEN <= 12 {
+            let sums = &mut self.rows;
+            return on_vector_unit(
+                usize::MAX,
+                #[inline(always)]
+                |_| {
+                    let mut acc = [[0.0f64; LEN]; 3];
                     for axis in 0..3 {
-                        let w = 2.0 * f * slopes[j][axis];
-                        for x in 0..3 {
-                            u[axis][x] = w.mul_add(re[j][3 * axis + x], u[axis][x]);
-                        }
-                        let row =
-                            &eps[j][axis * 3 * DERIVATIVE_LANES..(axis + 1) * 3 * DERIVATIVE_LANES];
-                        for (mi, ri) in m[axis].iter_mut().zip(row) {
-                            *mi = w.mul_add(*ri, *mi);
+                        acc[axis].copy_from_slice(&sums[axis][..LEN]);
+                    }
+                    for (j, row) in rows.iter().enumerate().take(n) {
+                        let w = weights(j);
+                        for axis in 0..3 {
+                            let r: &[f64; LEN] = row.0[axis][..LEN].try_into().unwrap();
+                            for i in 0..LEN {
+                                acc[axis][i] = w[axis].mul_add(r[i], acc[axis][i]);
+                            }
                         }
                     }
-                }
-                (self.value, self.fl_sqr, self.u, self.m) = (value, fl_sqr, u, m);
-            },
-        )
+                    for axis in 0..3 {
+                        sums[axis][..LEN].copy_from_slice(&acc[axis]);
+                    }
+                },
+            );
+        }
+        for axis in 0..3 {
+            let sums = &mut self.rows[axis];
+            on_vector_unit(
+                usize::MAX,
+                #[inline(always)]
+                |_| {
+                    let mut even = [0.0f64; LEN];
+                    let mut odd = [0.0f64; LEN];
+                    even.copy_from_slice(&sums[..LEN]);
+                    let mut j = 0;
+                    while j + 1 < n {
+                        let (w0, w1) = (weights(j)[axis], weights(j + 1)[axis]);
+                        let r0: &[f64; LEN] = rows[j].0[axis][..LEN].try_into().unwrap();
+                        let r1: &[f64; LEN] = rows[j + 1].0[axis][..LEN].try_into().unwrap();
+                        for i in 0..LEN {
+                            even[i] = w0.mul_add(r0[i], even[i]);
+                            odd[i] = w1.mul_add(r1[i], odd[i]);
+                        }
+                        j += 2;
+                    }
+                    if j < n {
+                        let w0 = weights(j)[axis];
+                        for (e, r) in even.iter_mut().zip(&rows[j].0[axis][..LEN]) {
+                            *e = w0.mul_add(*r, *e);
+                        }
+                    }
+                    for i in 0..LEN {
+                        sums[i] = even[i] + odd[i];
+                    }
+                },
+            )
+        }
     }
 }
 
@@ -826,5 +1082,140 @@ mod tests {
         assert!(SquareLanes::new([true; 3], [Some(5), None, Some(5)]).is_none());
         assert!(SquareLanes::new([true, false, true], [Some(5), None, Some(5)]).is_some());
         assert!(SquareLanes::new([true; 3], [Some(5), Some(49), Some(5)]).is_none());
+    }
+
+    /// Orientations o_j = Q_j o_0 (Q_j rotations about random axes) with
+    /// derivatives Q_j do_0, k directions; `bend` adds j-dependent terms that
+    /// no fixed rotation gives (as a phi or mosaic parameter does).
+    /// One orientation's derivative components, `[axis][component][direction]`.
+    type Derivatives = [[[f64; 8]; 3]; 3];
+
+    fn rotated(k: usize, bend: f64) -> (Vec<[[f64; 3]; 3]>, Vec<Derivatives>) {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        // a triclinic cell in metres and its derivatives
+        let o0 = [
+            [7e-9, 0.3e-9, -0.2e-9],
+            [1e-9, 8e-9, 0.4e-9],
+            [-0.5e-9, 2e-9, 9e-9],
+        ];
+        let mut d0 = [[[0.0; 8]; 3]; 3];
+        for v in d0.iter_mut().flatten().flat_map(|c| c[..k].iter_mut()) {
+            *v = next() * 1e-10;
+        }
+        let (mut vectors, mut derivs) = (vec![], vec![]);
+        for j in 0..37 {
+            let axis = nalgebra::Vector3::new(next(), next(), next()).normalize();
+            let q = *nalgebra::Rotation3::from_axis_angle(
+                &nalgebra::Unit::new_unchecked(axis),
+                next() * 0.1,
+            )
+            .matrix();
+            let o = std::array::from_fn(|a| {
+                let v = q * nalgebra::Vector3::from(o0[a]);
+                [v.x, v.y, v.z]
+            });
+            let d = std::array::from_fn(|a| {
+                std::array::from_fn(|x| {
+                    std::array::from_fn(|p| {
+                        (0..3).map(|y| q[(x, y)] * d0[a][y][p]).sum::<f64>()
+                            + bend * j as f64 * 1e-12 * (p + 1) as f64
+                    })
+                })
+            });
+            vectors.push(o);
+            derivs.push(d);
+        }
+        (vectors, derivs)
+    }
+
+    /// The sums over rows and the orientation derivatives they give, for
+    /// random weights and F_latt values (some exactly 0) and a fixed S.
+    fn orientation_derivatives(rows: &DerivativeRows) -> Vec<f64> {
+        let n = rows.rows.len();
+        let fl: Vec<f64> = (0..n)
+            .map(|j| {
+                if j % 5 == 2 {
+                    0.0
+                } else {
+                    0.3 + j as f64 * 0.01
+                }
+            })
+            .collect();
+        let slopes: Vec<[f64; 3]> = (0..n)
+            .map(|j| [1.0 - j as f64 * 0.05, 0.2 * j as f64, -0.7])
+            .collect();
+        let mut sums = DerivativeSums::new(0.0, rows.row_directions());
+        // in two chunks, as the pixel loop calls it
+        let half = n / 2;
+        sums.add(&fl[..half], &slopes[..half], &rows.rows[..half], 4.0, false);
+        sums.add(&fl[half..], &slopes[half..], &rows.rows[half..], 4.0, false);
+        let s = [0.11e10, -0.23e10, 0.05e10];
+        (0..rows.k)
+            .map(|p| rows.orientation_derivative(&sums, s, p))
+            .collect()
+    }
+
+    #[test]
+    fn factored_rows_give_the_direct_rows_derivatives() {
+        for k in 4..=DERIVATIVE_LANES {
+            let (vectors, derivs) = rotated(k, 0.0);
+            let eps = |j: usize, a: usize, x: usize, p: usize| derivs[j][a][x][p];
+            let factored = DerivativeRows::new(&vectors, k, eps);
+            assert!(
+                factored.first_derivatives.is_some(),
+                "k = {k}: not factored"
+            );
+            assert_eq!(factored.row_directions(), 3);
+            let direct = DerivativeRows {
+                rows: (0..vectors.len())
+                    .map(|j| DerivativeRow::new(vectors[j], k, |a, x, p| eps(j, a, x, p)))
+                    .collect(),
+                first_derivatives: None,
+                k,
+            };
+            let (f, d) = (
+                orientation_derivatives(&factored),
+                orientation_derivatives(&direct),
+            );
+            for p in 0..k {
+                assert!(d[p] != 0.0, "k = {k}, direction {p}: zero");
+                assert!(
+                    (f[p] - d[p]).abs() <= 1e-12 * d[p].abs(),
+                    "k = {k}, direction {p}: factored {} direct {}",
+                    f[p],
+                    d[p]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rows_stay_direct_where_factoring_does_not_hold_or_pay() {
+        // derivatives that are not a fixed rotation of the first's
+        let (vectors, derivs) = rotated(6, 1.0);
+        let rows = DerivativeRows::new(&vectors, 6, |j, a, x, p| derivs[j][a][x][p]);
+        assert!(rows.first_derivatives.is_none());
+        assert_eq!(rows.row_directions(), 6);
+        // a non-finite derivative
+        let (vectors, mut derivs) = rotated(6, 0.0);
+        derivs[3][1][2][4] = f64::NAN;
+        let rows = DerivativeRows::new(&vectors, 6, |j, a, x, p| derivs[j][a][x][p]);
+        assert!(rows.first_derivatives.is_none());
+        // 3 directions: direct rows are no longer than factored ones
+        let (vectors, derivs) = rotated(3, 0.0);
+        let rows = DerivativeRows::new(&vectors, 3, |j, a, x, p| derivs[j][a][x][p]);
+        assert!(rows.first_derivatives.is_none());
+        // a first orientation with no inverse
+        let mut flat = vectors.clone();
+        flat[0][2] = flat[0][0];
+        let (_, derivs) = rotated(6, 0.0);
+        let rows = DerivativeRows::new(&flat, 6, |j, a, x, p| derivs[j][a][x][p]);
+        assert!(rows.first_derivatives.is_none());
     }
 }

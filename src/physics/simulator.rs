@@ -5,7 +5,7 @@
 
 use super::cell::CellVectors;
 use super::config::PhiCarryover;
-use super::lanes::{DerivativeRow, DerivativeSums, LatticeLanes, DERIVATIVE_LANES};
+use super::lanes::{DerivativeRows, DerivativeSums, LatticeLanes, DERIVATIVE_LANES};
 use super::lattice::f_latt;
 use super::params::{Param, ParamValues};
 use super::polarization::polarization_factor;
@@ -241,11 +241,17 @@ const LANE_CHUNK: usize = 128;
 /// [`Model::attach_derivative_lanes`].
 pub struct DerivativeLanes<T> {
     lattice: LatticeLanes,
-    first_re: Vec<[f64; 9]>,
-    first_eps: Vec<DerivativeRow>,
-    rest_re: Vec<[f64; 9]>,
-    rest_eps: Vec<DerivativeRow>,
+    first_rows: DerivativeRows,
+    rest_rows: DerivativeRows,
     basis: Vec<T>,
+}
+
+impl<T> DerivativeLanes<T> {
+    /// Whether the rows of the first sweep and of the later ones are in the
+    /// factored form ([`DerivativeRows`]).
+    pub fn factored(&self) -> [bool; 2] {
+        [&self.first_rows, &self.rest_rows].map(|r| r.first_derivatives.is_some())
+    }
 }
 
 /// How structure factors are looked up for a pixel (see [`FMode`] users).
@@ -658,29 +664,14 @@ impl<'a, T: Real> Model<'a, T> {
             return;
         };
         let k = basis.len();
-        let split = |o: &[Orientation<T>]| -> (Vec<[f64; 9]>, Vec<DerivativeRow>) {
-            o.iter()
-                .map(|o| {
-                    let mut re = [0.0; 9];
-                    let mut d = [0.0; 9 * DERIVATIVE_LANES];
-                    for (i, x) in o.iter().flat_map(|v| v.0).enumerate() {
-                        re[i] = x.val();
-                        for p in 0..k {
-                            d[i * DERIVATIVE_LANES + p] = eps(&x, p);
-                        }
-                    }
-                    (re, d)
-                })
-                .unzip()
+        let rows = |o: &[Orientation<T>]| {
+            let vectors: Vec<[[f64; 3]; 3]> = o.iter().map(|o| o.map(|v| v.val())).collect();
+            DerivativeRows::new(&vectors, k, |j, axis, x, p| eps(&o[j][axis].0[x], p))
         };
-        let (first_re, first_eps) = split(&self.orient_first);
-        let (rest_re, rest_eps) = split(&self.orient_rest);
         self.derivative_lanes = Some(DerivativeLanes {
             lattice,
-            first_re,
-            first_eps,
-            rest_re,
-            rest_eps,
+            first_rows: rows(&self.orient_first),
+            rest_rows: rows(&self.orient_rest),
             basis,
         });
     }
@@ -699,42 +690,32 @@ impl<'a, T: Real> Model<'a, T> {
         i_acc: &mut T,
     ) {
         let s = self.setup;
-        let (re, eps) = if first {
-            (&d.first_re, &d.first_eps)
-        } else {
-            (&d.rest_re, &d.rest_eps)
-        };
-        let count = re.len();
+        let rows = if first { &d.first_rows } else { &d.rest_rows };
+        let count = rows.rows.len();
         let f_val = self.default_f.val();
         let f_sqr = f_val * f_val;
         let keep_zero = s.water_size != 0.0;
         let sv = scattering.val();
-        let mut sums = DerivativeSums::new(i_acc.val());
+        let mut sums = DerivativeSums::new(i_acc.val(), rows.row_directions());
         let mut fl_chunk = [0.0f64; LANE_CHUNK];
         let mut slopes = [[0.0f64; 3]; LANE_CHUNK];
         for start in (0..count).step_by(LANE_CHUNK) {
             let r = start..LANE_CHUNK.min(count - start) + start;
             let (fl, sl) = (&mut fl_chunk[..r.len()], &mut slopes[..r.len()]);
             d.lattice.f_latt(first, sv, start, fl, Some(sl));
-            sums.add(fl, sl, &re[r.clone()], &eps[r], f_sqr, keep_zero);
+            sums.add(fl, sl, &rows.rows[r], f_sqr, keep_zero);
         }
         *eval += sums.evals;
-        let (m, u) = (&sums.m, &sums.u);
         // the orientation part Σ_axis Σ_x S_x M_axis[x][p], direction by direction
         let mut d_orient = c::<T>(0.0);
         for (p, unit) in d.basis.iter().enumerate() {
-            let mut e = 0.0;
-            for mi in m {
-                for x in 0..3 {
-                    e += sv[x] * mi[x * DERIVATIVE_LANES + p];
-                }
-            }
-            d_orient += *unit * c::<T>(e);
+            d_orient += *unit * c::<T>(rows.orientation_derivative(&sums, sv, p));
         }
         // the scattering-vector part Σ_axis U_axis · dS, through S's own directions
         let mut d_scatter = c::<T>(0.0);
-        for ua in u {
-            d_scatter += dot_product(&Vec3::cst(*ua), scattering);
+        for axis in 0..3 {
+            let ua = [0, 1, 2].map(|x| sums.vector(axis, x));
+            d_scatter += dot_product(&Vec3::cst(ua), scattering);
         }
         let f = self.default_f;
         let total = f * f * c::<T>(sums.fl_sqr) + c::<T>(f_sqr) * (d_scatter + d_orient);
