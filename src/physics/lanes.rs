@@ -968,16 +968,20 @@ mod tests {
     use super::*;
     use crate::physics::lattice::f_latt;
 
-    /// A deterministic stream of orientations and scattering vectors with the
-    /// edges in it: indices at exact integers, half-integers, 0, tiny and huge.
-    fn cases() -> Vec<([[f64; 3]; 3], [f64; 3])> {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
+    /// A deterministic stream of numbers in [-1, 1) (xorshift64) from `seed`.
+    fn uniform(mut seed: u64) -> impl FnMut() -> f64 {
+        move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        };
+        }
+    }
+
+    /// A deterministic stream of orientations and scattering vectors with the
+    /// edges in it: indices at exact integers, half-integers, 0, tiny and huge.
+    fn cases() -> Vec<([[f64; 3]; 3], [f64; 3])> {
+        let mut next = uniform(0x9E37_79B9_7F4A_7C15);
         let mut out = vec![];
         for i in 0..600 {
             let scale = [1e-3, 1.0, 7.0, 60.0, 1e7, 1e16][i % 6];
@@ -1091,13 +1095,7 @@ mod tests {
     type Derivatives = [[[f64; 8]; 3]; 3];
 
     fn rotated(k: usize, bend: f64) -> (Vec<[[f64; 3]; 3]>, Vec<Derivatives>) {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        };
+        let mut next = uniform(0x2545_F491_4F6C_DD1D);
         // a triclinic cell in metres and its derivatives
         let o0 = [
             [7e-9, 0.3e-9, -0.2e-9],
