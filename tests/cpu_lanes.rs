@@ -283,7 +283,18 @@ fn derivatives_on_lanes_match_the_scalar_dual_path() {
             [CellA, CellB, CellC, MissetX, Distance, Wavelength],
             Some(true),
         );
-        // phi and mosaic parameters move the rotations themselves: direct rows
+        // phi_start turns every orientation by the same angle about the
+        // spindle, which commutes with the step rotations: factored rows,
+        // but for the first sweep under the carryover, whose step at exactly
+        // 0 is the unrotated cell (no phi_start derivative)
+        check_derivatives_factored(
+            "reference, 4 with phi_start",
+            &s,
+            [CellA, CellC, MissetY, PhiStart],
+            (carryover == "spec").then_some(true),
+        );
+        // the oscillation range and the mosaic spread change the rotations
+        // between orientations: direct rows
         check_derivatives_factored(
             "reference, 5 with phi and mosaic",
             &s,

@@ -519,7 +519,9 @@ impl DerivativeRow {
 ///   derivative components;
 /// - factored, when every orientation is a fixed rotation of the first
 ///   (o_j = Q_j o_0 with Q_j free of the differentiated parameters: cell,
-///   misset, detector and beam parameters, not phi or mosaic ones): each
+///   misset, detector and beam parameters, and phi_start, whose turn about
+///   the spindle commutes with the steps'; not the oscillation range or the
+///   mosaic spread, which change the rotations between orientations): each
 ///   row holds the vectors and Q_j, and the derivatives are o_0's, so that
 ///   Σ_j w_j (do_j) = (Σ_j w_j Q_j) do_0. The sums then cost 3 x 12 values
 ///   per term whatever k, against 3 x 3 (k + 1).
