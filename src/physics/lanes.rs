@@ -628,10 +628,14 @@ impl DerivativeRows {
         }
     }
 
-    /// Σ_axis Σ_x S_x Σ_j w_j,axis (do_j,axis)_x along direction p, from
-    /// sums over these rows.
-    pub fn orientation_derivative(&self, sums: &DerivativeSums, s: [f64; 3], p: usize) -> f64 {
-        let mut e = 0.0;
+    /// Σ_axis Σ_x S_x Σ_j w_j,axis (do_j,axis)_x along each direction p
+    /// (the first k entries), from sums over these rows.
+    pub fn orientation_derivatives(
+        &self,
+        sums: &DerivativeSums,
+        s: [f64; 3],
+    ) -> [f64; DERIVATIVE_LANES] {
+        let mut e = [0.0; DERIVATIVE_LANES];
         match &self.first_derivatives {
             // (S^T W_axis) do_0,axis with W_axis = Σ_j w_j,axis Q_j
             Some(first) => {
@@ -641,14 +645,18 @@ impl DerivativeRows {
                         for (x, sx) in s.iter().enumerate() {
                             v += sx * sums.derivative(axis, x, y);
                         }
-                        e += v * fy[p];
+                        for (ep, dp) in e.iter_mut().zip(fy).take(self.k) {
+                            *ep += v * dp;
+                        }
                     }
                 }
             }
             None => {
-                for axis in 0..3 {
-                    for (x, sx) in s.iter().enumerate() {
-                        e += sx * sums.derivative(axis, x, p);
+                for (p, ep) in e.iter_mut().enumerate().take(self.k) {
+                    for axis in 0..3 {
+                        for (x, sx) in s.iter().enumerate() {
+                            *ep += sx * sums.derivative(axis, x, p);
+                        }
                     }
                 }
             }
@@ -1156,9 +1164,7 @@ mod tests {
         sums.add(&fl[..half], &slopes[..half], &rows.rows[..half], 4.0, false);
         sums.add(&fl[half..], &slopes[half..], &rows.rows[half..], 4.0, false);
         let s = [0.11e10, -0.23e10, 0.05e10];
-        (0..rows.k)
-            .map(|p| rows.orientation_derivative(&sums, s, p))
-            .collect()
+        rows.orientation_derivatives(&sums, s)[..rows.k].to_vec()
     }
 
     #[test]

@@ -708,8 +708,9 @@ impl<'a, T: Real> Model<'a, T> {
         *eval += sums.evals;
         // the orientation part Σ_axis Σ_x S_x M_axis[x][p], direction by direction
         let mut d_orient = c::<T>(0.0);
-        for (p, unit) in d.basis.iter().enumerate() {
-            d_orient += *unit * c::<T>(rows.orientation_derivative(&sums, sv, p));
+        let e = rows.orientation_derivatives(&sums, sv);
+        for (unit, ep) in d.basis.iter().zip(e) {
+            d_orient += *unit * c::<T>(ep);
         }
         // the scattering-vector part Σ_axis U_axis · dS, through S's own directions
         let mut d_scatter = c::<T>(0.0);
