@@ -558,6 +558,16 @@ impl DerivativeRows {
                 return f;
             }
         }
+        Self::direct(vectors, k, eps)
+    }
+
+    /// The direct form: each row the orientation's vectors and their k
+    /// derivative components.
+    pub fn direct(
+        vectors: &[[[f64; 3]; 3]],
+        k: usize,
+        eps: impl Fn(usize, usize, usize, usize) -> f64,
+    ) -> Self {
         DerivativeRows {
             rows: (0..vectors.len())
                 .map(|j| DerivativeRow::new(vectors[j], k, |axis, x, p| eps(j, axis, x, p)))
@@ -720,10 +730,9 @@ impl DerivativeSums {
     ) {
         let n = fl.len();
         assert!(slopes.len() == n && rows.len() == n);
-        let take = |f: f64| f != 0.0 || keep_zero;
         // the value, term by term in the forward render's order (same bits)
         for &f in fl {
-            if !take(f) {
+            if !Self::takes(f, keep_zero) {
                 continue;
             }
             self.evals += 1;
@@ -740,6 +749,13 @@ impl DerivativeSums {
             21..=24 => self.add_rows::<24>(fl, slopes, rows, keep_zero),
             _ => self.add_rows::<ROW_AXIS>(fl, slopes, rows, keep_zero),
         }
+    }
+
+    /// Whether a term with F_latt `f` is summed: C skips F_latt = 0 when
+    /// there is no water background (`keep_zero` false).
+    #[inline(always)]
+    fn takes(f: f64, keep_zero: bool) -> bool {
+        f != 0.0 || keep_zero
     }
 
     /// Σ w_axis row_axis over the first LEN entries of each axis's row. Up
@@ -761,7 +777,7 @@ impl DerivativeSums {
         let weights = |j: usize| -> [f64; 3] {
             let f = fl[j];
             let s = &slopes[j];
-            if f != 0.0 || keep_zero {
+            if Self::takes(f, keep_zero) {
                 [2.0 * f * s[0], 2.0 * f * s[1], 2.0 * f * s[2]]
             } else {
                 [0.0; 3]
@@ -1098,12 +1114,12 @@ mod tests {
         assert!(SquareLanes::new([true; 3], [Some(5), Some(49), Some(5)]).is_none());
     }
 
-    /// Orientations o_j = Q_j o_0 (Q_j rotations about random axes) with
-    /// derivatives Q_j do_0, k directions; `bend` adds j-dependent terms that
-    /// no fixed rotation gives (as a phi or mosaic parameter does).
     /// One orientation's derivative components, `[axis][component][direction]`.
     type Derivatives = [[[f64; 8]; 3]; 3];
 
+    /// Orientations o_j = Q_j o_0 (Q_j rotations about random axes) with
+    /// derivatives Q_j do_0, k directions; `bend` adds j-dependent terms that
+    /// no fixed rotation gives (as a phi or mosaic parameter does).
     fn rotated(k: usize, bend: f64) -> (Vec<[[f64; 3]; 3]>, Vec<Derivatives>) {
         let mut next = uniform(0x2545_F491_4F6C_DD1D);
         // a triclinic cell in metres and its derivatives
@@ -1178,13 +1194,7 @@ mod tests {
                 "k = {k}: not factored"
             );
             assert_eq!(factored.row_directions(), 3);
-            let direct = DerivativeRows {
-                rows: (0..vectors.len())
-                    .map(|j| DerivativeRow::new(vectors[j], k, |a, x, p| eps(j, a, x, p)))
-                    .collect(),
-                first_derivatives: None,
-                k,
-            };
+            let direct = DerivativeRows::direct(&vectors, k, eps);
             let (f, d) = (
                 orientation_derivatives(&factored),
                 orientation_derivatives(&direct),

@@ -706,7 +706,7 @@ impl<'a, T: Real> Model<'a, T> {
             sums.add(fl, sl, &rows.rows[r], f_sqr, keep_zero);
         }
         *eval += sums.evals;
-        // the orientation part Σ_axis Σ_x S_x M_axis[x][p], direction by direction
+        // the orientation part Σ_axis Σ_x S_x Σ_j w_j,axis (do_j,axis)_x, each direction
         let mut d_orient = c::<T>(0.0);
         let e = rows.orientation_derivatives(&sums, sv);
         for (unit, ep) in d.basis.iter().zip(e) {
